@@ -1,0 +1,41 @@
+/* main.c - dispatch `kennel SUBCOMMAND ...` to the command table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const kn_command_t commands[] = {
+    {"run", "run code or a command in a fresh sandbox, then destroy it", kn_cmd_run},
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: kennel COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`kennel COMMAND --help` describes one command.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return KN_EXIT_KENNEL;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("kennel 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "kennel: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return KN_EXIT_KENNEL;
+}

@@ -1,0 +1,84 @@
+/* config.h - the one sandbox specification.
+ *
+ * CLI flags, API bodies and profile files all fill a kn_config_t; it is
+ * validated once (kn_config_validate) and then handed to kn_sandbox_spawn().
+ * All strings and arrays are owned by the config and freed by kn_config_free(). */
+#ifndef KN_CONFIG_H
+#define KN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+#define KN_MAX_BINDS 64
+#define KN_MAX_ENV 1024
+
+typedef struct kn_bind {
+    char *src; /* host path (absolute after validation) */
+    char *dst; /* path inside the sandbox, absolute */
+    bool rw;
+} kn_bind_t;
+
+typedef struct kn_config {
+    char *profile; /* name of the profile the config started from */
+    char *image;   /* "host" or an absolute rootfs directory */
+
+    /* The process. */
+    char **argv; /* NULL-terminated; argv[0] is looked up in PATH inside */
+    char **env;  /* NULL-terminated "KEY=VALUE" list: the whole environment */
+    size_t n_env;
+    char *cwd;
+    uid_t uid; /* ids inside the sandbox */
+    gid_t gid;
+    char *hostname;
+
+    /* Filesystem. */
+    bool root_readonly;  /* the writable layer is read-only too */
+    uint64_t root_size;  /* bytes of the writable layer (tmpfs) */
+    uint64_t tmp_size;   /* bytes of /tmp */
+    bool tmp_noexec;     /* /tmp mounted noexec */
+    bool in_out;         /* provide /in (read-only) and /out (writable) */
+    bool hide_home;      /* /root and /home of the host are not shown */
+    kn_bind_t binds[KN_MAX_BINDS];
+    size_t n_binds;
+
+    /* Limits. 0 means "no limit" except where noted. */
+    uint64_t memory;     /* bytes, swap off */
+    uint32_t pids;       /* tasks in the cgroup and RLIMIT_NPROC inside */
+    double cpus;         /* CPU bandwidth, in CPUs */
+    uint64_t timeout_ms; /* wall clock; the whole sandbox is killed */
+    uint64_t fsize;      /* RLIMIT_FSIZE, bytes */
+    uint64_t nofile;     /* RLIMIT_NOFILE */
+
+    /* Security layers. Each is on unless a profile says otherwise. */
+    bool network;        /* false: a network namespace with only lo */
+    bool deny_sockets;   /* seccomp: socket family calls fail EPERM */
+    bool deny_exec;      /* seccomp: execve after the entry process fails */
+    bool landlock;       /* apply a landlock ruleset where the kernel has it */
+} kn_config_t;
+
+/* Fills cfg with the named profile ("default", "deny-by-default").
+ * cfg must be zeroed or freed before. Returns -1 for an unknown name. */
+int kn_profile_load(kn_config_t *cfg, const char *name, kn_error_t *err);
+/* NULL-terminated list of the built-in profile names. */
+const char *const *kn_profile_names(void);
+
+/* Helpers that keep ownership rules in one place. Each copies its input. */
+int kn_config_set_argv(kn_config_t *cfg, char *const *argv, kn_error_t *err);
+int kn_config_setenv(kn_config_t *cfg, const char *kv, kn_error_t *err);
+int kn_config_add_bind(kn_config_t *cfg, const char *src, const char *dst, bool rw,
+                       kn_error_t *err);
+int kn_config_set_str(char **field, const char *value, kn_error_t *err);
+
+/* Checks every field once; resolves bind sources to absolute paths.
+ * Returns -1 with a message naming the first bad field. */
+int kn_config_validate(kn_config_t *cfg, kn_error_t *err);
+void kn_config_free(kn_config_t *cfg);
+
+/* Parses "512m", "1g", "1048576" (bytes; k/m/g are powers of 1024). */
+int kn_parse_size(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,57 @@
+/* sandbox.h - create, run and destroy one sandbox.
+ *
+ * kn_sandbox_spawn() builds every isolation layer of cfg (see spawn.c for the
+ * order) and starts cfg->argv inside. The caller owns the returned sandbox and
+ * must call kn_sandbox_destroy(), which kills whatever is left inside and
+ * removes the cgroup: nothing of the sandbox outlives it. */
+#ifndef KN_SANDBOX_H
+#define KN_SANDBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "error.h"
+
+typedef struct kn_sandbox kn_sandbox_t;
+
+/* Descriptors of the caller that become 0, 1 and 2 inside; -1 means /dev/null. */
+typedef struct kn_stdio {
+    int in, out, err;
+} kn_stdio_t;
+
+/* A layer the runtime could not enforce in this environment (for example
+ * cgroup limits without a delegated cgroup as an unprivileged user). */
+#define KN_MAX_WARNINGS 8
+typedef struct kn_warnings {
+    char msg[KN_MAX_WARNINGS][160];
+    int n;
+} kn_warnings_t;
+
+typedef struct kn_result {
+    int exit_code;      /* the program's code, or 128+N when killed by signal N */
+    int term_signal;    /* N when killed by a signal, else 0 */
+    bool timed_out;     /* the wall-clock timeout killed the sandbox */
+    bool oom_killed;    /* the memory cgroup killed something inside */
+    uint64_t setup_us;  /* spawn() until the program was exec'd */
+    uint64_t execute_us;/* exec until the sandbox ended */
+    uint64_t cpu_user_us, cpu_sys_us; /* host-side accounting of the whole tree */
+    uint64_t peak_memory; /* bytes: cgroup peak where there is one, else max RSS */
+} kn_result_t;
+
+int kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **out,
+                     kn_error_t *err);
+/* Warnings gathered while spawning; valid until destroy. */
+const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
+/* A descriptor that becomes readable when the sandbox's init has exited. */
+int kn_sandbox_pidfd(const kn_sandbox_t *sb);
+pid_t kn_sandbox_pid(const kn_sandbox_t *sb);
+/* Kills every process of the sandbox (SIGKILL to its init ends the pid namespace). */
+int kn_sandbox_kill(kn_sandbox_t *sb, kn_error_t *err);
+/* Waits for the end, kills at cfg->timeout_ms, and fills res. Blocking. */
+int kn_sandbox_wait(kn_sandbox_t *sb, kn_result_t *res, kn_error_t *err);
+/* Kills what is left, reaps, removes the cgroup, frees sb. NULL is a no-op. */
+void kn_sandbox_destroy(kn_sandbox_t *sb);
+
+#endif
