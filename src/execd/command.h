@@ -1,0 +1,24 @@
+/* command.h - POST /command and friends: shell commands run in their own process
+ * group, streamed as line events (foreground) or logged to a memory file
+ * (background), with status kept for a bounded number of finished commands. */
+#ifndef KN_EXECD_COMMAND_H
+#define KN_EXECD_COMMAND_H
+
+#include <stdbool.h>
+
+#include "core/error.h"
+#include "execd.h"
+
+/* Creates the store on ex (ex->cmds). -1 with err on failure. */
+int kn_command_store_init(kn_execd_t *ex, kn_error_t *err);
+/* Kills every running command and frees the store. */
+void kn_command_store_free(kn_execd_t *ex);
+/* Builds the environment for a child: execd's environment with envs (a JSON
+ * object of strings, may be NULL) laid over it. NULL-terminated; free with
+ * kn_command_env_free(). */
+char **kn_command_env(const void *envs_json);
+void kn_command_env_free(char **env);
+/* The shell used for commands: "bash" when present in PATH, else "sh". */
+const char *kn_command_shell(void);
+
+#endif

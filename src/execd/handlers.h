@@ -1,0 +1,44 @@
+/* handlers.h - every route handler of execd, grouped by the module that owns it.
+ * Each takes the request and queues exactly one response. */
+#ifndef KN_EXECD_HANDLERS_H
+#define KN_EXECD_HANDLERS_H
+
+#include "http.h"
+
+/* command.c */
+enum MHD_Result kn_command_run(kn_req_t *req);
+enum MHD_Result kn_command_interrupt(kn_req_t *req);
+enum MHD_Result kn_command_status(kn_req_t *req);
+enum MHD_Result kn_command_logs(kn_req_t *req);
+
+/* files.c */
+enum MHD_Result kn_files_info(kn_req_t *req);
+enum MHD_Result kn_files_delete(kn_req_t *req);
+enum MHD_Result kn_files_permissions(kn_req_t *req);
+enum MHD_Result kn_files_mv(kn_req_t *req);
+enum MHD_Result kn_files_search(kn_req_t *req);
+enum MHD_Result kn_files_replace(kn_req_t *req);
+enum MHD_Result kn_files_download(kn_req_t *req);
+enum MHD_Result kn_dirs_list(kn_req_t *req);
+enum MHD_Result kn_dirs_create(kn_req_t *req);
+enum MHD_Result kn_dirs_delete(kn_req_t *req);
+
+/* code.c */
+enum MHD_Result kn_code_context_create(kn_req_t *req);
+enum MHD_Result kn_code_contexts_list(kn_req_t *req);
+enum MHD_Result kn_code_contexts_delete_language(kn_req_t *req);
+enum MHD_Result kn_code_context_get(kn_req_t *req);
+enum MHD_Result kn_code_context_delete(kn_req_t *req);
+enum MHD_Result kn_code_run(kn_req_t *req);
+enum MHD_Result kn_code_interrupt(kn_req_t *req);
+
+/* session.c */
+enum MHD_Result kn_session_create(kn_req_t *req);
+enum MHD_Result kn_session_run(kn_req_t *req);
+enum MHD_Result kn_session_delete(kn_req_t *req);
+
+/* metrics.c */
+enum MHD_Result kn_metrics_get(kn_req_t *req);
+enum MHD_Result kn_metrics_watch(kn_req_t *req);
+
+#endif
