@@ -40,17 +40,33 @@ typedef struct kn_result {
     uint64_t peak_memory; /* bytes: cgroup peak where there is one, else max RSS */
 } kn_result_t;
 
+/* Builds every layer and stops just before the program runs (state READY):
+ * the caller may copy files in, then calls kn_sandbox_start(). */
 int kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **out,
                      kn_error_t *err);
-/* Warnings gathered while spawning; valid until destroy. */
-const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
-/* A descriptor that becomes readable when the sandbox's init has exited. */
-int kn_sandbox_pidfd(const kn_sandbox_t *sb);
-pid_t kn_sandbox_pid(const kn_sandbox_t *sb);
+int kn_sandbox_start(kn_sandbox_t *sb, kn_error_t *err);
+/* A descriptor that becomes readable when the program has ended (its status
+ * arrived) or the sandbox died. Then call kn_sandbox_collect(). */
+int kn_sandbox_syncfd(const kn_sandbox_t *sb);
+/* Reads what is pending on the sync descriptor; *done when the program ended.
+ * Files may still be copied out after that, until kn_sandbox_finish(). */
+int kn_sandbox_collect(kn_sandbox_t *sb, bool *done);
+/* Copies a host file into the sandbox (before start) or out of it (after the
+ * program ended). Guest paths resolve inside the sandbox's root only:
+ * symlinks and ".." cannot leave it. */
+int kn_sandbox_copy_in(kn_sandbox_t *sb, const char *local, const char *guest, kn_error_t *err);
+int kn_sandbox_copy_out(kn_sandbox_t *sb, const char *guest, const char *local, kn_error_t *err);
+/* Ends the sandbox (every process in it dies), reaps it, fills res. */
+int kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res);
 /* Kills every process of the sandbox (SIGKILL to its init ends the pid namespace). */
 int kn_sandbox_kill(kn_sandbox_t *sb, kn_error_t *err);
-/* Waits for the end, kills at cfg->timeout_ms, and fills res. Blocking. */
-int kn_sandbox_wait(kn_sandbox_t *sb, kn_result_t *res, kn_error_t *err);
+void kn_sandbox_mark_timed_out(kn_sandbox_t *sb);
+/* Warnings gathered while spawning; valid until destroy. */
+const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
+/* True when the named layer ("cgroup", "landlock") is not enforced. */
+bool kn_sandbox_unenforced(const kn_sandbox_t *sb, const char *layer);
+int kn_sandbox_pidfd(const kn_sandbox_t *sb);
+pid_t kn_sandbox_pid(const kn_sandbox_t *sb);
 /* Kills what is left, reaps, removes the cgroup, frees sb. NULL is a no-op. */
 void kn_sandbox_destroy(kn_sandbox_t *sb);
 

@@ -1,0 +1,806 @@
+/* cmd_run.c - `kennel run`: one-shot code or commands, each in a fresh
+ * sandbox that is destroyed when it ends. Modelled on exec-sandbox's
+ * `sbx run`. Parses flags into kn_config_t, then drives the sandboxes:
+ * output streams as it happens, within caps; timeouts kill a whole sandbox. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "jsonw.h"
+#include "sandbox.h"
+#include "util.h"
+
+#define MAX_SOURCES 32
+#define MAX_XFER 32
+
+typedef struct source {
+    const char *lang; /* python, javascript, bash; NULL for a command */
+    char *code;       /* inline code, owned */
+    const char *file; /* host path of a script */
+    char **cmd;       /* borrowed argv of `-- CMD ARGS` */
+    char label[64];
+} source_t;
+
+typedef struct run_opts {
+    const char *lang;
+    const char *profile;
+    const char *image;
+    double timeout_s;
+    bool have_timeout;
+    uint64_t memory;
+    bool have_memory;
+    double cpus;
+    bool have_cpus;
+    long pids;
+    bool have_pids;
+    const char *env[KN_MAX_ENV];
+    int n_env;
+    const char *binds[KN_MAX_BINDS];
+    bool bind_rw[KN_MAX_BINDS];
+    int n_binds;
+    const char *uploads[MAX_XFER];
+    int n_uploads;
+    const char *downloads[MAX_XFER];
+    int n_downloads;
+    bool json, quiet;
+    uint64_t stdout_cap, stderr_cap;
+} run_opts_t;
+
+typedef struct stream {
+    int fd;            /* read end, -1 at EOF */
+    int out;           /* where it streams: 1 or 2 */
+    uint64_t cap, n;   /* bytes kept so far */
+    bool truncated;
+    char *buf;         /* --json: what is kept */
+    size_t len, size;
+    char line[4096];   /* several sources: the pending partial line */
+    size_t line_len;
+} stream_t;
+
+typedef struct job {
+    source_t *src;
+    kn_config_t cfg;
+    kn_sandbox_t *sb;
+    stream_t s[2];
+    uint64_t t0, deadline_us;
+    bool program_done, finished, failed;
+    char error[KN_ERROR_MSG_MAX];
+    kn_result_t res;
+} job_t;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kennel run [OPTIONS] [-c CODE]... [FILE|-]... [-- CMD ARGS...]\n"
+            "\n"
+            "Runs code or a command in a fresh sandbox, then destroys it. Several sources\n"
+            "run concurrently, each in its own sandbox.\n"
+            "\n"
+            "  -l, --lang LANG        python, javascript or bash (default: from the file\n"
+            "                         extension, else python)\n"
+            "  -c, --code CODE        inline code (repeatable)\n"
+            "  -t, --timeout SECONDS  wall-clock limit; the whole sandbox is killed (default 30)\n"
+            "  -m, --memory SIZE      memory limit, swap off (MiB, or 512m, 1g; default 512)\n"
+            "      --cpus N           CPU bandwidth in CPUs (default 1)\n"
+            "      --pids N           process limit (default 256)\n"
+            "  -e, --env KEY=VALUE    environment variable (repeatable); nothing else leaks in\n"
+            "      --upload LOCAL:GUEST     copy a file in before the run\n"
+            "      --download GUEST[:LOCAL] copy a file out after the run\n"
+            "      --profile NAME     default or deny-by-default\n"
+            "      --image IMAGE      host (default) or an absolute rootfs directory\n"
+            "      --ro-bind SRC:DST  bind a host path read-only\n"
+            "      --bind SRC:DST     bind a host path writable\n"
+            "      --stdout-limit SIZE, --stderr-limit SIZE  output caps (1m, 100k)\n"
+            "      --json             print a JSON result instead of streaming\n"
+            "  -q, --quiet            no warnings\n"
+            "\n"
+            "Exit status: the program's, 128+N if killed by signal N, 124 on timeout,\n"
+            "125 for kennel's own errors, 127 if the command is not found.\n");
+}
+
+static int __attribute__((format(printf, 1, 2)))
+fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kennel: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return KN_EXIT_KENNEL;
+}
+
+static int
+parse_double(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static const char *
+lang_of_file(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (!dot)
+        return NULL;
+    if (!strcmp(dot, ".py"))
+        return "python";
+    if (!strcmp(dot, ".js") || !strcmp(dot, ".mjs") || !strcmp(dot, ".cjs"))
+        return "javascript";
+    if (!strcmp(dot, ".sh") || !strcmp(dot, ".bash"))
+        return "bash";
+    return NULL;
+}
+
+static const char *
+normalize_lang(const char *l)
+{
+    if (!strcmp(l, "python") || !strcmp(l, "py") || !strcmp(l, "python3"))
+        return "python";
+    if (!strcmp(l, "javascript") || !strcmp(l, "js") || !strcmp(l, "node"))
+        return "javascript";
+    if (!strcmp(l, "bash") || !strcmp(l, "sh") || !strcmp(l, "shell"))
+        return "bash";
+    return NULL;
+}
+
+static const char *
+interpreter(const char *lang)
+{
+    if (!strcmp(lang, "python"))
+        return "python3";
+    if (!strcmp(lang, "javascript"))
+        return "node";
+    return "bash";
+}
+
+static char *
+read_all_stdin(void)
+{
+    size_t size = 4096, len = 0;
+    char *buf = malloc(size);
+    if (!buf)
+        return NULL;
+    for (;;) {
+        if (len + 1 >= size) {
+            char *g = realloc(buf, size *= 2);
+            if (!g) {
+                free(buf);
+                return NULL;
+            }
+            buf = g;
+        }
+        ssize_t n = read(STDIN_FILENO, buf + len, size - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Fills cfg for one source from the profile and the flags. */
+static int
+build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
+{
+    kn_config_t *cfg = &j->cfg;
+    source_t *s = j->src;
+    if (kn_profile_load(cfg, o->profile, err) < 0)
+        return -1;
+    if (o->image && kn_config_set_str(&cfg->image, o->image, err) < 0)
+        return -1;
+    if (o->have_timeout)
+        cfg->timeout_ms = (uint64_t)(o->timeout_s * 1000.0 + 0.5);
+    if (o->have_memory)
+        cfg->memory = o->memory;
+    if (o->have_cpus)
+        cfg->cpus = o->cpus;
+    if (o->have_pids)
+        cfg->pids = (uint32_t)o->pids;
+    for (int i = 0; i < o->n_env; i++)
+        if (kn_config_setenv(cfg, o->env[i], err) < 0)
+            return -1;
+    for (int i = 0; i < o->n_binds; i++) {
+        char spec[PATH_MAX * 2];
+        snprintf(spec, sizeof spec, "%s", o->binds[i]);
+        char *colon = strchr(spec, ':');
+        if (!colon || colon == spec || !colon[1])
+            return kn_error_set(err, EINVAL, "bind '%s' is not SRC:DST", o->binds[i]);
+        *colon = '\0';
+        if (kn_config_add_bind(cfg, spec, colon + 1, o->bind_rw[i], err) < 0)
+            return -1;
+    }
+    char *argv[8] = {0};
+    char script[PATH_MAX];
+    if (s->cmd) {
+        if (kn_config_set_argv(cfg, s->cmd, err) < 0)
+            return -1;
+    } else {
+        argv[0] = (char *)interpreter(s->lang);
+        if (s->file) {
+            const char *base = strrchr(s->file, '/');
+            snprintf(script, sizeof script, "/tmp/%s", base ? base + 1 : s->file);
+            argv[1] = script;
+        } else {
+            argv[1] = !strcmp(s->lang, "javascript") ? "-e" : "-c";
+            argv[2] = s->code;
+        }
+        if (kn_config_set_argv(cfg, argv, err) < 0)
+            return -1;
+    }
+    return kn_config_validate(cfg, err);
+}
+
+static int
+parse_xfer(const char *spec, char *a, char *b, size_t len, bool download)
+{
+    const char *colon = strchr(spec, ':');
+    if (!colon) {
+        if (!download)
+            return -1;
+        snprintf(a, len, "%s", spec);
+        const char *base = strrchr(spec, '/');
+        snprintf(b, len, "%s", base ? base + 1 : spec);
+        return 0;
+    }
+    snprintf(a, len, "%.*s", (int)(colon - spec), spec);
+    snprintf(b, len, "%s", colon + 1);
+    return (a[0] && b[0]) ? 0 : -1;
+}
+
+static void
+guest_path(const char *g, char *out, size_t len)
+{
+    if (g[0] == '/')
+        snprintf(out, len, "%s", g);
+    else
+        snprintf(out, len, "/work/%s", g);
+}
+
+static int
+start_job(job_t *j, const run_opts_t *o, bool pass_stdin, kn_error_t *err)
+{
+    int po[2] = {-1, -1}, pe[2] = {-1, -1};
+    j->t0 = kn_now_us();
+    if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) {
+        kn_error_set(err, errno, "pipe");
+        goto fail;
+    }
+    int in = -1;
+    if (pass_stdin && !isatty(STDIN_FILENO))
+        in = STDIN_FILENO;
+    kn_stdio_t io = {in, po[1], pe[1]};
+    if (kn_sandbox_spawn(&j->cfg, &io, &j->sb, err) < 0)
+        goto fail;
+    close(po[1]);
+    close(pe[1]);
+    po[1] = pe[1] = -1;
+    j->s[0].fd = po[0];
+    j->s[1].fd = pe[0];
+    for (int i = 0; i < o->n_uploads; i++) {
+        char local[PATH_MAX], guest[PATH_MAX], g[PATH_MAX];
+        parse_xfer(o->uploads[i], local, g, sizeof local, false);
+        guest_path(g, guest, sizeof guest);
+        if (kn_sandbox_copy_in(j->sb, local, guest, err) < 0)
+            return -1;
+    }
+    if (j->src->file) {
+        const char *base = strrchr(j->src->file, '/');
+        char guest[PATH_MAX];
+        snprintf(guest, sizeof guest, "/tmp/%s", base ? base + 1 : j->src->file);
+        if (kn_sandbox_copy_in(j->sb, j->src->file, guest, err) < 0)
+            return -1;
+    }
+    if (kn_sandbox_start(j->sb, err) < 0)
+        return -1;
+    j->deadline_us = kn_now_us() + j->cfg.timeout_ms * 1000ULL;
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (po[i] >= 0)
+            close(po[i]);
+        if (pe[i] >= 0)
+            close(pe[i]);
+    }
+    return -1;
+}
+
+static void
+emit(stream_t *s, const char *data, size_t n, const char *label, bool json)
+{
+    if (json) {
+        if (s->len + n + 1 > s->size) {
+            size_t ns = s->size ? s->size : 8192;
+            while (ns < s->len + n + 1)
+                ns *= 2;
+            char *g = realloc(s->buf, ns);
+            if (!g)
+                return;
+            s->buf = g;
+            s->size = ns;
+        }
+        memcpy(s->buf + s->len, data, n);
+        s->len += n;
+        return;
+    }
+    if (!label) {
+        kn_write_all(s->out, data, n);
+        return;
+    }
+    /* Several sources: whole lines, each with its source's label. */
+    for (size_t i = 0; i < n; i++) {
+        if (s->line_len < sizeof s->line)
+            s->line[s->line_len++] = data[i];
+        if (data[i] == '\n' || s->line_len == sizeof s->line) {
+            dprintf(s->out, "[%s] %.*s", label, (int)s->line_len, s->line);
+            s->line_len = 0;
+        }
+    }
+}
+
+static void
+flush_line(stream_t *s, const char *label)
+{
+    if (label && s->line_len) {
+        dprintf(s->out, "[%s] %.*s\n", label, (int)s->line_len, s->line);
+        s->line_len = 0;
+    }
+}
+
+/* Reads what a stream has; returns false at EOF. */
+static void
+pump(job_t *j, int k, const char *label, bool json)
+{
+    stream_t *s = &j->s[k];
+    char buf[65536];
+    ssize_t n = read(s->fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        close(s->fd);
+        s->fd = -1;
+        flush_line(s, label);
+        return;
+    }
+    size_t keep = (size_t)n;
+    if (s->n + keep > s->cap) {
+        keep = s->cap > s->n ? (size_t)(s->cap - s->n) : 0;
+        if (!s->truncated) {
+            s->truncated = true;
+            if (keep)
+                emit(s, buf, keep, label, json);
+            keep = 0;
+            if (!json)
+                dprintf(STDERR_FILENO, "[kennel: %s truncated at %llu bytes]\n",
+                        k == 0 ? "stdout" : "stderr", (unsigned long long)s->cap);
+        }
+    }
+    if (keep)
+        emit(s, buf, keep, label, json);
+    s->n += keep;
+}
+
+static void
+end_program(job_t *j, const run_opts_t *o)
+{
+    for (int i = 0; i < o->n_downloads; i++) {
+        char g[PATH_MAX], local[PATH_MAX], guest[PATH_MAX];
+        kn_error_t err = {0};
+        parse_xfer(o->downloads[i], g, local, sizeof g, true);
+        guest_path(g, guest, sizeof guest);
+        if (kn_sandbox_copy_out(j->sb, guest, local, &err) < 0)
+            fprintf(stderr, "kennel: download: %s\n", err.msg);
+    }
+    kn_sandbox_finish(j->sb, &j->res);
+    j->finished = true;
+}
+
+static void
+drive(job_t *jobs, int n, const run_opts_t *o)
+{
+    const bool labels = n > 1 && !o->json;
+    for (;;) {
+        struct pollfd pfd[MAX_SOURCES * 3];
+        int map[MAX_SOURCES * 3][2];
+        int np = 0;
+        uint64_t now = kn_now_us(), next = UINT64_MAX;
+        for (int i = 0; i < n; i++) {
+            job_t *j = &jobs[i];
+            if (j->failed)
+                continue;
+            for (int k = 0; k < 2; k++)
+                if (j->s[k].fd >= 0) {
+                    pfd[np] = (struct pollfd){j->s[k].fd, POLLIN, 0};
+                    map[np][0] = i;
+                    map[np++][1] = k;
+                }
+            if (!j->program_done) {
+                if (now >= j->deadline_us && !j->res.timed_out) {
+                    kn_sandbox_mark_timed_out(j->sb);
+                    kn_sandbox_kill(j->sb, NULL);
+                }
+                pfd[np] = (struct pollfd){kn_sandbox_syncfd(j->sb), POLLIN, 0};
+                map[np][0] = i;
+                map[np++][1] = 2;
+                if (j->deadline_us > now && j->deadline_us < next)
+                    next = j->deadline_us;
+            }
+        }
+        if (np == 0)
+            return;
+        int timeout = -1;
+        if (next != UINT64_MAX)
+            timeout = (int)((next - now) / 1000 + 1);
+        int r = poll(pfd, (nfds_t)np, timeout);
+        if (r < 0 && errno != EINTR)
+            return;
+        for (int p = 0; p < np && r > 0; p++) {
+            if (!pfd[p].revents)
+                continue;
+            job_t *j = &jobs[map[p][0]];
+            const char *label = labels ? j->src->label : NULL;
+            if (map[p][1] < 2) {
+                pump(j, map[p][1], label, o->json);
+                continue;
+            }
+            bool done = false;
+            kn_sandbox_collect(j->sb, &done);
+            if (done) {
+                j->program_done = true;
+                end_program(j, o);
+            }
+        }
+    }
+}
+
+static void
+print_json_one(FILE *f, job_t *j, const run_opts_t *o)
+{
+    bool first = true;
+    kn_result_t *r = &j->res;
+    fputc('{', f);
+    kn_json_key(f, "source", &first);
+    kn_json_str(f, j->src->label, strlen(j->src->label));
+    if (j->failed) {
+        kn_json_key(f, "error", &first);
+        kn_json_str(f, j->error, strlen(j->error));
+        kn_json_key(f, "exit_code", &first);
+        fprintf(f, "%d}", KN_EXIT_KENNEL);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        kn_json_key(f, k ? "stderr" : "stdout", &first);
+        kn_json_str(f, j->s[k].buf ? j->s[k].buf : "", j->s[k].len);
+    }
+    kn_json_key(f, "exit_code", &first);
+    fprintf(f, "%d", r->timed_out ? 124 : r->exit_code);
+    kn_json_key(f, "signal", &first);
+    if (r->term_signal)
+        fprintf(f, "%d", r->term_signal);
+    else
+        fputs("null", f);
+    kn_json_key(f, "timed_out", &first);
+    fputs(r->timed_out ? "true" : "false", f);
+    kn_json_key(f, "oom_killed", &first);
+    fputs(r->oom_killed ? "true" : "false", f);
+    kn_json_key(f, "stdout_truncated", &first);
+    fputs(j->s[0].truncated ? "true" : "false", f);
+    kn_json_key(f, "stderr_truncated", &first);
+    fputs(j->s[1].truncated ? "true" : "false", f);
+    kn_json_key(f, "timing", &first);
+    uint64_t total = r->setup_us + r->execute_us;
+    fprintf(f, "{\"setup_ms\":%.3f,\"execute_ms\":%.3f,\"total_ms\":%.3f}", r->setup_us / 1000.0,
+            r->execute_us / 1000.0, total / 1000.0);
+    kn_json_key(f, "cpu", &first);
+    fprintf(f, "{\"user_ms\":%.3f,\"sys_ms\":%.3f}", r->cpu_user_us / 1000.0,
+            r->cpu_sys_us / 1000.0);
+    kn_json_key(f, "peak_memory_bytes", &first);
+    fprintf(f, "%llu", (unsigned long long)r->peak_memory);
+    kn_json_key(f, "limits", &first);
+    fprintf(f,
+            "{\"memory_bytes\":%llu,\"pids\":%u,\"cpus\":%g,\"timeout_ms\":%llu,"
+            "\"stdout_bytes\":%llu,\"stderr_bytes\":%llu}",
+            (unsigned long long)j->cfg.memory, j->cfg.pids, j->cfg.cpus,
+            (unsigned long long)j->cfg.timeout_ms, (unsigned long long)o->stdout_cap,
+            (unsigned long long)o->stderr_cap);
+    kn_json_key(f, "profile", &first);
+    kn_json_str(f, j->cfg.profile, strlen(j->cfg.profile));
+    kn_json_key(f, "warnings", &first);
+    fputc('[', f);
+    const kn_warnings_t *w = j->sb ? kn_sandbox_warnings(j->sb) : NULL;
+    for (int i = 0; w && i < w->n; i++) {
+        if (i)
+            fputc(',', f);
+        kn_json_str(f, w->msg[i], strlen(w->msg[i]));
+    }
+    fputc(']', f);
+    kn_json_key(f, "unenforced", &first);
+    fputc('[', f);
+    bool any = false;
+    const char *layers[] = {"cgroup", "landlock"};
+    for (int i = 0; i < 2; i++)
+        if (j->sb && kn_sandbox_unenforced(j->sb, layers[i])) {
+            fprintf(f, "%s\"%s\"", any ? "," : "", layers[i]);
+            any = true;
+        }
+    fputs("]}", f);
+}
+
+static int
+parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
+{
+    static const struct option longopts[] = {
+        {"lang", required_argument, 0, 'l'},     {"code", required_argument, 0, 'c'},
+        {"timeout", required_argument, 0, 't'},  {"memory", required_argument, 0, 'm'},
+        {"cpus", required_argument, 0, 1},       {"pids", required_argument, 0, 2},
+        {"env", required_argument, 0, 'e'},      {"upload", required_argument, 0, 3},
+        {"download", required_argument, 0, 4},   {"profile", required_argument, 0, 5},
+        {"image", required_argument, 0, 6},      {"ro-bind", required_argument, 0, 7},
+        {"bind", required_argument, 0, 8},       {"json", no_argument, 0, 9},
+        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {"stdout-limit", required_argument, 0, 10}, {"stderr-limit", required_argument, 0, 11},
+        {0, 0, 0, 0},
+    };
+    int dd = argc; /* index of "--" */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--")) {
+            dd = i;
+            break;
+        }
+    const char *codes[MAX_SOURCES];
+    int ncodes = 0;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(dd, argv, ":l:c:t:m:e:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (!(o->lang = normalize_lang(optarg)))
+                return fail("unknown language '%s' (python, javascript, bash)", optarg);
+            break;
+        case 'c':
+            if (ncodes >= MAX_SOURCES)
+                return fail("too many sources");
+            codes[ncodes++] = optarg;
+            break;
+        case 't':
+            if (parse_double(optarg, &o->timeout_s) < 0 || o->timeout_s <= 0 ||
+                o->timeout_s > 86400)
+                return fail("invalid timeout '%s' (seconds, above 0, at most 86400)", optarg);
+            o->have_timeout = true;
+            break;
+        case 'm': {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long mib = strtoull(optarg, &end, 10);
+            if (optarg[0] != '-' && !errno && end != optarg && *end == '\0')
+                o->memory = mib * 1024ULL * 1024ULL;
+            else if (kn_parse_size(optarg, &o->memory) < 0)
+                return fail("invalid memory limit '%s' (MiB, or 512m, 1g)", optarg);
+            if (o->memory == 0)
+                return fail("invalid memory limit '%s' (must be above 0)", optarg);
+            o->have_memory = true;
+            break;
+        }
+        case 1:
+            if (parse_double(optarg, &o->cpus) < 0 || o->cpus <= 0 || o->cpus > 1024)
+                return fail("invalid --cpus '%s' (a number above 0)", optarg);
+            o->have_cpus = true;
+            break;
+        case 2: {
+            char *end = NULL;
+            errno = 0;
+            o->pids = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || o->pids < 2 || o->pids > 4194304)
+                return fail("invalid --pids '%s' (an integer, at least 2)", optarg);
+            o->have_pids = true;
+            break;
+        }
+        case 'e':
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                return fail("invalid -e '%s' (KEY=VALUE)", optarg);
+            if (o->n_env >= KN_MAX_ENV - 8)
+                return fail("too many -e");
+            o->env[o->n_env++] = optarg;
+            break;
+        case 3:
+        case 4: {
+            char a[PATH_MAX], b[PATH_MAX];
+            if (parse_xfer(optarg, a, b, sizeof a, c == 4) < 0)
+                return fail(c == 3 ? "invalid --upload '%s' (LOCAL:GUEST)"
+                                   : "invalid --download '%s' (GUEST[:LOCAL])",
+                            optarg);
+            if (c == 3 && access(a, R_OK) < 0)
+                return fail("--upload: cannot read '%s'", a);
+            if ((c == 3 ? o->n_uploads : o->n_downloads) >= MAX_XFER)
+                return fail("too many transfers");
+            if (c == 3)
+                o->uploads[o->n_uploads++] = optarg;
+            else
+                o->downloads[o->n_downloads++] = optarg;
+            break;
+        }
+        case 5:
+            o->profile = optarg;
+            break;
+        case 6:
+            o->image = optarg;
+            break;
+        case 7:
+        case 8:
+            if (o->n_binds >= KN_MAX_BINDS)
+                return fail("too many binds");
+            o->bind_rw[o->n_binds] = c == 8;
+            o->binds[o->n_binds++] = optarg;
+            break;
+        case 9:
+            o->json = true;
+            break;
+        case 'q':
+            o->quiet = true;
+            break;
+        case 10:
+        case 11:
+            if (kn_parse_size(optarg, c == 10 ? &o->stdout_cap : &o->stderr_cap) < 0)
+                return fail("invalid output limit '%s'", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case ':':
+            return fail("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return fail("unknown option '%s' (see kennel run --help)", argv[optind - 1]);
+        }
+    }
+    int n = 0;
+    for (int i = 0; i < ncodes; i++) {
+        src[n].code = strdup(codes[i]);
+        src[n].lang = o->lang ? o->lang : "python";
+        snprintf(src[n].label, sizeof src[n].label, "code%d", i + 1);
+        n++;
+    }
+    bool stdin_used = false;
+    for (int i = optind; i < dd; i++) {
+        if (n >= MAX_SOURCES)
+            return fail("too many sources");
+        if (!strcmp(argv[i], "-")) {
+            if (stdin_used)
+                return fail("standard input given twice");
+            stdin_used = true;
+            src[n].code = read_all_stdin();
+            src[n].lang = o->lang ? o->lang : "python";
+            snprintf(src[n].label, sizeof src[n].label, "stdin");
+        } else {
+            struct stat st;
+            if (stat(argv[i], &st) < 0)
+                return fail("no such file: '%s'", argv[i]);
+            if (!S_ISREG(st.st_mode) || access(argv[i], R_OK) < 0)
+                return fail("not a readable file: '%s'", argv[i]);
+            const char *l = o->lang ? o->lang : lang_of_file(argv[i]);
+            if (!l)
+                return fail("cannot tell the language of '%s': use -l", argv[i]);
+            src[n].file = argv[i];
+            src[n].lang = l;
+            snprintf(src[n].label, sizeof src[n].label, "%s", argv[i]);
+        }
+        n++;
+    }
+    if (dd < argc) {
+        if (dd + 1 >= argc)
+            return fail("nothing after '--'");
+        if (n >= MAX_SOURCES)
+            return fail("too many sources");
+        src[n].cmd = argv + dd + 1;
+        snprintf(src[n].label, sizeof src[n].label, "%s", argv[dd + 1]);
+        n++;
+    }
+    if (n == 0)
+        return fail("nothing to run: give -c CODE, a FILE, '-' or -- CMD");
+    if (n > 1 && o->n_downloads)
+        return fail("--download needs exactly one source");
+    *nsrc = n;
+    return 0;
+}
+
+int
+kn_cmd_run(int argc, char **argv)
+{
+    run_opts_t o = {.profile = "default", .stdout_cap = 1024 * 1024, .stderr_cap = 100 * 1024};
+    source_t src[MAX_SOURCES];
+    job_t jobs[MAX_SOURCES];
+    memset(src, 0, sizeof src);
+    memset(jobs, 0, sizeof jobs);
+    int n = 0, rc = 0;
+    signal(SIGPIPE, SIG_IGN);
+
+    int pr = parse_args(argc, argv, &o, src, &n);
+    if (pr != 0) {
+        rc = pr < 0 ? 0 : pr;
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        job_t *j = &jobs[i];
+        kn_error_t err = {0};
+        j->src = &src[i];
+        j->s[0] = (stream_t){.fd = -1, .out = STDOUT_FILENO, .cap = o.stdout_cap};
+        j->s[1] = (stream_t){.fd = -1, .out = STDERR_FILENO, .cap = o.stderr_cap};
+        if (build_config(j, &o, &err) < 0) {
+            fprintf(stderr, "kennel: %s\n", err.msg);
+            rc = KN_EXIT_KENNEL;
+            goto out;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        job_t *j = &jobs[i];
+        kn_error_t err = {0};
+        bool pass_stdin = n == 1 && !src[i].code;
+        if (start_job(j, &o, pass_stdin, &err) < 0) {
+            j->failed = true;
+            snprintf(j->error, sizeof j->error, "%s", err.msg);
+            if (!o.json)
+                fprintf(stderr, "kennel: %s\n", err.msg);
+            continue;
+        }
+        const kn_warnings_t *w = kn_sandbox_warnings(j->sb);
+        for (int k = 0; !o.quiet && !o.json && k < w->n; k++)
+            fprintf(stderr, "kennel: warning: %s\n", w->msg[k]);
+    }
+    drive(jobs, n, &o);
+
+    if (o.json) {
+        if (n > 1)
+            putchar('[');
+        for (int i = 0; i < n; i++) {
+            if (i)
+                putchar(',');
+            print_json_one(stdout, &jobs[i], &o);
+        }
+        puts(n > 1 ? "]" : "");
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        job_t *j = &jobs[i];
+        if (j->failed)
+            rc = KN_EXIT_KENNEL;
+        else if (j->res.timed_out) {
+            if (!o.json)
+                fprintf(stderr, "kennel: %s: timed out after %gs; the sandbox was killed\n",
+                        j->src->label, j->cfg.timeout_ms / 1000.0);
+            rc = 124;
+        } else if (j->res.exit_code)
+            rc = j->res.exit_code;
+    }
+out:
+    fflush(stdout);
+    for (int i = 0; i < MAX_SOURCES; i++) {
+        for (int k = 0; k < 2; k++) {
+            if (jobs[i].s[k].fd >= 0)
+                close(jobs[i].s[k].fd);
+            free(jobs[i].s[k].buf);
+        }
+        kn_sandbox_destroy(jobs[i].sb);
+        kn_config_free(&jobs[i].cfg);
+        free(src[i].code);
+    }
+    return rc;
+}

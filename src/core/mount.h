@@ -1,0 +1,22 @@
+/* mount.h - the sandbox's filesystem view.
+ *
+ * Called in the sandbox's first process, inside its new user and mount
+ * namespaces. Builds a fresh root on tmpfs: the image's top-level directories
+ * bind-mounted read-only (image "host": the host's own /, with /root and
+ * /home hidden), fresh /proc, a minimal /dev, tmpfs on /tmp, /run, /var/tmp,
+ * /dev/shm and /work, the requested binds, then pivot_root()s into it and
+ * detaches the old root, so nothing of the host outside the view remains
+ * reachable. */
+#ifndef KN_MOUNT_H
+#define KN_MOUNT_H
+
+#include "config.h"
+#include "error.h"
+
+int kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err);
+
+/* Writable places of the finished view (for the landlock allowlist);
+ * NULL-terminated, static storage plus the config's rw binds. */
+int kn_mount_writable_paths(const kn_config_t *cfg, const char **out, size_t cap);
+
+#endif

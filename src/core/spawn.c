@@ -1,0 +1,696 @@
+/* spawn.c - the containment order, parent and child sides.
+ *
+ * Parent (the launcher, outside):            Child (init of the sandbox):
+ *   compile seccomp filters                   
+ *   create the cgroup with its limits         
+ *   clone(NEWUSER|NEWPID|NEWNS|NEWNET|        
+ *         NEWIPC|NEWUTS)            ───────►  wait for GO
+ *   write uid/gid maps, join the cgroup       
+ *   send GO                         ───────►  become root of the userns, drop host groups
+ *                                             unshare(NEWCGROUP)  (after joining: the
+ *                                               cgroup namespace is rooted at our cgroup)
+ *                                             hostname, mounts + pivot_root, lo up,
+ *                                             rlimits, setsid (no host terminal)
+ *                              ◄───────       READY (or ERROR {errno, message})
+ *   copy uploads in via /proc/PID/root
+ *   send EXEC                       ───────►  fork the program; in the program:
+ *                                               stdio, close every other fd, ids,
+ *                                               cwd, drop capabilities,
+ *                                               no_new_privs, landlock, seccomp, exec
+ *                                             init: reap, forward signals, answer the
+ *                                               exec notification, report STATUS
+ *                              ◄───────       STATUS {wait status}
+ *   copy downloads out, send BYE    ───────►  exit (the kernel kills whatever is left)
+ *
+ * Errors in the child travel back over the sync socket so the launcher can
+ * report the real cause; the child never prints. */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "caps.h"
+#include "cgroup.h"
+#include "compat.h"
+#include "landlock.h"
+#include "mount.h"
+#include "net.h"
+#include "sandbox_internal.h"
+#include "kn_seccomp.h"
+#include "util.h"
+
+
+enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_EXEC, MSG_STATUS, MSG_BYE };
+
+typedef struct msg {
+    int type;
+    int value; /* errno for ERROR, wait status for STATUS */
+    char text[KN_ERROR_MSG_MAX];
+} msg_t;
+
+static int
+send_msg(int fd, int type, int value, const char *text)
+{
+    msg_t m = {.type = type, .value = value};
+    if (text)
+        snprintf(m.text, sizeof m.text, "%s", text);
+    size_t len = offsetof(msg_t, text) + (text ? strlen(m.text) + 1 : 0);
+    ssize_t n;
+    do
+        n = send(fd, &m, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -1 : 0;
+}
+
+/* Returns 1 with a message, 0 on EOF, -1 on error. */
+static int
+recv_msg(int fd, msg_t *m)
+{
+    memset(m, 0, sizeof *m);
+    ssize_t n;
+    do
+        n = recv(fd, m, sizeof *m, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    m->text[sizeof m->text - 1] = '\0';
+    return 1;
+}
+
+/* ------------------------------------------------------------------ child */
+
+typedef struct child_ctx {
+    const kn_config_t *cfg;
+    const kn_stdio_t *io;
+    int sync;
+    bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
+    const kn_bpf_t *filter;
+    const kn_bpf_t *exec_notify; /* NULL unless cfg->deny_exec */
+} child_ctx_t;
+
+static __attribute__((noreturn)) void
+child_fail(int sync, const kn_error_t *err)
+{
+    send_msg(sync, MSG_ERROR, err->code, err->msg);
+    _exit(KN_CHILD_SETUP_FAILED);
+}
+
+static int
+set_rlimits(const kn_config_t *cfg, kn_error_t *err)
+{
+    struct {
+        int res;
+        uint64_t val;
+    } lims[] = {
+        {RLIMIT_CORE, 0},
+        {RLIMIT_NOFILE, cfg->nofile},
+        {RLIMIT_FSIZE, cfg->fsize},
+    };
+    for (size_t i = 0; i < sizeof lims / sizeof lims[0]; i++) {
+        if (lims[i].res != RLIMIT_CORE && lims[i].val == 0)
+            continue;
+        struct rlimit rl = {lims[i].val, lims[i].val};
+        if (setrlimit(lims[i].res, &rl) < 0)
+            return kn_error_set(err, errno, "setrlimit %d", lims[i].res);
+    }
+    return 0;
+}
+
+/* The one place the sandbox's containment is applied, in order. */
+static int
+contain(const child_ctx_t *c, kn_error_t *err)
+{
+    const kn_config_t *cfg = c->cfg;
+    if (c->rootmap) {
+        /* Host groups (root's own among them) must not come along. */
+        if (setgroups(0, NULL) < 0)
+            return kn_error_set(err, errno, "setgroups");
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            return kn_error_set(err, errno, "become root of the user namespace");
+    }
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        return kn_error_set(err, errno, "unshare cgroup namespace");
+    if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+        return kn_error_set(err, errno, "sethostname");
+    if (kn_mount_setup_root(cfg, err) < 0)
+        return -1;
+    if (kn_net_loopback_up(err) < 0)
+        return -1;
+    if (set_rlimits(cfg, err) < 0)
+        return -1;
+    if (setsid() < 0)
+        return kn_error_set(err, errno, "setsid");
+    return 0;
+}
+
+/* Finds argv[0] in the sandbox's PATH without trying to execute anything:
+ * with deny_exec exactly one execve may happen. */
+static const char *
+resolve_program(const kn_config_t *cfg, char *buf, size_t len)
+{
+    const char *prog = cfg->argv[0];
+    if (strchr(prog, '/'))
+        return prog;
+    const char *path = "/usr/local/bin:/usr/bin:/bin";
+    for (size_t i = 0; i < cfg->n_env; i++)
+        if (!strncmp(cfg->env[i], "PATH=", 5))
+            path = cfg->env[i] + 5;
+    const char *p = path;
+    const char *found_noexec = NULL;
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t dl = colon ? (size_t)(colon - p) : strlen(p);
+        if (dl == 0)
+            snprintf(buf, len, "./%s", prog);
+        else
+            snprintf(buf, len, "%.*s/%s", (int)dl, p, prog);
+        struct stat st;
+        if (stat(buf, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (access(buf, X_OK) == 0)
+                return buf;
+            found_noexec = found_noexec ? found_noexec : "";
+        }
+        p = colon ? colon + 1 : p + dl;
+    }
+    return found_noexec ? "" : NULL;
+}
+
+static __attribute__((noreturn)) void
+program_fail(int code, const char *what, const char *prog, int e)
+{
+    char line[PATH_MAX + 128];
+    int n = snprintf(line, sizeof line, "kennel: %s %s: %s\n", what, prog, strerror(e));
+    if (n > 0)
+        kn_write_all(STDERR_FILENO, line, (size_t)n);
+    _exit(code);
+}
+
+/* The program: from init's fork to execve. Never returns. */
+static __attribute__((noreturn)) void
+program_main(const child_ctx_t *c)
+{
+    const kn_config_t *cfg = c->cfg;
+    kn_error_t err = {0};
+    int fds[3] = {c->io->in, c->io->out, c->io->err};
+    int devnull = -1;
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] < 0) {
+            if (devnull < 0)
+                devnull = open("/dev/null", O_RDWR);
+            fds[i] = devnull;
+        }
+    }
+    /* Move the sources above 2 first so that dup2 order cannot clobber them. */
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0 && fds[i] < 3)
+            fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+    for (int i = 0; i < 3; i++)
+        if (fds[i] < 0 || dup2(fds[i], i) < 0)
+            _exit(KN_CHILD_SETUP_FAILED);
+    /* Every descriptor of the host except stdio is gone. */
+    kn_sys_close_range(3, ~0U, 0);
+
+    if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0 ||
+        setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "switch to uid", cfg->argv[0], errno);
+    if (chdir(cfg->cwd ? cfg->cwd : "/") < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "chdir", cfg->cwd ? cfg->cwd : "/", errno);
+    if (kn_caps_drop_all(&err) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "drop capabilities", err.msg, err.code);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "no_new_privs", "", errno);
+    if (cfg->landlock) {
+        const char *w[KN_MAX_BINDS + 8];
+        kn_mount_writable_paths(cfg, w, sizeof w / sizeof w[0]);
+        if (kn_landlock_apply(w, &err) < 0)
+            program_fail(KN_CHILD_SETUP_FAILED, "landlock", err.msg, err.code);
+    }
+    char buf[PATH_MAX];
+    const char *path = resolve_program(cfg, buf, sizeof buf);
+    if (kn_seccomp_load(c->filter, NULL, &err) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "seccomp", err.msg, err.code);
+    if (!path)
+        program_fail(127, "command not found:", cfg->argv[0], ENOENT);
+    if (!*path)
+        program_fail(126, "cannot execute", cfg->argv[0], EACCES);
+    char *empty_env[] = {NULL};
+    execve(path, cfg->argv, cfg->env ? cfg->env : empty_env);
+    program_fail(errno == ENOENT ? 127 : 126, "exec", cfg->argv[0], errno);
+}
+
+/* Init: reaps everything, forwards signals to the program, answers the exec
+ * notification, and reports the program's wait status. Never returns. */
+static __attribute__((noreturn)) void
+init_main(const child_ctx_t *c)
+{
+    kn_error_t err = {0};
+    sigset_t mask;
+    sigemptyset(&mask);
+    int fwd[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++)
+        sigaddset(&mask, fwd[i]);
+    sigaddset(&mask, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        child_fail(c->sync, &(kn_error_t){errno, "sigprocmask"});
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0)
+        child_fail(c->sync, &(kn_error_t){errno, "signalfd"});
+
+    int listener = -1;
+    if (c->exec_notify) {
+        /* Loaded here so that init holds the listener and the program
+         * inherits the filter: its first execve is ours, later ones fail. */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+            kn_seccomp_load(c->exec_notify, &listener, &err) < 0)
+            child_fail(c->sync, &err);
+    }
+
+    pid_t prog = fork();
+    if (prog < 0)
+        child_fail(c->sync, &(kn_error_t){errno, "fork the program"});
+    if (prog == 0) {
+        sigprocmask(SIG_UNBLOCK, &mask, NULL);
+        program_main(c);
+    }
+    /* Init keeps nothing of the caller's: no stdio, no capabilities. */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < 3 && devnull >= 0; i++)
+        dup2(devnull, i);
+    if (c->io->in > 2)
+        close(c->io->in);
+    if (c->io->out > 2)
+        close(c->io->out);
+    if (c->io->err > 2)
+        close(c->io->err);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    kn_caps_drop_all(&err);
+
+    bool allow_exec = true;
+    int status = 0;
+    for (;;) {
+        struct pollfd pfd[3] = {{sfd, POLLIN, 0}, {c->sync, POLLIN, 0}, {listener, POLLIN, 0}};
+        int n = poll(pfd, listener >= 0 ? 3 : 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (pfd[1].revents & (POLLHUP | POLLERR | POLLIN)) {
+            /* The launcher is gone (or misbehaves): end the sandbox. */
+            msg_t m;
+            if (recv_msg(c->sync, &m) <= 0)
+                _exit(KN_CHILD_SETUP_FAILED);
+        }
+        if (listener >= 0 && (pfd[2].revents & POLLIN))
+            kn_seccomp_notify_answer(listener, &allow_exec);
+        if (pfd[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == sizeof si) {
+                if ((int)si.ssi_signo != SIGCHLD) {
+                    kill(prog, (int)si.ssi_signo);
+                    continue;
+                }
+                for (;;) {
+                    int st;
+                    pid_t w = waitpid(-1, &st, WNOHANG);
+                    if (w <= 0)
+                        break;
+                    if (w == prog)
+                        goto done;
+                }
+                break;
+            }
+        }
+    }
+done:
+    (void)0;
+    int st;
+    waitpid(prog, &st, WNOHANG);
+    status = st;
+    /* Status first, then wait for the launcher to finish copying out. */
+    send_msg(c->sync, MSG_STATUS, status, NULL);
+    msg_t m;
+    recv_msg(c->sync, &m);
+    _exit(0);
+}
+
+static __attribute__((noreturn)) void
+child_main(child_ctx_t *c)
+{
+    kn_error_t err = {0};
+    /* Die with the launcher. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    msg_t m;
+    if (recv_msg(c->sync, &m) != 1 || m.type != MSG_GO)
+        _exit(KN_CHILD_SETUP_FAILED);
+    if (contain(c, &err) < 0)
+        child_fail(c->sync, &err);
+    if (send_msg(c->sync, MSG_READY, 0, NULL) < 0)
+        _exit(KN_CHILD_SETUP_FAILED);
+    if (recv_msg(c->sync, &m) != 1 || m.type != MSG_EXEC)
+        _exit(KN_CHILD_SETUP_FAILED);
+    init_main(c);
+}
+
+/* ----------------------------------------------------------------- parent */
+
+static int
+write_id_maps(pid_t pid, const kn_config_t *cfg, bool rootmap, kn_error_t *err)
+{
+    char path[64], map[64];
+    if (rootmap) {
+        snprintf(map, sizeof map, "0 %u %u", KN_ROOTMAP_BASE, KN_ROOTMAP_LEN);
+        snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+        if (kn_write_file(path, map, err) < 0)
+            return -1;
+        snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+        return kn_write_file(path, map, err);
+    }
+    snprintf(path, sizeof path, "/proc/%d/setgroups", (int)pid);
+    if (kn_write_file(path, "deny", err) < 0)
+        return -1;
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)cfg->uid, (unsigned)geteuid());
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+    if (kn_write_file(path, map, err) < 0)
+        return -1;
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)cfg->gid, (unsigned)getegid());
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+    return kn_write_file(path, map, err);
+}
+
+static void
+warn(kn_sandbox_t *sb, const char *what, const char *detail)
+{
+    if (sb->warnings.n >= KN_MAX_WARNINGS)
+        return;
+    snprintf(sb->warnings.msg[sb->warnings.n++], sizeof sb->warnings.msg[0], "%s: %s", what,
+             detail);
+}
+
+static void
+make_id(char *buf, size_t len)
+{
+    unsigned char r[6];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || kn_read_all(fd, r, sizeof r) != (ssize_t)sizeof r)
+        memset(r, 0, sizeof r);
+    if (fd >= 0)
+        close(fd);
+    snprintf(buf, len, "%d-%02x%02x%02x%02x%02x%02x", (int)getpid(), r[0], r[1], r[2], r[3], r[4],
+             r[5]);
+}
+
+static int
+setup_cgroup(kn_sandbox_t *sb, const kn_config_t *cfg, kn_error_t *err)
+{
+    kn_cgroup_limits_t lim = {.memory = cfg->memory, .pids = cfg->pids, .cpus = cfg->cpus};
+    kn_error_t cerr = {0};
+    sb->cg = kn_cgroup_create(sb->id, &lim, &cerr);
+    if (sb->cg)
+        return 0;
+    if (geteuid() == 0) {
+        /* Root was promised limits; running without them would be a lie. */
+        *err = cerr;
+        return kn_error_prefix(err, "cgroup");
+    }
+    sb->unenforced_cgroup = true;
+    warn(sb, "cgroup limits (memory, pids, cpu) are not enforced", cerr.msg);
+    return 0;
+}
+
+int
+kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **out,
+                 kn_error_t *err)
+{
+    uint64_t t0 = kn_now_us();
+    kn_sandbox_t *sb = calloc(1, sizeof *sb);
+    if (!sb)
+        return kn_error_set(err, ENOMEM, "sandbox");
+    sb->pid = -1;
+    sb->pidfd = -1;
+    sb->sync = -1;
+    sb->t_start = t0;
+    sb->cfg = cfg;
+    make_id(sb->id, sizeof sb->id);
+
+    kn_bpf_t filter = {0}, notify = {0};
+    int sp[2] = {-1, -1};
+    if (kn_seccomp_build(cfg, &filter, err) < 0)
+        goto fail;
+    if (cfg->deny_exec && kn_seccomp_build_exec_notify(&notify, err) < 0)
+        goto fail;
+    if (cfg->landlock && kn_landlock_abi() == 0) {
+        sb->unenforced_landlock = true;
+        warn(sb, "landlock is not enforced", "the kernel does not offer it");
+    }
+    if (setup_cgroup(sb, cfg, err) < 0)
+        goto fail;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+        kn_error_set(err, errno, "socketpair");
+        goto fail;
+    }
+
+    child_ctx_t c = {.cfg = cfg,
+                     .io = io,
+                     .sync = sp[1],
+                     .rootmap = geteuid() == 0,
+                     .filter = &filter,
+                     .exec_notify = cfg->deny_exec ? &notify : NULL};
+    int pidfd = -1;
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+                          CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+    long pid = syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
+    if (pid < 0) {
+        kn_error_set(err, errno, "clone the sandbox (user namespaces available?)");
+        goto fail;
+    }
+    if (pid == 0) {
+        close(sp[0]);
+        child_main(&c);
+    }
+    sb->pid = (pid_t)pid;
+    sb->pidfd = pidfd;
+    close(sp[1]);
+    sp[1] = -1;
+    sb->sync = sp[0];
+    sp[0] = -1;
+
+    if (write_id_maps(sb->pid, cfg, c.rootmap, err) < 0) {
+        kn_error_prefix(err, "user namespace id maps");
+        goto fail;
+    }
+    if (sb->cg && kn_cgroup_add_pid(sb->cg, sb->pid, err) < 0)
+        goto fail;
+    if (send_msg(sb->sync, MSG_GO, 0, NULL) < 0) {
+        kn_error_set(err, errno, "start the sandbox");
+        goto fail;
+    }
+    msg_t m;
+    int r = recv_msg(sb->sync, &m);
+    if (r != 1 || m.type != MSG_READY) {
+        if (r == 1 && m.type == MSG_ERROR)
+            kn_error_set(err, 0, "sandbox set-up: %s", m.text), err->code = m.value;
+        else
+            kn_error_set(err, EPROTO, "sandbox set-up ended without a word");
+        goto fail;
+    }
+    kn_bpf_free(&filter);
+    kn_bpf_free(&notify);
+    sb->state = KN_SB_READY;
+    *out = sb;
+    return 0;
+fail:
+    if (sp[0] >= 0)
+        close(sp[0]);
+    if (sp[1] >= 0)
+        close(sp[1]);
+    kn_bpf_free(&filter);
+    kn_bpf_free(&notify);
+    kn_sandbox_destroy(sb);
+    return -1;
+}
+
+int
+kn_sandbox_start(kn_sandbox_t *sb, kn_error_t *err)
+{
+    if (sb->state != KN_SB_READY)
+        return kn_error_set(err, EINVAL, "sandbox is not ready to start");
+    if (send_msg(sb->sync, MSG_EXEC, 0, NULL) < 0)
+        return kn_error_set(err, errno, "start the program");
+    sb->t_exec = kn_now_us();
+    sb->state = KN_SB_RUNNING;
+    return 0;
+}
+
+int
+kn_sandbox_collect(kn_sandbox_t *sb, bool *done)
+{
+    *done = false;
+    if (sb->state != KN_SB_RUNNING)
+        return 0;
+    msg_t m;
+    int r = recv_msg(sb->sync, &m);
+    if (r == 1 && m.type == MSG_STATUS) {
+        sb->status = m.value;
+        sb->have_status = true;
+    }
+    if (r == 1 && m.type != MSG_STATUS)
+        return 0;
+    sb->t_end = kn_now_us();
+    sb->state = KN_SB_EXITED;
+    *done = true;
+    return 0;
+}
+
+int
+kn_sandbox_kill(kn_sandbox_t *sb, kn_error_t *err)
+{
+    if (sb->pidfd >= 0 && kn_sys_pidfd_send_signal(sb->pidfd, SIGKILL) < 0 && errno != ESRCH)
+        return kn_error_set(err, errno, "kill the sandbox");
+    if (sb->cg)
+        kn_cgroup_kill_all(sb->cg);
+    return 0;
+}
+
+static void
+reap(kn_sandbox_t *sb)
+{
+    if (sb->pid <= 0)
+        return;
+    struct rusage ru;
+    int st;
+    pid_t w;
+    do
+        w = wait4(sb->pid, &st, 0, &ru);
+    while (w < 0 && errno == EINTR);
+    if (w == sb->pid) {
+        sb->ru = ru;
+        sb->have_ru = true;
+        if (!sb->have_status && WIFEXITED(st) && WEXITSTATUS(st) == KN_CHILD_SETUP_FAILED)
+            sb->setup_failed = true;
+    }
+    sb->pid = -1;
+}
+
+int
+kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    /* Release init: it exits, and with it every process left in the sandbox. */
+    if (sb->sync >= 0) {
+        send_msg(sb->sync, MSG_BYE, 0, NULL);
+        close(sb->sync);
+        sb->sync = -1;
+    }
+    kn_sandbox_kill(sb, NULL);
+    reap(sb);
+    if (!sb->t_end)
+        sb->t_end = kn_now_us();
+    res->timed_out = sb->timed_out;
+    if (sb->have_status) {
+        if (WIFSIGNALED(sb->status)) {
+            res->term_signal = WTERMSIG(sb->status);
+            res->exit_code = 128 + res->term_signal;
+        } else {
+            res->exit_code = WEXITSTATUS(sb->status);
+        }
+    } else {
+        /* Init died before the program's status came: killed from outside. */
+        res->term_signal = SIGKILL;
+        res->exit_code = 128 + SIGKILL;
+    }
+    res->setup_us = sb->t_exec ? sb->t_exec - sb->t_start : 0;
+    res->execute_us = sb->t_exec ? sb->t_end - sb->t_exec : 0;
+    if (sb->have_ru) {
+        res->cpu_user_us =
+            (uint64_t)sb->ru.ru_utime.tv_sec * 1000000u + (uint64_t)sb->ru.ru_utime.tv_usec;
+        res->cpu_sys_us =
+            (uint64_t)sb->ru.ru_stime.tv_sec * 1000000u + (uint64_t)sb->ru.ru_stime.tv_usec;
+        res->peak_memory = (uint64_t)sb->ru.ru_maxrss * 1024u;
+    }
+    if (sb->cg) {
+        kn_cgroup_stats_t st;
+        kn_cgroup_stats(sb->cg, &st);
+        if (st.have_memory && st.peak_memory)
+            res->peak_memory = st.peak_memory;
+        if (st.have_cpu) {
+            res->cpu_user_us = st.cpu_user_us;
+            res->cpu_sys_us = st.cpu_sys_us;
+        }
+        res->oom_killed = st.oom_kills > 0;
+    }
+    return 0;
+}
+
+void
+kn_sandbox_destroy(kn_sandbox_t *sb)
+{
+    if (!sb)
+        return;
+    if (sb->sync >= 0)
+        close(sb->sync);
+    if (sb->pid > 0) {
+        kn_sandbox_kill(sb, NULL);
+        reap(sb);
+    }
+    if (sb->pidfd >= 0)
+        close(sb->pidfd);
+    kn_cgroup_destroy(sb->cg);
+    free(sb);
+}
+
+const kn_warnings_t *
+kn_sandbox_warnings(const kn_sandbox_t *sb)
+{
+    return &sb->warnings;
+}
+
+int
+kn_sandbox_pidfd(const kn_sandbox_t *sb)
+{
+    return sb->pidfd;
+}
+
+int
+kn_sandbox_syncfd(const kn_sandbox_t *sb)
+{
+    return sb->sync;
+}
+
+pid_t
+kn_sandbox_pid(const kn_sandbox_t *sb)
+{
+    return sb->pid;
+}
+
+void
+kn_sandbox_mark_timed_out(kn_sandbox_t *sb)
+{
+    sb->timed_out = true;
+}
+
+bool
+kn_sandbox_unenforced(const kn_sandbox_t *sb, const char *layer)
+{
+    if (!strcmp(layer, "cgroup"))
+        return sb->unenforced_cgroup;
+    if (!strcmp(layer, "landlock"))
+        return sb->unenforced_landlock;
+    return false;
+}
