@@ -59,13 +59,13 @@ typedef struct run_opts {
 } run_opts_t;
 
 typedef struct stream {
-    int fd;            /* read end, -1 at EOF */
-    int out;           /* where it streams: 1 or 2 */
-    uint64_t cap, n;   /* bytes kept so far */
+    int fd;          /* read end, -1 at EOF */
+    int out;         /* where it streams: 1 or 2 */
+    uint64_t cap, n; /* bytes kept so far */
     bool truncated;
-    char *buf;         /* --json: what is kept */
+    char *buf; /* --json: what is kept */
     size_t len, size;
-    char line[4096];   /* several sources: the pending partial line */
+    char line[4096]; /* several sources: the pending partial line */
     size_t line_len;
 } stream_t;
 
@@ -111,8 +111,7 @@ usage(FILE *f)
             "125 for kennel's own errors, 127 if the command is not found.\n");
 }
 
-static int __attribute__((format(printf, 1, 2)))
-fail(const char *fmt, ...)
+static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -550,15 +549,24 @@ static int
 parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
 {
     static const struct option longopts[] = {
-        {"lang", required_argument, 0, 'l'},     {"code", required_argument, 0, 'c'},
-        {"timeout", required_argument, 0, 't'},  {"memory", required_argument, 0, 'm'},
-        {"cpus", required_argument, 0, 1},       {"pids", required_argument, 0, 2},
-        {"env", required_argument, 0, 'e'},      {"upload", required_argument, 0, 3},
-        {"download", required_argument, 0, 4},   {"profile", required_argument, 0, 5},
-        {"image", required_argument, 0, 6},      {"ro-bind", required_argument, 0, 7},
-        {"bind", required_argument, 0, 8},       {"json", no_argument, 0, 9},
-        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
-        {"stdout-limit", required_argument, 0, 10}, {"stderr-limit", required_argument, 0, 11},
+        {"lang", required_argument, 0, 'l'},
+        {"code", required_argument, 0, 'c'},
+        {"timeout", required_argument, 0, 't'},
+        {"memory", required_argument, 0, 'm'},
+        {"cpus", required_argument, 0, 1},
+        {"pids", required_argument, 0, 2},
+        {"env", required_argument, 0, 'e'},
+        {"upload", required_argument, 0, 3},
+        {"download", required_argument, 0, 4},
+        {"profile", required_argument, 0, 5},
+        {"image", required_argument, 0, 6},
+        {"ro-bind", required_argument, 0, 7},
+        {"bind", required_argument, 0, 8},
+        {"json", no_argument, 0, 9},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {"stdout-limit", required_argument, 0, 10},
+        {"stderr-limit", required_argument, 0, 11},
         {0, 0, 0, 0},
     };
     int dd = argc; /* index of "--" */

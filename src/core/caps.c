@@ -22,7 +22,7 @@ last_cap(void)
 }
 
 int
-kn_caps_drop_all(kn_error_t *err)
+kn_caps_drop_bounding(kn_error_t *err)
 {
     int last = last_cap();
     for (int c = 0; c <= last; c++)
@@ -35,6 +35,12 @@ kn_caps_drop_all(kn_error_t *err)
                          SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED;
     if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) < 0)
         return kn_error_set(err, errno, "set securebits");
+    return 0;
+}
+
+int
+kn_caps_clear(kn_error_t *err)
+{
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);

@@ -4,9 +4,10 @@
 
 #include "error.h"
 
-/* Clears the bounding and ambient sets, locks securebits against root
- * regaining capabilities, and empties the permitted, effective and
- * inheritable sets of the calling thread. */
-int kn_caps_drop_all(kn_error_t *err);
+/* Clears the bounding and ambient sets and locks securebits against root
+ * regaining capabilities. Needs CAP_SETPCAP: call before changing uid. */
+int kn_caps_drop_bounding(kn_error_t *err);
+/* Empties the permitted, effective and inheritable sets. */
+int kn_caps_clear(kn_error_t *err);
 
 #endif

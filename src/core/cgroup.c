@@ -30,8 +30,8 @@ typedef struct kn_cgroup_ops kn_cgroup_ops_t;
 
 struct kn_cgroup {
     const kn_cgroup_ops_t *ops;
-    char v2[PATH_MAX];        /* v2: the directory */
-    char v1[V1_N][PATH_MAX];  /* v1: one directory per controller ("" if absent) */
+    char v2[PATH_MAX];       /* v2: the directory */
+    char v1[V1_N][PATH_MAX]; /* v1: one directory per controller ("" if absent) */
 };
 
 struct kn_cgroup_ops {
@@ -232,7 +232,7 @@ v2_remove(kn_cgroup_t *cg)
     remove_dir(cg->v2);
 }
 
-static const kn_cgroup_ops_t v2_ops = {"v2",     v2_limit,    v2_add_pid, v2_stats,
+static const kn_cgroup_ops_t v2_ops = {"v2",      v2_limit,    v2_add_pid, v2_stats,
                                        v2_freeze, v2_kill_all, v2_remove};
 
 /* ---- v1 ---- */
@@ -328,7 +328,7 @@ v1_remove(kn_cgroup_t *cg)
         remove_dir(cg->v1[i]);
 }
 
-static const kn_cgroup_ops_t v1_ops = {"v1",     v1_limit,    v1_add_pid, v1_stats,
+static const kn_cgroup_ops_t v1_ops = {"v1",      v1_limit,    v1_add_pid, v1_stats,
                                        v1_freeze, v1_kill_all, v1_remove};
 
 /* ---- common ---- */
@@ -368,6 +368,12 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
         cg->ops = &v1_ops;
         int made = 0;
         for (int i = 0; i < V1_N; i++) {
+            /* Each v1 hierarchy costs a mkdir, a join and an rmdir: only the
+             * ones in use. CPU time comes from wait4() when cpuacct is absent. */
+            if ((i == V1_FREEZER && !lim->freezer) || i == V1_CPUACCT ||
+                (i == V1_CPU && lim->cpus <= 0) || (i == V1_MEMORY && !lim->memory) ||
+                (i == V1_PIDS && !lim->pids))
+                continue;
             if (own_cgroup_dir(v1_names[i], base, sizeof base) < 0)
                 continue;
             snprintf(cg->v1[i], sizeof cg->v1[i], "%.4000s/kennel-%s", base, name);
@@ -378,7 +384,7 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
             }
             made++;
         }
-        if (!made) {
+        if (!made && (lim->memory || lim->pids || lim->cpus > 0 || lim->freezer)) {
             kn_error_set(err, ENOENT, "no cgroup hierarchy found under /sys/fs/cgroup");
             goto fail;
         }

@@ -18,6 +18,7 @@ typedef struct kn_cgroup_limits {
     uint64_t memory; /* bytes; swap is limited to 0 on top of it */
     uint32_t pids;
     double cpus;
+    bool freezer; /* v1: also join the freezer hierarchy (pause/resume) */
 } kn_cgroup_limits_t;
 
 typedef struct kn_cgroup_stats {

@@ -36,12 +36,12 @@ typedef struct kn_config {
     char *hostname;
 
     /* Filesystem. */
-    bool root_readonly;  /* the writable layer is read-only too */
-    uint64_t root_size;  /* bytes of the writable layer (tmpfs) */
-    uint64_t tmp_size;   /* bytes of /tmp */
-    bool tmp_noexec;     /* /tmp mounted noexec */
-    bool in_out;         /* provide /in (read-only) and /out (writable) */
-    bool hide_home;      /* /root and /home of the host are not shown */
+    bool root_readonly; /* the writable layer is read-only too */
+    uint64_t root_size; /* bytes of the writable layer (tmpfs) */
+    uint64_t tmp_size;  /* bytes of /tmp */
+    bool tmp_noexec;    /* /tmp mounted noexec */
+    bool in_out;        /* provide /in (read-only) and /out (writable) */
+    bool hide_home;     /* /root and /home of the host are not shown */
     kn_bind_t binds[KN_MAX_BINDS];
     size_t n_binds;
 
@@ -54,10 +54,10 @@ typedef struct kn_config {
     uint64_t nofile;     /* RLIMIT_NOFILE */
 
     /* Security layers. Each is on unless a profile says otherwise. */
-    bool network;        /* false: a network namespace with only lo */
-    bool deny_sockets;   /* seccomp: socket family calls fail EPERM */
-    bool deny_exec;      /* seccomp: execve after the entry process fails */
-    bool landlock;       /* apply a landlock ruleset where the kernel has it */
+    bool network;      /* false: a network namespace with only lo */
+    bool deny_sockets; /* seccomp: socket family calls fail EPERM */
+    bool deny_exec;    /* seccomp: execve after the entry process fails */
+    bool landlock;     /* apply a landlock ruleset where the kernel has it */
 } kn_config_t;
 
 /* Fills cfg with the named profile ("default", "deny-by-default").

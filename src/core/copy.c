@@ -18,8 +18,6 @@
 #include "sandbox_internal.h"
 #include "util.h"
 
-
-
 static int
 open_in_root(kn_sandbox_t *sb, const char *guest, int flags, mode_t mode, kn_error_t *err)
 {

@@ -25,17 +25,18 @@
 #define OLDROOT "/oldroot"
 
 /* Top-level names of the image that are never bound: they are made fresh. */
-static const char *const fresh_top[] = {"proc", "sys", "dev", "tmp", "run", "work",
-                                        "lost+found", "in", "out", NULL};
+static const char *const fresh_top[] = {"proc", "sys",        "dev", "tmp", "run",
+                                        "work", "lost+found", "in",  "out", NULL};
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
 
 static int
-do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
-         const char *data, kn_error_t *err)
+do_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
+         kn_error_t *err)
 {
     if (mount(src, dst, type, flags, data) < 0)
-        return kn_error_set(err, errno, "mount %s on %s", type ? type : (src ? src : "(none)"), dst);
+        return kn_error_set(err, errno, "mount %s on %s", type ? type : (src ? src : "(none)"),
+                            dst);
     return 0;
 }
 
@@ -242,12 +243,10 @@ kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err)
     if (bind_image_top(cfg, err) < 0)
         return -1;
     if (kn_mkdir_p(NEWROOT "/proc", 0555, err) < 0 ||
-        do_mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err) <
-            0)
+        do_mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err) < 0)
         return -1;
     /* Kernel tunables stay read-only even where a namespace would allow writes. */
-    if (do_mount(NEWROOT "/proc/sys", NEWROOT "/proc/sys", NULL, MS_BIND | MS_REC, NULL, err) <
-            0 ||
+    if (do_mount(NEWROOT "/proc/sys", NEWROOT "/proc/sys", NULL, MS_BIND | MS_REC, NULL, err) < 0 ||
         lock_down(NEWROOT "/proc/sys", true, true, err) < 0)
         return -1;
     if (setup_dev(err) < 0)

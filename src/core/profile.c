@@ -157,7 +157,7 @@ kn_profile_load(kn_config_t *cfg, const char *name, kn_error_t *err)
         cfg->uid = 65532;
         cfg->gid = 65532;
         cfg->root_readonly = true;
-        cfg->root_size = 1 * MiB;
+        cfg->root_size = 64 * MiB;
         cfg->tmp_size = 16 * MiB;
         cfg->tmp_noexec = true;
         cfg->in_out = true;
@@ -241,9 +241,9 @@ kn_config_validate(kn_config_t *cfg, kn_error_t *err)
         return kn_error_set(err, EINVAL, "no image");
     if (strcmp(cfg->image, "host") != 0) {
         if (cfg->image[0] != '/')
-            return kn_error_set(err, EINVAL,
-                                "image '%s' is unknown (use 'host' or an absolute rootfs directory)",
-                                cfg->image);
+            return kn_error_set(
+                err, EINVAL, "image '%s' is unknown (use 'host' or an absolute rootfs directory)",
+                cfg->image);
         char resolved[PATH_MAX];
         if (!realpath(cfg->image, resolved))
             return kn_error_set(err, errno, "image '%s'", cfg->image);

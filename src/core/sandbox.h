@@ -25,19 +25,19 @@ typedef struct kn_stdio {
  * cgroup limits without a delegated cgroup as an unprivileged user). */
 #define KN_MAX_WARNINGS 8
 typedef struct kn_warnings {
-    char msg[KN_MAX_WARNINGS][160];
+    char msg[KN_MAX_WARNINGS][400];
     int n;
 } kn_warnings_t;
 
 typedef struct kn_result {
-    int exit_code;      /* the program's code, or 128+N when killed by signal N */
-    int term_signal;    /* N when killed by a signal, else 0 */
-    bool timed_out;     /* the wall-clock timeout killed the sandbox */
-    bool oom_killed;    /* the memory cgroup killed something inside */
-    uint64_t setup_us;  /* spawn() until the program was exec'd */
-    uint64_t execute_us;/* exec until the sandbox ended */
+    int exit_code;                    /* the program's code, or 128+N when killed by signal N */
+    int term_signal;                  /* N when killed by a signal, else 0 */
+    bool timed_out;                   /* the wall-clock timeout killed the sandbox */
+    bool oom_killed;                  /* the memory cgroup killed something inside */
+    uint64_t setup_us;                /* spawn() until the program was exec'd */
+    uint64_t execute_us;              /* exec until the sandbox ended */
     uint64_t cpu_user_us, cpu_sys_us; /* host-side accounting of the whole tree */
-    uint64_t peak_memory; /* bytes: cgroup peak where there is one, else max RSS */
+    uint64_t peak_memory;             /* bytes: cgroup peak where there is one, else max RSS */
 } kn_result_t;
 
 /* Builds every layer and stops just before the program runs (state READY):

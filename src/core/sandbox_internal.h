@@ -22,11 +22,11 @@ struct kn_sandbox {
     char id[48];
     const kn_config_t *cfg; /* borrowed: must outlive the sandbox */
     /* Host ids that root inside maps to when the launcher is root: far above
- * any uid a distribution hands out, and never 0. */
+     * any uid a distribution hands out, and never 0. */
 #define KN_ROOTMAP_BASE 1000000u
 #define KN_ROOTMAP_LEN 65536u
 
-enum kn_sb_state state;
+    enum kn_sb_state state;
     pid_t pid; /* init of the sandbox, as seen from the host */
     int pidfd;
     int sync; /* SOCK_SEQPACKET to init */

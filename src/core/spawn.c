@@ -1,11 +1,11 @@
 /* spawn.c - the containment order, parent and child sides.
  *
  * Parent (the launcher, outside):            Child (init of the sandbox):
- *   compile seccomp filters                   
- *   create the cgroup with its limits         
- *   clone(NEWUSER|NEWPID|NEWNS|NEWNET|        
+ *   compile seccomp filters
+ *   create the cgroup with its limits
+ *   clone(NEWUSER|NEWPID|NEWNS|NEWNET|
  *         NEWIPC|NEWUTS)            ───────►  wait for GO
- *   write uid/gid maps, join the cgroup       
+ *   write uid/gid maps, join the cgroup
  *   send GO                         ───────►  become root of the userns, drop host groups
  *                                             unshare(NEWCGROUP)  (after joining: the
  *                                               cgroup namespace is rooted at our cgroup)
@@ -55,7 +55,6 @@
 #include "sandbox_internal.h"
 #include "kn_seccomp.h"
 #include "util.h"
-
 
 enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_EXEC, MSG_STATUS, MSG_BYE };
 
@@ -198,7 +197,8 @@ static __attribute__((noreturn)) void
 program_fail(int code, const char *what, const char *prog, int e)
 {
     char line[PATH_MAX + 128];
-    int n = snprintf(line, sizeof line, "kennel: %s %s: %s\n", what, prog, strerror(e));
+    int n = e ? snprintf(line, sizeof line, "kennel: %s %s: %s\n", what, prog, strerror(e))
+              : snprintf(line, sizeof line, "kennel: %s %s\n", what, prog);
     if (n > 0)
         kn_write_all(STDERR_FILENO, line, (size_t)n);
     _exit(code);
@@ -229,25 +229,26 @@ program_main(const child_ctx_t *c)
     /* Every descriptor of the host except stdio is gone. */
     kn_sys_close_range(3, ~0U, 0);
 
-    if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0 ||
-        setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
-        program_fail(KN_CHILD_SETUP_FAILED, "switch to uid", cfg->argv[0], errno);
+    if (kn_caps_drop_bounding(&err) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "capabilities:", err.msg, 0);
+    if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0 || setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "switch to uid of", cfg->argv[0], errno);
+    if (kn_caps_clear(&err) < 0)
+        program_fail(KN_CHILD_SETUP_FAILED, "capabilities:", err.msg, 0);
     if (chdir(cfg->cwd ? cfg->cwd : "/") < 0)
         program_fail(KN_CHILD_SETUP_FAILED, "chdir", cfg->cwd ? cfg->cwd : "/", errno);
-    if (kn_caps_drop_all(&err) < 0)
-        program_fail(KN_CHILD_SETUP_FAILED, "drop capabilities", err.msg, err.code);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         program_fail(KN_CHILD_SETUP_FAILED, "no_new_privs", "", errno);
     if (cfg->landlock) {
         const char *w[KN_MAX_BINDS + 8];
         kn_mount_writable_paths(cfg, w, sizeof w / sizeof w[0]);
         if (kn_landlock_apply(w, &err) < 0)
-            program_fail(KN_CHILD_SETUP_FAILED, "landlock", err.msg, err.code);
+            program_fail(KN_CHILD_SETUP_FAILED, "landlock:", err.msg, 0);
     }
     char buf[PATH_MAX];
     const char *path = resolve_program(cfg, buf, sizeof buf);
     if (kn_seccomp_load(c->filter, NULL, &err) < 0)
-        program_fail(KN_CHILD_SETUP_FAILED, "seccomp", err.msg, err.code);
+        program_fail(KN_CHILD_SETUP_FAILED, "seccomp:", err.msg, 0);
     if (!path)
         program_fail(127, "command not found:", cfg->argv[0], ENOENT);
     if (!*path)
@@ -302,7 +303,8 @@ init_main(const child_ctx_t *c)
     if (c->io->err > 2)
         close(c->io->err);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    kn_caps_drop_all(&err);
+    if (kn_caps_drop_bounding(&err) == 0)
+        kn_caps_clear(&err);
 
     bool allow_exec = true;
     int status = 0;
@@ -435,8 +437,7 @@ setup_cgroup(kn_sandbox_t *sb, const kn_config_t *cfg, kn_error_t *err)
 }
 
 int
-kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **out,
-                 kn_error_t *err)
+kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **out, kn_error_t *err)
 {
     uint64_t t0 = kn_now_us();
     kn_sandbox_t *sb = calloc(1, sizeof *sb);
@@ -473,8 +474,8 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .filter = &filter,
                      .exec_notify = cfg->deny_exec ? &notify : NULL};
     int pidfd = -1;
-    unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-                          CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
+                          CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
     long pid = syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
     if (pid < 0) {
         kn_error_set(err, errno, "clone the sandbox (user namespaces available?)");
