@@ -101,34 +101,60 @@ kn_receipt_hash_json(const json_t *value, char *out, kn_error_t *err)
     return 0;
 }
 
-/* Drops null-valued members of every object below v (spec §7.1.1). path is
- * the JSON pointer of v; the one required-nullable member and the open
- * issuer.runtime container are left as they are. */
-static void
-drop_nulls(json_t *v, const char *path)
+/* Where drop_nulls() is in the receipt: the only places its rule differs. */
+typedef enum null_scope {
+    SCOPE_TOP,     /* the receipt object */
+    SCOPE_ISSUER,  /* issuer */
+    SCOPE_SUBJECT, /* credentialSubject */
+    SCOPE_CHAIN,   /* credentialSubject.chain */
+    SCOPE_OTHER,
+} null_scope_t;
+
+static bool
+key_is(const char *key, size_t len, const char *name)
 {
-    char child[128];
-    if (!strcmp(path, "/issuer/runtime"))
-        return;
+    return len == strlen(name) && !memcmp(key, name, len);
+}
+
+static null_scope_t
+child_scope(null_scope_t scope, const char *key, size_t len)
+{
+    if (scope == SCOPE_TOP && key_is(key, len, "issuer"))
+        return SCOPE_ISSUER;
+    if (scope == SCOPE_TOP && key_is(key, len, "credentialSubject"))
+        return SCOPE_SUBJECT;
+    if (scope == SCOPE_SUBJECT && key_is(key, len, "chain"))
+        return SCOPE_CHAIN;
+    return SCOPE_OTHER;
+}
+
+/* Drops null-valued members of every object in v (spec §7.1.1), except the
+ * one required-nullable member, credentialSubject.chain.
+ * previous_receipt_hash, and anything inside issuer.runtime, which is an
+ * opaque JSON literal (ADR-0026). Nulls inside arrays are values, not
+ * absent members, and stay. */
+static void
+drop_nulls(json_t *v, null_scope_t scope)
+{
     if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v); i++)
-            drop_nulls(json_array_get(v, i), "/[]");
+            drop_nulls(json_array_get(v, i), SCOPE_OTHER);
         return;
     }
     if (!json_is_object(v))
         return;
     const char *key;
+    size_t len;
     json_t *val;
     void *tmp;
-    json_object_foreach_safe(v, tmp, key, val)
+    json_object_keylen_foreach_safe(v, tmp, key, len, val)
     {
-        snprintf(child, sizeof child, "%s/%s", path, key);
-        if (json_is_null(val)) {
-            if (strcmp(child, "/credentialSubject/chain/previous_receipt_hash") != 0)
-                json_object_del(v, key);
-        } else {
-            drop_nulls(val, child);
-        }
+        if (scope == SCOPE_ISSUER && key_is(key, len, "runtime"))
+            continue;
+        if (!json_is_null(val))
+            drop_nulls(val, child_scope(scope, key, len));
+        else if (!(scope == SCOPE_CHAIN && key_is(key, len, "previous_receipt_hash")))
+            json_object_deln(v, key, len);
     }
 }
 
@@ -145,7 +171,7 @@ kn_receipt_unsigned(const json_t *receipt, kn_error_t *err)
         return NULL;
     }
     json_object_del(copy, "proof");
-    drop_nulls(copy, "");
+    drop_nulls(copy, SCOPE_TOP);
     return copy;
 }
 
@@ -320,8 +346,18 @@ check_shape(const json_t *r, char *why, size_t size)
                                 *rules[i].object ? "." : "", rules[i].members[j]),
                        KN_RECEIPT_MALFORMED;
     }
-    if (!in_list(str_member(r, "version"), versions))
+    const char *version = str_member(r, "version");
+    if (!in_list(version, versions))
         return snprintf(why, size, "unsupported version"), KN_RECEIPT_MALFORMED;
+    /* The schema pins the context to the version: v1 up to 0.4.0, v2 from
+     * 0.5.0 (which defines issuer.runtime). */
+    const char *ar_ctx =
+        !strcmp(version, "0.5.0") ? KN_RECEIPT_CONTEXT_AR : "https://agentreceipts.ai/context/v1";
+    if (strcmp(json_string_value(json_array_get(ctx, 0)), KN_RECEIPT_CONTEXT_VC) ||
+        strcmp(json_string_value(json_array_get(ctx, 1)), ar_ctx))
+        return snprintf(why, size, "@context must start with %s, %s for version %s",
+                        KN_RECEIPT_CONTEXT_VC, ar_ctx, version),
+               KN_RECEIPT_MALFORMED;
     const json_t *cs = json_object_get(r, "credentialSubject");
     const json_t *action = json_object_get(cs, "action"), *chain = json_object_get(cs, "chain");
     if (!in_list(str_member(action, "risk_level"), risk_levels))
@@ -603,14 +639,15 @@ kn_receipt_verify_chain(const json_t *receipts, const unsigned char *genesis_key
         const json_t *r = json_array_get(receipts, i);
         char why[200];
         kn_receipt_check_t c = check_shape(r, why, sizeof why);
-        if (c != KN_RECEIPT_VALID)
-            return fail(verdict, err, c, i, "%s", why);
-        if (check_link(receipts, i, prev_hash, verdict, err) < 0)
-            return -1;
+        if (c != KN_RECEIPT_VALID) {
+            fail(verdict, err, c, i, "%s", why);
+            return kn_error_prefix(err, "receipt %zu", i);
+        }
         /* Signature last: a link or order break is named as such even when
          * the signature would also fail. */
-        if (verify_one(r, active, i, verdict, hash, next, err) < 0)
-            return -1;
+        if (check_link(receipts, i, prev_hash, verdict, err) < 0 ||
+            verify_one(r, active, i, verdict, hash, next, err) < 0)
+            return kn_error_prefix(err, "receipt %zu", i);
         memcpy(active, next, sizeof active);
         memcpy(prev_hash, hash, sizeof hash);
     }

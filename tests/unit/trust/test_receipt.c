@@ -251,6 +251,30 @@ test_tampering(void **state)
     assert_int_equal(v.check, KN_RECEIPT_MALFORMED);
     json_decref(r);
 
+    /* The context is pinned to the version. */
+    r = json_deep_copy(good);
+    json_array_set_new(json_object_get(r, "@context"), 1,
+                       json_string("https://agentreceipts.ai/context/v1"));
+    assert_int_equal(kn_receipt_verify(r, pk, &v, &err), -1);
+    assert_int_equal(v.check, KN_RECEIPT_MALFORMED);
+    json_decref(r);
+
+    /* issuer.runtime is an opaque container: a null inside it is kept and
+     * so changes the hash, while a null optional member elsewhere does not. */
+    char h0[KN_RECEIPT_HASH_SIZE], h1[KN_RECEIPT_HASH_SIZE];
+    assert_int_equal(kn_receipt_hash(good, h0, &err), 0);
+    r = json_deep_copy(good);
+    json_object_set_new(json_object_get(json_object_get(r, "issuer"), "runtime"), "parent",
+                        json_null());
+    assert_int_equal(kn_receipt_hash(r, h1, &err), 0);
+    assert_string_not_equal(h0, h1);
+    json_decref(r);
+    r = json_deep_copy(good);
+    json_object_set_new(json_object_get(r, "issuer"), "model", json_null());
+    assert_int_equal(kn_receipt_hash(r, h1, &err), 0);
+    assert_string_equal(h0, h1);
+    json_decref(r);
+
     memcpy(other, pk, sizeof other);
     other[0] ^= 1;
     assert_int_equal(kn_receipt_verify(good, other, &v, &err), -1);
