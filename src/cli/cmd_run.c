@@ -388,14 +388,14 @@ pump(job_t *j, int k, const char *label, bool json)
             s->truncated = true;
             if (keep)
                 emit(s, buf, keep, label, json);
-            keep = 0;
+            s->n += keep;
             if (!json)
                 dprintf(STDERR_FILENO, "[kennel: %s truncated at %llu bytes]\n",
                         k == 0 ? "stdout" : "stderr", (unsigned long long)s->cap);
         }
+        return; /* past the cap: read and dropped, so the writer never blocks */
     }
-    if (keep)
-        emit(s, buf, keep, label, json);
+    emit(s, buf, keep, label, json);
     s->n += keep;
 }
 
@@ -553,20 +553,20 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         {"code", required_argument, 0, 'c'},
         {"timeout", required_argument, 0, 't'},
         {"memory", required_argument, 0, 'm'},
-        {"cpus", required_argument, 0, 1},
-        {"pids", required_argument, 0, 2},
+        {"cpus", required_argument, 0, 257},
+        {"pids", required_argument, 0, 258},
         {"env", required_argument, 0, 'e'},
-        {"upload", required_argument, 0, 3},
-        {"download", required_argument, 0, 4},
-        {"profile", required_argument, 0, 5},
-        {"image", required_argument, 0, 6},
-        {"ro-bind", required_argument, 0, 7},
-        {"bind", required_argument, 0, 8},
-        {"json", no_argument, 0, 9},
+        {"upload", required_argument, 0, 259},
+        {"download", required_argument, 0, 260},
+        {"profile", required_argument, 0, 261},
+        {"image", required_argument, 0, 262},
+        {"ro-bind", required_argument, 0, 263},
+        {"bind", required_argument, 0, 264},
+        {"json", no_argument, 0, 265},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
-        {"stdout-limit", required_argument, 0, 10},
-        {"stderr-limit", required_argument, 0, 11},
+        {"stdout-limit", required_argument, 0, 266},
+        {"stderr-limit", required_argument, 0, 267},
         {0, 0, 0, 0},
     };
     int dd = argc; /* index of "--" */
@@ -575,21 +575,25 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             dd = i;
             break;
         }
-    const char *codes[MAX_SOURCES];
-    int ncodes = 0;
+    /* Sources in command-line order: 'c' for -c CODE, 'p' for a positional. */
+    const char *items[MAX_SOURCES];
+    char kinds[MAX_SOURCES];
+    int nitems = 0;
     opterr = 0;
     optind = 1;
     int c;
-    while ((c = getopt_long(dd, argv, ":l:c:t:m:e:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(dd, argv, "-:l:c:t:m:e:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
             if (!(o->lang = normalize_lang(optarg)))
                 return fail("unknown language '%s' (python, javascript, bash)", optarg);
             break;
         case 'c':
-            if (ncodes >= MAX_SOURCES)
+        case 1:
+            if (nitems >= MAX_SOURCES)
                 return fail("too many sources");
-            codes[ncodes++] = optarg;
+            kinds[nitems] = (char)c;
+            items[nitems++] = optarg;
             break;
         case 't':
             if (parse_double(optarg, &o->timeout_s) < 0 || o->timeout_s <= 0 ||
@@ -610,12 +614,12 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             o->have_memory = true;
             break;
         }
-        case 1:
+        case 257:
             if (parse_double(optarg, &o->cpus) < 0 || o->cpus <= 0 || o->cpus > 1024)
                 return fail("invalid --cpus '%s' (a number above 0)", optarg);
             o->have_cpus = true;
             break;
-        case 2: {
+        case 258: {
             char *end = NULL;
             errno = 0;
             o->pids = strtol(optarg, &end, 10);
@@ -631,45 +635,45 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
                 return fail("too many -e");
             o->env[o->n_env++] = optarg;
             break;
-        case 3:
-        case 4: {
+        case 259:
+        case 260: {
             char a[PATH_MAX], b[PATH_MAX];
-            if (parse_xfer(optarg, a, b, sizeof a, c == 4) < 0)
-                return fail(c == 3 ? "invalid --upload '%s' (LOCAL:GUEST)"
-                                   : "invalid --download '%s' (GUEST[:LOCAL])",
+            if (parse_xfer(optarg, a, b, sizeof a, c == 260) < 0)
+                return fail(c == 259 ? "invalid --upload '%s' (LOCAL:GUEST)"
+                                     : "invalid --download '%s' (GUEST[:LOCAL])",
                             optarg);
-            if (c == 3 && access(a, R_OK) < 0)
+            if (c == 259 && access(a, R_OK) < 0)
                 return fail("--upload: cannot read '%s'", a);
-            if ((c == 3 ? o->n_uploads : o->n_downloads) >= MAX_XFER)
+            if ((c == 259 ? o->n_uploads : o->n_downloads) >= MAX_XFER)
                 return fail("too many transfers");
-            if (c == 3)
+            if (c == 259)
                 o->uploads[o->n_uploads++] = optarg;
             else
                 o->downloads[o->n_downloads++] = optarg;
             break;
         }
-        case 5:
+        case 261:
             o->profile = optarg;
             break;
-        case 6:
+        case 262:
             o->image = optarg;
             break;
-        case 7:
-        case 8:
+        case 263:
+        case 264:
             if (o->n_binds >= KN_MAX_BINDS)
                 return fail("too many binds");
-            o->bind_rw[o->n_binds] = c == 8;
+            o->bind_rw[o->n_binds] = c == 264;
             o->binds[o->n_binds++] = optarg;
             break;
-        case 9:
+        case 265:
             o->json = true;
             break;
         case 'q':
             o->quiet = true;
             break;
-        case 10:
-        case 11:
-            if (kn_parse_size(optarg, c == 10 ? &o->stdout_cap : &o->stderr_cap) < 0)
+        case 266:
+        case 267:
+            if (kn_parse_size(optarg, c == 266 ? &o->stdout_cap : &o->stderr_cap) < 0)
                 return fail("invalid output limit '%s'", optarg);
             break;
         case 'h':
@@ -682,17 +686,15 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         }
     }
     int n = 0;
-    for (int i = 0; i < ncodes; i++) {
-        src[n].code = strdup(codes[i]);
-        src[n].lang = o->lang ? o->lang : "python";
-        snprintf(src[n].label, sizeof src[n].label, "code%d", i + 1);
-        n++;
-    }
     bool stdin_used = false;
-    for (int i = optind; i < dd; i++) {
-        if (n >= MAX_SOURCES)
-            return fail("too many sources");
-        if (!strcmp(argv[i], "-")) {
+    int ncode = 0;
+    for (int i = 0; i < nitems; i++, n++) {
+        const char *arg = items[i];
+        if (kinds[i] == 'c') {
+            src[n].code = strdup(arg);
+            src[n].lang = o->lang ? o->lang : "python";
+            snprintf(src[n].label, sizeof src[n].label, "code%d", ++ncode);
+        } else if (!strcmp(arg, "-")) {
             if (stdin_used)
                 return fail("standard input given twice");
             stdin_used = true;
@@ -701,18 +703,17 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             snprintf(src[n].label, sizeof src[n].label, "stdin");
         } else {
             struct stat st;
-            if (stat(argv[i], &st) < 0)
-                return fail("no such file: '%s'", argv[i]);
-            if (!S_ISREG(st.st_mode) || access(argv[i], R_OK) < 0)
-                return fail("not a readable file: '%s'", argv[i]);
-            const char *l = o->lang ? o->lang : lang_of_file(argv[i]);
+            if (stat(arg, &st) < 0)
+                return fail("no such file: '%s'", arg);
+            if (!S_ISREG(st.st_mode) || access(arg, R_OK) < 0)
+                return fail("not a readable file: '%s'", arg);
+            const char *l = o->lang ? o->lang : lang_of_file(arg);
             if (!l)
-                return fail("cannot tell the language of '%s': use -l", argv[i]);
-            src[n].file = argv[i];
+                return fail("cannot tell the language of '%s': use -l", arg);
+            src[n].file = arg;
             src[n].lang = l;
-            snprintf(src[n].label, sizeof src[n].label, "%s", argv[i]);
+            snprintf(src[n].label, sizeof src[n].label, "%s", arg);
         }
-        n++;
     }
     if (dd < argc) {
         if (dd + 1 >= argc)

@@ -11,6 +11,7 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -29,8 +30,20 @@ open_in_root(kn_sandbox_t *sb, const char *guest, int flags, mode_t mode, kn_err
     struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
                            .mode = (flags & O_CREAT) ? mode : 0,
                            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    /* Files inside belong to the sandbox's user. A root launcher also has no
+     * id inside the sandbox's user namespace, and the kernel refuses to create
+     * inodes for an unmapped owner (EOVERFLOW): act as the mapped user. */
+    bool as_sandbox_user = geteuid() == 0;
+    if (as_sandbox_user) {
+        setfsgid(KN_ROOTMAP_BASE + sb->cfg->gid);
+        setfsuid(KN_ROOTMAP_BASE + sb->cfg->uid);
+    }
     int fd = (int)syscall(SYS_openat2, rfd, guest, &how, sizeof how);
     int saved = errno;
+    if (as_sandbox_user) {
+        setfsuid(0);
+        setfsgid(0);
+    }
     close(rfd);
     if (fd < 0)
         return kn_error_set(err, saved, "open %s in the sandbox", guest);
@@ -72,19 +85,6 @@ kn_sandbox_copy_in(kn_sandbox_t *sb, const char *local, const char *guest, kn_er
     out = open_in_root(sb, guest, O_WRONLY | O_CREAT | O_TRUNC, st.st_mode & 0755, err);
     if (out < 0)
         goto out;
-    /* Owned by the sandbox's user, as it would be had it written the file. */
-    uid_t uid = sb->cfg->uid, gid = sb->cfg->gid;
-    if (geteuid() == 0) {
-        uid += KN_ROOTMAP_BASE;
-        gid += KN_ROOTMAP_BASE;
-    } else {
-        uid = geteuid();
-        gid = getegid();
-    }
-    if (fchown(out, uid, gid) < 0 && errno != EPERM) {
-        kn_error_set(err, errno, "chown %s", guest);
-        goto out;
-    }
     if (copy_fd(in, out) < 0) {
         kn_error_set(err, errno, "copy %s to %s", local, guest);
         goto out;

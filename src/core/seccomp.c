@@ -145,7 +145,7 @@ add_default_rules(scmp_filter_ctx ctx, kn_error_t *err)
     for (int fam = 0; fam < 64; fam++) {
         if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == AF_NETLINK)
             continue;
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
                               SCMP_A0(SCMP_CMP_EQ, (unsigned)fam));
         if (rc < 0)
             return kn_error_set(err, -rc, "seccomp socket family rule");
