@@ -1,0 +1,175 @@
+"""Fixtures for the `kennel run` integration tests.
+
+Most tests run the static probe (tests/probe, built as KENNEL_BUILD/kennel-probe)
+inside a sandbox: the probe is copied once into a world-readable temporary
+directory and bound read-only at /probe, so it is reachable in every image and
+profile, as root and as an unprivileged caller, and the build tree's copy can
+never be damaged by a probe that attacks its own binary.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+# Guards against a hung kennel: no single run in this suite should take longer.
+HARD_TIMEOUT = 60
+
+PROBE_IN_SANDBOX = "/probe/kennel-probe"
+
+
+class Result:
+    """What one `kennel run` did, seen from the caller."""
+
+    def __init__(self, argv, proc, elapsed):
+        self.argv = argv
+        self.rc = proc.returncode
+        self.stdout_bytes = proc.stdout
+        self.stderr_bytes = proc.stderr
+        self.out = proc.stdout.decode(errors="replace")
+        self.err = proc.stderr.decode(errors="replace")
+        self.elapsed = elapsed
+
+    def json(self):
+        try:
+            return json.loads(self.out)
+        except ValueError:
+            raise AssertionError(f"stdout is not one JSON document:\n{self}") from None
+
+    def probe(self):
+        """The probe's JSON line (the last line of stdout that parses)."""
+        for line in reversed(self.out.splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue
+        raise AssertionError(f"no probe output:\n{self}")
+
+    def __str__(self):
+        cmd = " ".join(self.argv)
+        return (f"$ {cmd}\n-> exit {self.rc} after {self.elapsed:.2f}s\n"
+                f"stdout: {self.out[:2000]!r}\nstderr: {self.err[:2000]!r}")
+
+
+def run_cmd(argv, input=None, timeout=HARD_TIMEOUT, env=None, cwd=None, pass_fds=()):
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+            pass_fds=pass_fds,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung for more than {timeout}s: {' '.join(argv)}")
+    return Result([str(a) for a in argv], proc, time.monotonic() - start)
+
+
+def make_world_dir(prefix):
+    """A fresh 0755 directory under /tmp (pytest's own tmp is 0700 and
+    unreachable for the unprivileged ids a sandbox maps to)."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+def remove_tree(path):
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+class Kennel:
+    """Runs `kennel run`, optionally as an unprivileged user (prefix)."""
+
+    def __init__(self, binary, probe_dir, prefix=()):
+        self.binary = str(binary)
+        self.probe_dir = str(probe_dir)
+        self.prefix = list(prefix)
+
+    def run(self, *args, input=None, timeout=HARD_TIMEOUT, env=None, cwd=None, pass_fds=()):
+        argv = self.prefix + [self.binary, "run", *[str(a) for a in args]]
+        return run_cmd(argv, input=input, timeout=timeout, env=env, cwd=cwd, pass_fds=pass_fds)
+
+    def probe_run(self, *probe_args, opts=(), **kw):
+        """Runs the probe inside a sandbox (opts go before `--`)."""
+        return self.run("--ro-bind", f"{self.probe_dir}:/probe", *opts, "--", PROBE_IN_SANDBOX,
+                        *probe_args, **kw)
+
+    def probe(self, *probe_args, opts=(), **kw):
+        """Runs the probe inside a sandbox; returns (Result, probe JSON)."""
+        r = self.probe_run(*probe_args, opts=opts, **kw)
+        return r, r.probe()
+
+
+@pytest.fixture(scope="session")
+def probe_bin(build_dir):
+    p = build_dir / "kennel-probe"
+    if not p.exists():
+        pytest.skip(f"{p} is missing: the tests/probe target was not built")
+    return p
+
+
+@pytest.fixture(scope="session")
+def probe_dir(probe_bin):
+    d = make_world_dir("kennel-run-probe-")
+    shutil.copy2(probe_bin, d / "kennel-probe")
+    (d / "kennel-probe").chmod(0o755)
+    yield d
+    remove_tree(d)
+
+
+@pytest.fixture(scope="session")
+def kn(kennel, probe_dir):
+    return Kennel(kennel, probe_dir)
+
+
+@pytest.fixture(scope="session")
+def unpriv_kn(kennel, probe_dir):
+    """`kennel run` as uid/gid 65534 from a copy in a 0755 directory."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    d = make_world_dir("kennel-run-unpriv-")
+    shutil.copy2(kennel, d / "kennel")
+    (d / "kennel").chmod(0o755)
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    yield Kennel(d / "kennel", probe_dir, prefix=prefix)
+    remove_tree(d)
+
+
+@pytest.fixture
+def hostdir():
+    d = make_world_dir("kennel-run-test-")
+    yield d
+    remove_tree(d)
+
+
+@pytest.fixture
+def marker():
+    return "kennelmark" + uuid.uuid4().hex[:12]
+
+
+def host_processes_matching(text):
+    """Host pids whose command line contains text (any argument)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if text.encode() in cmd:
+            found.append((int(entry), cmd.replace(b"\0", b" ").decode(errors="replace")))
+    return found

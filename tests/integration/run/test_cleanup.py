@@ -1,0 +1,115 @@
+"""After a run nothing is left: no mount, cgroup, process or file on the host,
+whether the run ended normally, by timeout, by the OOM killer, or failed
+while the sandbox was being set up."""
+import os
+import time
+
+from .conftest import host_processes_matching
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+FILE_DIRS = ["/tmp", "/run", "/var/tmp", "/dev/shm", "/run/kennel", "/var/run/kennel", "/var/lib/kennel"]
+
+
+def mounts():
+    with open("/proc/self/mounts") as f:
+        return sorted(f.read().splitlines())
+
+
+def kennel_cgroups():
+    found = []
+    if not os.path.isdir(CGROUP_ROOT):
+        return found
+    for controller in sorted(os.listdir(CGROUP_ROOT)):
+        top = os.path.join(CGROUP_ROOT, controller)
+        for d, dirs, _ in os.walk(top):
+            for name in dirs:
+                if "kennel" in name:
+                    found.append(os.path.join(d, name))
+    return sorted(found)
+
+
+def kennel_files():
+    found = []
+    for d in FILE_DIRS:
+        try:
+            for name in os.listdir(d):
+                # the suite's own directories are made by the fixtures
+                if "kennel" in name and not name.startswith("kennel-run-"):
+                    found.append(os.path.join(d, name))
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def descendants(root_pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        for c in children.get(pid, []):
+            out.append(c)
+            todo.append(c)
+    return sorted(out)
+
+
+def snapshot(marker):
+    return {
+        "mounts": mounts(),
+        "cgroups": kennel_cgroups(),
+        "files": kennel_files(),
+    }
+
+
+def settled_diff(before, marker, wait=3.0):
+    """Other people's sandboxes may come and go on a shared host: give
+    foreign entries a moment to disappear; ours never should."""
+    deadline = time.monotonic() + wait
+    while True:
+        after = snapshot(marker)
+        diff = {k: (sorted(set(before[k]) - set(after[k])), sorted(set(after[k]) - set(before[k])))
+                for k in before if before[k] != after[k]}
+        if not diff or time.monotonic() > deadline:
+            return diff
+        time.sleep(0.2)
+
+
+def test_nothing_left_after_a_batch_of_runs(kn, hostdir, marker):
+    upload = hostdir / "up.txt"
+    upload.write_text("data\n")
+    upload.chmod(0o644)
+    before = snapshot(marker)
+    my_children_before = descendants(os.getpid())
+
+    results = [
+        kn.probe_run("caps"),
+        kn.probe_run("orphans", marker, "3", opts=("-t", "0.5")),
+        kn.probe_run("mem", "512", opts=("-m", "32")),
+        kn.probe_run("forkmax", "100", opts=("--pids", "8")),
+        kn.run("--bind", f"/nonexistent/{marker}:/x", "-c", "pass"),
+        kn.run("--image", f"/nonexistent/{marker}", "-c", "pass"),
+        kn.run("--ro-bind", f"{hostdir}:/etc/passwd/{marker}", "-c", "pass"),
+        kn.run("--", f"/nonexistent/{marker}"),
+        kn.run("--upload", f"{upload}:/work/up.txt", "--download", f"/work/up.txt:{hostdir}/down.txt",
+               "-c", "pass"),
+        kn.run("-c", "print(1)", "-c", "import time; time.sleep(5)", "-t", "0.5"),
+        kn.run("--profile", "deny-by-default", "-c", "print(1)"),
+        kn.run("-m", "-5", "-c", "pass"),
+    ]
+    codes = [r.rc for r in results]
+    assert codes[0] == 0 and codes[1] == 124 and codes[2] == 137, [str(r) for r in results[:3]]
+    assert codes[4] == 125 and codes[5] == 125, [str(r) for r in results[4:6]]
+
+    leftovers = host_processes_matching(marker)
+    assert leftovers == [], f"processes left: {leftovers}"
+    assert descendants(os.getpid()) == my_children_before, "child processes left behind"
+    diff = settled_diff(before, marker)
+    assert not diff, f"host state changed (gone, new): {diff}"

@@ -1,0 +1,200 @@
+"""Trying to break out through the filesystem: writes outside the writable
+layer, host secrets, kernel tunables, device nodes, the runtime's binary,
+and files handed back by --download."""
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+
+from .conftest import make_world_dir, remove_tree, run_cmd
+
+# Python run inside: tries each operation and prints {path: "ok"|errno name}.
+TRY_WRITES = r"""
+import errno, json, os, sys
+res = {}
+for p in sys.argv[1:]:
+    try:
+        with open(p, "w") as f:
+            f.write("kennel escape test\n")
+        res[p] = "ok"
+    except OSError as e:
+        res[p] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(res))
+"""
+
+
+def run_python(kn, code, *args, opts=()):
+    """Runs code with python3 inside, argv[1:] = args; returns parsed stdout."""
+    r = kn.run(*opts, "--", "python3", "-c", code, *args)
+    assert r.rc == 0, r
+    return r, json.loads(r.out.strip().splitlines()[-1])
+
+
+def test_writes_never_reach_the_host(kn, marker, probe_dir):
+    name = f"kennel-escape-{marker}"
+    dirs = ["/", "/etc", "/usr", "/usr/local", "/var", "/var/tmp", "/tmp", "/work", "/opt",
+            "/srv", "/mnt", "/dev/shm", "/run", "/boot", "/root", "/home", "/var/lib",
+            str(probe_dir), "/probe"]
+    inside = [os.path.join(d, name) for d in dirs]
+    inside += [f"/proc/1/root/etc/{name}", f"/proc/self/root/usr/{name}",
+               f"/proc/self/cwd/../etc/{name}"]
+    created = [p for p in dirs if os.path.exists(os.path.join(p, name))]
+    assert not created  # nothing by that name before
+    r, res = run_python(kn, TRY_WRITES, *inside,
+                        opts=("--ro-bind", f"{probe_dir}:/probe"))
+    # What must be read-only inside: the host's own directories.
+    for d in ("/etc", "/usr", "/usr/local", "/var", "/opt", "/var/lib", "/probe"):
+        assert res[os.path.join(d, name)] in ("EROFS", "EACCES", "EPERM", "ENOENT"), (d, res)
+    for p in inside[-3:]:
+        assert res[p] != "ok", (p, res)
+    leaked = [os.path.join(d, name) for d in dirs if os.path.lexists(os.path.join(d, name))]
+    for p in leaked:
+        os.unlink(p)
+    assert not leaked, f"files written inside appeared on the host: {leaked}\n{res}"
+
+
+def test_host_home_directories_hidden(kn):
+    assert os.listdir("/root"), "host /root is empty: nothing to hide"
+    code = ("import json, os\n"
+            "out = {}\n"
+            "for d in ('/root', '/home'):\n"
+            "    try: out[d] = os.listdir(d)\n"
+            "    except OSError as e: out[d] = e.strerror\n"
+            "print(json.dumps(out))\n")
+    r, res = run_python(kn, code)
+    assert res["/root"] in ([], "No such file or directory"), res
+    assert res["/home"] in ([], "No such file or directory"), res
+
+
+def test_etc_shadow_unreadable(kn):
+    if not os.path.exists("/etc/shadow"):
+        pytest.skip("host has no /etc/shadow")
+    r, p = kn.probe("read", "/etc/shadow")
+    assert p["result"] in ("EACCES", "EPERM", "ENOENT"), p
+
+
+def test_kernel_tunables_not_writable(kn):
+    targets = ["/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger", "/proc/sys/vm/drop_caches",
+               "/proc/sys/kernel/modprobe", "/sys/kernel/uevent_helper", "/proc/kcore",
+               "/sys/fs/cgroup/memory/release_agent", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+               "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/unified/cgroup.subtree_control",
+               "/proc/1/attr/current", "/sys/power/state"]
+    # Opened for writing only, never written: a broken sandbox must not be
+    # able to hurt the host through this test.
+    code = ("import errno, json, os, sys\n"
+            "res = {}\n"
+            "for p in sys.argv[1:]:\n"
+            "    try:\n"
+            "        os.close(os.open(p, os.O_WRONLY)); res[p] = 'ok'\n"
+            "    except OSError as e:\n"
+            "        res[p] = errno.errorcode.get(e.errno, str(e.errno))\n"
+            "print(json.dumps(res))\n")
+    r, res = run_python(kn, code, *targets)
+    opened = {p: v for p, v in res.items() if v == "ok"}
+    assert not opened, f"opened for writing inside the sandbox: {opened}"
+
+
+def test_cannot_create_host_cgroups(kn, marker):
+    paths = [f"/sys/fs/cgroup/{c}/{marker}" for c in ("memory", "pids", "cpu", "unified")]
+    code = ("import errno, json, os, sys\n"
+            "res = {}\n"
+            "for p in sys.argv[1:]:\n"
+            "    try: os.mkdir(p); res[p] = 'ok'\n"
+            "    except OSError as e: res[p] = errno.errorcode.get(e.errno, str(e.errno))\n"
+            "print(json.dumps(res))\n")
+    r, res = run_python(kn, code, *paths)
+    made = [p for p in paths if os.path.isdir(p)]
+    for p in made:
+        os.rmdir(p)
+    assert not made, f"cgroups created on the host: {made}"
+    assert all(v != "ok" for v in res.values()), res
+
+
+def test_no_device_nodes(kn):
+    r, p = kn.probe("mknod", "/tmp")
+    assert p["result"] in ("EPERM", "EACCES"), p
+    assert p["chr_mem"] in ("EPERM", "EACCES"), p
+
+
+def test_dev_is_minimal(kn):
+    r, p = kn.probe("ls", "/dev")
+    entries = p["entries"]
+    allowed = {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx",
+               "fd", "stdin", "stdout", "stderr", "core", "console", "mqueue"}
+    extra = sorted(set(entries) - allowed)
+    assert not extra, f"/dev inside has more than the minimal set: {extra}"
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        assert entries.get(dev) == "chr", (dev, entries)
+    assert not [k for k, v in entries.items() if v == "blk"], entries
+
+
+def test_dev_null_and_zero_work(kn):
+    r = kn.run("--", "bash", "-c",
+               "head -c 4 /dev/zero | od -An -tx1 | tr -d ' \\n'; echo hidden >/dev/null;"
+               " head -c 8 /dev/urandom | wc -c")
+    assert r.rc == 0, r
+    assert r.out == "00000000" + "8\n", r
+
+
+def test_download_does_not_follow_symlinks_to_the_host(kn, hostdir):
+    # The symlink's target exists only on the host (the sandbox has its own
+    # /tmp), so a runtime that copies out through the host's view of the path
+    # would hand the secret to the caller.
+    secret_dir = make_world_dir("kennel-run-secret-")
+    try:
+        secret = secret_dir / "secret.txt"
+        token = "KENNEL-SECRET-" + os.urandom(8).hex()
+        secret.write_text(token + "\n")
+        secret.chmod(0o600)
+        out = hostdir / "leak.txt"
+        code = f"import os; os.symlink({str(secret)!r}, '/work/leak.txt'); print('linked')"
+        r = kn.run("--download", f"/work/leak.txt:{out}", "-c", code)
+        assert "linked" in r.out, r
+        if out.is_symlink():
+            return  # copied as a link: nothing leaked
+        if out.exists():
+            assert token not in out.read_text(errors="replace"), "download followed a symlink to a host file"
+    finally:
+        remove_tree(secret_dir)
+
+
+def test_download_of_proc_link_does_not_leak(kn, hostdir):
+    # /proc/self/root inside points at the sandbox root; a runtime that
+    # resolves it on the host side would read the host's /etc/shadow.
+    out = hostdir / "shadow.txt"
+    kn.run("--download", f"/proc/1/root/etc/shadow:{out}", "-c", "pass")
+    if out.exists() and os.path.exists("/etc/shadow"):
+        with open("/etc/shadow") as f:
+            assert out.read_text(errors="replace") != f.read(), "host /etc/shadow was downloaded"
+
+
+def test_runtime_binary_cannot_be_overwritten(kennel, probe_dir, hostdir):
+    # The runtime runs from a private copy, so a successful attack damages
+    # only the copy; the probe writes a marker through any /proc/PID/exe it
+    # can open for writing, but only into files under the copy's directory.
+    d = make_world_dir("kennel-run-exe-")
+    try:
+        copy = d / "kennel"
+        shutil.copy2(kennel, copy)
+        copy.chmod(0o755)
+        before = hashlib.sha256(copy.read_bytes()).hexdigest()
+        r = run_cmd([str(copy), "run", "--ro-bind", f"{probe_dir}:/probe", "--", "bash", "-c",
+                     f"/probe/kennel-probe exe-write --write-under {d}/; "
+                     f"/probe/kennel-probe exe-write --write-under {d}/"])
+        after = hashlib.sha256(copy.read_bytes()).hexdigest()
+        assert before == after, f"the runtime binary was modified from inside\n{r}"
+        for line in r.out.splitlines():
+            p = json.loads(line)
+            opened = {k: v for k, v in p["targets"].items() if v == "ok"}
+            assert not opened, f"opened for writing: {opened}"
+    finally:
+        remove_tree(d)
+
+
+def test_writable_layer_does_not_persist(kn, marker):
+    r = kn.run("-c", f"open('/work/{marker}', 'w').write('x'); open('/tmp/{marker}', 'w').write('x')")
+    assert r.rc == 0, r
+    r = kn.run("-c", f"import os; print(os.path.exists('/work/{marker}'), os.path.exists('/tmp/{marker}'))")
+    assert r.out == "False False\n", r

@@ -1,0 +1,249 @@
+"""Trying to break out through processes and credentials: host processes,
+capabilities, setuid and file-capability binaries, inherited descriptors,
+the caller's environment and its terminal."""
+import fcntl
+import json
+import os
+import pty
+import shutil
+import signal
+import socket
+import subprocess
+import termios
+import time
+import tty
+
+import pytest
+
+from .conftest import PROBE_IN_SANDBOX, make_world_dir, remove_tree, run_cmd
+
+
+def test_host_processes_invisible_and_unkillable(kn):
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        code = ("import json, os, signal\n"
+                "pid = %d\n"
+                "res = {'visible': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}\n"
+                "res['cmdlines'] = [open('/proc/%%d/cmdline' %% p, 'rb').read().decode(errors='replace')\n"
+                "                   for p in res['visible'] if os.path.exists('/proc/%%d/cmdline' %% p)]\n"
+                "for sig in (0, signal.SIGKILL):\n"
+                "    try: os.kill(pid, sig); res['kill%%d' %% sig] = 'ok'\n"
+                "    except OSError as e: res['kill%%d' %% sig] = e.strerror\n"
+                "print(json.dumps(res), flush=True)\n"
+                "try: os.kill(-1, signal.SIGKILL)\n"
+                "except OSError: pass\n") % sleeper.pid
+        r = kn.run("-t", "10", "--", "python3", "-c", code)
+        res = json.loads(r.out.splitlines()[0])
+        assert res["kill0"] != "ok" and res["kill9"] != "ok", res
+        assert len(res["visible"]) < 10, f"too many processes visible: {res['cmdlines']}"
+        assert not any("sleep\x00300" in c or "pytest" in c for c in res["cmdlines"]), res
+        time.sleep(0.2)
+        assert sleeper.poll() is None, "the host process was killed from inside"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_own_pid_namespace(kn):
+    r, p = kn.probe("ps")
+    pids = {x["pid"] for x in p["procs"]}
+    assert max(pids) < 100, f"host-sized pids visible: {sorted(pids)}"
+    names = {x["name"] for x in p["procs"]}
+    assert "kthreadd" not in names and "process_api" not in names, names
+
+
+def parse_map(text):
+    return [tuple(int(x) for x in line.split()) for line in text.splitlines() if line.strip()]
+
+
+def test_capabilities_gone_and_root_is_not_host_root(kn):
+    r, p = kn.probe("caps")
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(p[field], 16) == 0, f"{field} = {p[field]}"
+    assert p["NoNewPrivs"] == "1", p
+    assert p["Seccomp"] == "2", p
+    uid_map = parse_map(p["uid_map"])
+    assert uid_map, p
+    for inside, outside, count in uid_map:
+        assert not (outside <= 0 < outside + count), f"host root is mapped inside: {uid_map}"
+    for inside, outside, count in parse_map(p["gid_map"]):
+        assert not (outside <= 0 < outside + count), f"host root group is mapped: {p['gid_map']}"
+
+
+def test_setuid_gives_nothing(kn):
+    r, p = kn.probe("setuid")
+    assert int(p["CapEff"], 16) == 0, p
+    assert p["setgroups"] != "ok" or p["uid"] == p["uid_before"], p
+
+
+@pytest.fixture
+def privileged_copies(probe_dir):
+    """Copies of the probe with the classic ways to gain privilege: setuid
+    root, setuid to the uid that is root inside, and file capabilities."""
+    d = make_world_dir("kennel-run-priv-")
+    made = {}
+    suid = d / "suid-root"
+    shutil.copy2(probe_dir / "kennel-probe", suid)
+    os.chown(suid, 0, 0)
+    suid.chmod(0o4755)
+    made["suid-root"] = suid
+    if shutil.which("setcap"):
+        fcap = d / "filecaps"
+        shutil.copy2(probe_dir / "kennel-probe", fcap)
+        fcap.chmod(0o755)
+        rc = subprocess.run(["setcap", "cap_sys_admin,cap_net_raw,cap_setuid,cap_dac_override+eip",
+                             str(fcap)], capture_output=True)
+        if rc.returncode == 0:
+            made["filecaps"] = fcap
+    yield d, made
+    remove_tree(d)
+
+
+def test_setuid_root_binary_gives_nothing(kn, privileged_copies):
+    d, made = privileged_copies
+    r = kn.run("--ro-bind", f"{d}:/priv", "--", "/priv/suid-root", "caps")
+    p = r.probe()
+    assert int(p["CapEff"], 16) == 0 and int(p["CapPrm"], 16) == 0, p
+    # as the deny-by-default profile's uid 65532 the setuid bit must not make us root
+    r = kn.run("--profile", "deny-by-default", "--ro-bind", f"{d}:/priv", "--", "/priv/suid-root", "caps")
+    p = r.probe()
+    assert p["euid"] == 65532 and p["uid"] == 65532, p
+    assert int(p["CapEff"], 16) == 0, p
+
+
+def test_setuid_to_inside_root_gives_nothing(kn, privileged_copies):
+    # A setuid binary owned by the host uid that inside-root maps to: the
+    # one the kernel would honour without no_new_privs.
+    d, made = privileged_copies
+    r, p = kn.probe("caps", opts=("--profile", "deny-by-default"))
+    root_host = [o for i, o, c in parse_map(p["uid_map"]) if i == 0]
+    if not root_host:
+        r, p = kn.probe("caps")
+        root_host = [o for i, o, c in parse_map(p["uid_map"]) if i == 0]
+    if not root_host:
+        pytest.skip("inside uid 0 is not mapped: no such binary can exist")
+    mapped = d / "suid-mapped"
+    shutil.copy2(d / "suid-root", mapped)
+    os.chown(mapped, root_host[0], root_host[0])
+    mapped.chmod(0o4755)
+    r = kn.run("--profile", "deny-by-default", "--ro-bind", f"{d}:/priv", "--", "/priv/suid-mapped", "caps")
+    p = r.probe()
+    assert p["euid"] == 65532, f"setuid to inside-root honoured: {p}"
+    assert int(p["CapEff"], 16) == 0, p
+
+
+def test_file_capabilities_give_nothing(kn, privileged_copies):
+    d, made = privileged_copies
+    if "filecaps" not in made:
+        pytest.skip("setcap is missing or the temporary filesystem refuses file capabilities")
+    r = kn.run("--ro-bind", f"{d}:/priv", "--", "/priv/filecaps", "caps")
+    p = r.probe()
+    assert int(p["CapEff"], 16) == 0 and int(p["CapPrm"], 16) == 0, p
+    r = kn.run("--ro-bind", f"{d}:/priv", "--", "/priv/filecaps", "raw")
+    assert r.probe()["result"] == "EPERM", r
+
+
+def test_inherited_descriptors_closed(kn, hostdir):
+    secret = hostdir / "inherited-secret.txt"
+    secret.write_text("secret\n")
+    f = os.open(secret, os.O_RDONLY)
+    d = os.open(hostdir, os.O_RDONLY | os.O_DIRECTORY)
+    a, b = socket.socketpair()
+    high = 200
+    os.dup2(f, high)
+    fds = (f, d, a.fileno(), high)
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    try:
+        r = kn.probe_run("fds", "all", pass_fds=fds)
+        p = r.probe()
+        assert set(p["fds"]) <= {"0", "1", "2"}, f"descriptors inside: {p['fds']}"
+        everywhere = [t for fdmap in p.get("others", {}).values() if isinstance(fdmap, dict)
+                      for t in fdmap.values()]
+        everywhere += list(p["fds"].values())
+        for t in everywhere:
+            assert str(hostdir) not in t, f"a host file or directory is open inside: {t}"
+    finally:
+        for fd in (f, d, high):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_host_environment_not_leaked(kn):
+    env = dict(os.environ)
+    token = "tok-" + os.urandom(8).hex()
+    env.update(SECRET_TOKEN=token, AWS_SECRET_ACCESS_KEY=token, DATABASE_URL=f"pg://{token}")
+    r, p = kn.probe("env", env=env)
+    keys = set(p["env"])
+    assert keys <= {"PATH", "HOME", "LANG"}, f"unexpected variables inside: {sorted(keys)}"
+    assert p["env"].get("HOME") == "/work", p
+    assert token not in json.dumps(p), "the caller's secret is visible"
+    # nor through any visible process's /proc/PID/environ
+    code = ("import os\n"
+            "print(any(%r.encode() in open('/proc/%%s/environ' %% p, 'rb').read()\n"
+            "          for p in os.listdir('/proc') if p.isdigit()\n"
+            "          if os.access('/proc/%%s/environ' %% p, os.R_OK)))\n") % token
+    r = kn.run("-c", code, env=env)
+    assert r.out == "False\n", r
+
+
+def test_env_flag_adds_only_what_is_asked(kn):
+    env = dict(os.environ, SECRET_TOKEN="tok")
+    r, p = kn.probe("env", opts=("-e", "FOO=bar"), env=env)
+    assert p["env"].get("FOO") == "bar"
+    assert set(p["env"]) <= {"PATH", "HOME", "LANG", "FOO"}, sorted(p["env"])
+
+
+def test_no_terminal_injection(kn, probe_dir):
+    """Runs kennel on a pty that is its controlling terminal, as in an
+    interactive shell, and checks that nothing typed from inside arrives
+    in the terminal's input queue."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # so injected bytes are readable without a newline
+
+    def become_session_with_ctty():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    argv = [kn.binary, "run", "--ro-bind", f"{probe_dir}:/probe", "--", PROBE_IN_SANDBOX,
+            "tiocsti"]
+    try:
+        proc = subprocess.run(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=become_session_with_ctty, timeout=30)
+        out = proc.stdout.decode(errors="replace")
+        flags = fcntl.fcntl(slave, fcntl.F_GETFL)
+        fcntl.fcntl(slave, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        try:
+            queued = os.read(slave, 4096)
+        except BlockingIOError:
+            queued = b""
+        assert b"KENNEL_TIOCSTI" not in queued, f"input injected into the caller's terminal: {queued!r}"
+        p = json.loads(out.strip().splitlines()[-1])
+        assert p["result"] != "ok", p
+        assert p["stdin"] == "EPERM" and p["stdin_highbits"] == "EPERM", p
+        assert p["tioclinux"] == "EPERM", p
+        assert p["dev_tty"] != "ok", p
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_no_controlling_terminal_inside(kn, probe_dir):
+    # setsid: /dev/tty must not reach the caller's terminal
+    master, slave = pty.openpty()
+    try:
+        argv = [kn.binary, "run", "--ro-bind", f"{probe_dir}:/probe", "--", PROBE_IN_SANDBOX,
+                "open-w", "/dev/tty"]
+
+        def ctty():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        proc = subprocess.run(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=ctty, timeout=30)
+        p = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        assert p["result"] in ("ENXIO", "EIO", "ENOENT", "EACCES", "EPERM"), p
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -1,0 +1,54 @@
+"""--image with a root filesystem directory: a busybox root that holds
+nothing of the host."""
+import os
+import shutil
+
+import pytest
+
+BUSYBOX = "/bin/busybox"
+
+
+@pytest.fixture
+def busybox_root(hostdir, probe_dir):
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("busybox-static is not installed")
+    out = os.popen(f"file -L {BUSYBOX}").read()
+    if "statically linked" not in out and "static-pie" not in out:
+        pytest.skip(f"{BUSYBOX} is not static")
+    root = hostdir / "rootfs"
+    for d in ("bin", "etc", "tmp", "work", "proc", "dev"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for applet in ("sh", "echo", "ls", "cat", "id", "touch"):
+        os.symlink("busybox", root / "bin" / applet)
+    shutil.copy2(probe_dir / "kennel-probe", root / "bin" / "kennel-probe")
+    (root / "etc" / "image-marker").write_text("busybox-image\n")
+    return root
+
+
+def test_image_directory_runs(kn, busybox_root):
+    r = kn.run("--image", str(busybox_root), "--", "/bin/sh", "-c", "cat /etc/image-marker; echo ok")
+    assert r.rc == 0, r
+    assert r.out == "busybox-image\nok\n", r
+
+
+def test_image_hides_host(kn, busybox_root):
+    r = kn.run("--image", str(busybox_root), "--", "/bin/sh", "-c",
+               "ls /usr/bin/python3 /etc/hostname 2>&1; echo done")
+    assert "done" in r.out, r
+    assert "/usr/bin/python3\n" not in r.out.replace(" ", "\n"), r
+    r = kn.run("--image", str(busybox_root), "--", "/usr/bin/python3", "-c", "print(1)")
+    assert r.rc == 127, r
+
+
+def test_image_is_not_modified(kn, busybox_root):
+    r = kn.run("--image", str(busybox_root), "--", "/bin/sh", "-c",
+               "echo x > /etc/image-marker; touch /bin/new-file; echo wrote")
+    assert not (busybox_root / "bin" / "new-file").exists(), r
+    assert (busybox_root / "etc" / "image-marker").read_text() == "busybox-image\n", r
+
+
+def test_image_probe_isolation(kn, busybox_root):
+    r = kn.run("--image", str(busybox_root), "--", "/bin/kennel-probe", "caps")
+    p = r.probe()
+    assert int(p["CapEff"], 16) == 0 and p["Seccomp"] == "2", p

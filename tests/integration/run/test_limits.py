@@ -1,0 +1,127 @@
+"""Resource attacks: fork bomb, memory bomb, disk filler, CPU hog, and a
+timeout with a process tree that tries to survive it."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from .conftest import host_processes_matching
+
+MiB = 1024 * 1024
+
+
+def host_fork_latency(n=10):
+    """Worst time for the host to fork+exec /bin/true, n times."""
+    worst = 0.0
+    for _ in range(n):
+        t = time.monotonic()
+        subprocess.run(["/bin/true"], check=True)
+        worst = max(worst, time.monotonic() - t)
+    return worst
+
+
+def test_fork_bomb_contained(kn, marker):
+    bomb = "bomb() { bomb | bomb & }; bomb; sleep 30"
+    proc = subprocess.Popen([kn.binary, "run", "--pids", "32", "-t", "4", "--", "bash", "-c", bomb,
+                             marker], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # let it reach the limit
+        latency = host_fork_latency()
+        inside = len(host_processes_matching(marker))
+        assert latency < 1.0, f"the host needed {latency:.2f}s to fork during the bomb"
+        assert inside <= 32, f"{inside} bomb processes on the host despite --pids 32"
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 124, proc.returncode
+    assert host_processes_matching(marker) == [], "bomb processes survived the run"
+
+
+def test_pids_limit_is_exact(kn):
+    r, p = kn.probe("forkmax", "200", opts=("--pids", "16"))
+    assert p["result"] == "EAGAIN", p
+    assert p["children"] <= 15, f"{p['children']} children with --pids 16"
+    assert p["children"] >= 8, f"only {p['children']} children with --pids 16"
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_memory_bomb_killed_inside(kn):
+    sentinel = subprocess.Popen(["sleep", "60"])
+    try:
+        r = kn.probe_run("mem", "2048", opts=("--json", "-m", "64", "-t", "20"))
+        assert r.rc == 137, r
+        j = r.json()
+        assert j["oom_killed"] is True, j
+        assert j["exit_code"] == 137 and j["signal"] == 9, j
+        assert j["peak_memory_bytes"] <= 72 * MiB, j["peak_memory_bytes"]
+        assert sentinel.poll() is None, "the OOM killer hit a host process"
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+
+
+def test_memory_within_limit_is_fine(kn):
+    r, p = kn.probe("mem", "32", opts=("-m", "64"))
+    assert r.rc == 0 and p["result"] == "ok", r
+
+
+def disk_free():
+    out = {}
+    for path in ("/", "/tmp", "/dev/shm", "/var/tmp"):
+        st = os.statvfs(path)
+        out[path] = st.f_bavail * st.f_frsize
+    return out
+
+
+@pytest.mark.parametrize("target", ["/tmp/filler", "/work/filler", "/var/tmp/filler"])
+def test_disk_filler_bounded(kn, target):
+    before = disk_free()
+    r, p = kn.probe("fill", target, "4096", opts=("-t", "30"))
+    after = disk_free()
+    assert r.rc == 0, r
+    assert p["result"] in ("ENOSPC", "EFBIG", "EDQUOT"), \
+        f"wrote {p['bytes'] // MiB} MiB to {target} without hitting a limit: {p}"
+    for path in before:
+        assert abs(before[path] - after[path]) < 256 * MiB, \
+            f"host free space on {path} changed by {(before[path] - after[path]) // MiB} MiB"
+
+
+def test_cpu_limit(kn):
+    r = kn.probe_run("spin", "1.5", opts=("--json", "--cpus", "0.5"))
+    j = r.json()
+    lines = [line for line in j["stdout"].splitlines() if line.startswith("{")]
+    assert lines, j
+    spin = json.loads(lines[-1])
+    used = spin["user_ms"] + spin["sys_ms"]
+    assert used <= 1050, f"--cpus 0.5 let a 1.5 s spin use {used} ms of CPU"
+    assert used >= 450, f"the spin got only {used} ms of CPU"
+
+
+def test_timeout_kills_whole_tree(kn, marker):
+    r = kn.probe_run("orphans", marker, "3", opts=("-t", "1"))
+    left = host_processes_matching(marker)
+    assert r.rc == 124, r
+    assert r.elapsed < 5, r
+    assert "spawned" in r.out, f"output written before the timeout was lost\n{r}"
+    assert left == [], f"processes survived the timeout: {left}"
+
+
+def test_timeout_kills_tree_started_by_bash(kn, marker):
+    script = (f"trap '' TERM HUP; (trap '' TERM; setsid bash -c 'exec -a {marker}-a sleep 300' & ); "
+              f"nohup bash -c 'exec -a {marker}-b sleep 301' >/dev/null 2>&1 & "
+              f"exec -a {marker}-c sleep 302")
+    r = kn.run("-t", "1", "--", "bash", "-c", script, marker)
+    left = host_processes_matching(marker)
+    assert r.rc == 124, r
+    assert left == [], f"processes survived the timeout: {left}"

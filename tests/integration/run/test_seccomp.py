@@ -1,0 +1,98 @@
+"""The default profile's deny-list, one probe per kernel surface.
+
+Each probe is also run on the host where that is harmless, to show that the
+probe can tell success from refusal: an EPERM inside means something only if
+the same call works outside.
+"""
+import pytest
+
+from .conftest import run_cmd
+
+EPERM = {"EPERM"}
+KILLED_OR_EPERM = {"killed:SIGSYS", "EPERM"}
+
+# probe args -> {field: accepted results}; "result" is always checked.
+DENIED = {
+    "mount": (["mount"], {"result": EPERM}),
+    "umount /proc": (["umount", "/proc"], {"result": EPERM}),
+    "remount / rw": (["remount", "/"], {"result": EPERM}),
+    "pivot_root": (["pivot-root"], {"result": EPERM}),
+    "chroot": (["chroot"], {"result": EPERM}),
+    "ptrace attach": (["ptrace", "attach"], {"result": EPERM}),
+    "ptrace traceme": (["ptrace", "traceme"], {"result": EPERM}),
+    "process_vm_readv": (["process-vm"], {"result": EPERM}),
+    "bpf": (["bpf"], {"result": EPERM}),
+    "perf_event_open": (["perf"], {"result": EPERM}),
+    "kexec_load": (["kexec"], {"result": EPERM}),
+    "keyctl": (["keyctl"], {"result": EPERM, "add_key": EPERM, "request_key": EPERM}),
+    "userfaultfd": (["userfaultfd"], {"result": EPERM}),
+    "io_uring": (["io_uring"], {"result": EPERM, "enter": EPERM, "register": EPERM}),
+    "unshare": (["unshare"], {"result": EPERM}),
+    "unshare user": (["userns"], {"result": EPERM}),
+    "setns": (["setns"], {"result": EPERM}),
+    "clone with namespace flags": (["clone-ns"], {"result": EPERM}),
+    "clone3": (["clone3"], {"result": {"ENOSYS"}}),
+    "modules": (["module"], {"result": EPERM, "finit_module": EPERM, "delete_module": EPERM}),
+    "reboot": (["reboot"], {"result": EPERM}),
+    "swapon": (["swapon"], {"result": EPERM, "swapoff": EPERM}),
+    "acct": (["acct"], {"result": EPERM}),
+    "AF_VSOCK": (["af-vsock"], {"result": EPERM}),
+    "AF_PACKET": (["af-packet"], {"result": EPERM}),
+    "raw socket": (["raw"], {"result": EPERM}),
+    "netlink (non-route)": (["netlink"], {"result": EPERM}),
+    "i386 int 0x80": (["int80"], {"result": KILLED_OR_EPERM}),
+    "x32 ABI": (["x32"], {"result": KILLED_OR_EPERM}),
+    "TIOCSTI/TIOCLINUX": (["tiocsti"], {"stdin": EPERM, "stdin_highbits": EPERM,
+                                        "tioclinux": EPERM}),
+    "open_by_handle_at": (["open-by-handle"], {"result": EPERM}),
+    "iopl": (["iopl"], {"result": EPERM}),
+    "syslog": (["syslog"], {"result": EPERM}),
+}
+
+
+@pytest.mark.parametrize("probe_args,expect", list(DENIED.values()), ids=list(DENIED))
+def test_default_profile_denies(kn, probe_args, expect):
+    r, p = kn.probe(*probe_args)
+    assert r.rc == 0, r
+    if "result" not in expect:
+        assert p["result"] != "ok", p
+    for field, accepted in expect.items():
+        if probe_args == ["x32"] and p[field] == "ENOSYS":
+            # this kernel has no x32 ABI at all; nothing to filter
+            host = run_cmd([kn.probe_dir + "/kennel-probe", "x32"]).probe()
+            if host["result"] == "ENOSYS":
+                continue
+        assert p[field] in accepted, f"{field}={p[field]!r}, want one of {sorted(accepted)}: {p}"
+
+
+def test_netlink_families(kn):
+    r, p = kn.probe("netlink")
+    refused = {k: v for k, v in p["families"].items() if k != "route" and v != "EPERM"}
+    assert not refused, f"netlink families open inside: {refused}"
+
+
+# Probes that succeed on the host (root, this kernel): the controls.
+HOST_CONTROLS = ["int80", "userfaultfd", "io_uring", "perf", "keyctl", "clone3", "unshare", "raw",
+                 "af-packet", "netlink", "process-vm"]
+
+
+@pytest.mark.parametrize("probe", HOST_CONTROLS)
+def test_probe_works_on_the_host(probe_dir, probe):
+    r = run_cmd([str(probe_dir / "kennel-probe"), probe])
+    p = r.probe()
+    assert p["result"] == "ok", f"the probe cannot even succeed outside: {p}"
+
+
+def test_ordinary_syscalls_still_work(kn):
+    # The deny-list must not break ordinary programs: threads, subprocesses,
+    # pipes, mmap, signals, sockets on lo, fork+exec.
+    code = ("import subprocess, threading, socket, mmap, os, signal\n"
+            "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+            "print(subprocess.run(['echo', 'sub'], capture_output=True, text=True).stdout.strip())\n"
+            "m = mmap.mmap(-1, 4096); m[0] = 1\n"
+            "r, w = os.pipe(); os.write(w, b'p'); print(os.read(r, 1).decode())\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: print('sig')); os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "a, b = socket.socketpair(); a.send(b'x'); print(b.recv(1).decode())\n")
+    r = kn.run("-c", code)
+    assert r.rc == 0, r
+    assert r.out.split() == ["sub", "p", "sig", "x"], r
