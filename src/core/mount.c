@@ -254,12 +254,15 @@ kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err)
     unsigned long tmp_flags = cfg->tmp_noexec ? MS_NOEXEC : 0;
     if (tmpfs_at(NEWROOT "/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0)
         return -1;
-    if (tmpfs_at(NEWROOT "/run", 4 << 20, 0755, MS_NOEXEC, cfg, true, err) < 0)
+    /* /run and /var/tmp are always fresh (host sockets and scratch files stay
+     * out of reach); with a read-only root they are empty and read-only. */
+    if (tmpfs_at(NEWROOT "/run", 4 << 20, 0755, MS_NOEXEC, cfg, true, err) < 0 ||
+        (cfg->root_readonly && lock_down(NEWROOT "/run", true, true, err) < 0))
         return -1;
-    /* /var comes read-only from the image; its scratch dir is fresh. */
     struct stat st;
     if (stat(NEWROOT "/var/tmp", &st) == 0 &&
-        tmpfs_at(NEWROOT "/var/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0)
+        (tmpfs_at(NEWROOT "/var/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0 ||
+         (cfg->root_readonly && lock_down(NEWROOT "/var/tmp", true, true, err) < 0)))
         return -1;
     if (!cfg->root_readonly && !has_bind_at(cfg, "/work") &&
         tmpfs_at(NEWROOT "/work", cfg->root_size, 0755, 0, cfg, true, err) < 0)
@@ -298,10 +301,11 @@ kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err)
 int
 kn_mount_writable_paths(const kn_config_t *cfg, const char **out, size_t cap)
 {
-    static const char *const base[] = {"/tmp", "/var/tmp", "/run", "/dev", NULL};
+    static const char *const base[] = {"/tmp", "/dev", "/var/tmp", "/run", NULL};
     size_t n = 0;
     for (const char *const *b = base; *b && n + 1 < cap; b++)
-        out[n++] = *b;
+        if (!cfg->root_readonly || n < 2)
+            out[n++] = *b;
     if (!cfg->root_readonly && n + 1 < cap)
         out[n++] = "/work";
     if (cfg->in_out && n + 1 < cap)
