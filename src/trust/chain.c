@@ -81,6 +81,75 @@ kn_receipt_taxonomy_risk(const char *action_type)
     return NULL;
 }
 
+/* execd routes (method, path with "*" for one segment) and their types;
+ * type NULL: not an action. First match wins. */
+static const struct {
+    const char *method;
+    const char *path;
+    const char *type;
+} execd_routes[] = {
+    {"POST", "/command", "system.command.execute"},
+    {"POST", "/session/*/run", "system.command.execute"},
+    {"POST", "/code", "system.code.execute"},
+    {"GET", "/files/download", "filesystem.file.read"},
+    {"GET", "/files/info", "filesystem.file.read"},
+    {"GET", "/files/search", "filesystem.directory.list"},
+    {"POST", "/files/upload", "filesystem.file.create"},
+    {"POST", "/files/replace", "filesystem.file.modify"},
+    {"POST", "/files/permissions", "filesystem.file.modify"},
+    {"POST", "/files/mv", "filesystem.file.move"},
+    {"DELETE", "/files", "filesystem.file.delete"},
+    {"GET", "/directories/list", "filesystem.directory.list"},
+    {"POST", "/directories", "filesystem.directory.create"},
+    {"DELETE", "/directories", "filesystem.directory.delete"},
+    {"POST", "/pty", "system.pty.open"},
+    {"DELETE", "/pty/*", "system.pty.close"},
+    {"GET", "/ping", NULL},
+    {"GET", "/metrics", NULL},
+    {"GET", "/metrics/watch", NULL},
+    {"GET", "/command/status/*", NULL},
+    {"GET", "/command/*/logs", NULL},
+};
+
+/* Matches path (up to '?' or its end, n bytes) against pattern. */
+static bool
+route_match(const char *pattern, const char *path, size_t n)
+{
+    size_t i = 0;
+    while (*pattern) {
+        if (*pattern == '*') {
+            size_t start = i;
+            while (i < n && path[i] != '/')
+                i++;
+            if (i == start)
+                return false;
+            pattern++;
+        } else if (i < n && path[i] == *pattern) {
+            i++;
+            pattern++;
+        } else {
+            return false;
+        }
+    }
+    return i == n || (i + 1 == n && path[i] == '/');
+}
+
+int
+kn_receipt_execd_action_type(const char *method, const char *path, const char **type)
+{
+    size_t n = strcspn(path, "?#");
+    for (size_t i = 0; i < sizeof execd_routes / sizeof execd_routes[0]; i++) {
+        if (strcmp(method, execd_routes[i].method) || !route_match(execd_routes[i].path, path, n))
+            continue;
+        if (!execd_routes[i].type)
+            return 1;
+        *type = execd_routes[i].type;
+        return 0;
+    }
+    *type = "unknown";
+    return 0;
+}
+
 static int
 risk_rank(const char *risk)
 {

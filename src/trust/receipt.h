@@ -179,6 +179,15 @@ int kn_receipt_verify_response(const json_t *receipt, const json_t *response,
  * execd types), or NULL when the type is not in the taxonomy. Static. */
 const char *kn_receipt_taxonomy_risk(const char *action_type);
 
+/* Classifies one request the server proxies to execd (OpenSandbox execd
+ * routes, shared/API-NOTES.md b.1, mapped as ADR-0027 maps its endpoints).
+ * path is the request path; a query string is ignored. Returns 0 and sets
+ * *type to a taxonomy type (static), or "unknown" for a route with no
+ * mapping (the receipt then needs target_system, e.g. "execd:POST /x");
+ * returns 1 for requests that are not actions and get no receipt (health,
+ * metrics, reading back a command's status or logs). */
+int kn_receipt_execd_action_type(const char *method, const char *path, const char **type);
+
 /* ---- issuing a chain ---------------------------------------------------------- */
 
 /* Who issues the chain and on whose behalf. Strings are copied. */

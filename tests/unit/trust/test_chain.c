@@ -377,6 +377,49 @@ test_taxonomy_and_risk(void **state)
 }
 
 static void
+test_execd_routes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *path, *type; /* type NULL: no receipt */
+    } cases[] = {
+        {"POST", "/command", "system.command.execute"},
+        {"POST", "/session/abc123/run", "system.command.execute"},
+        {"POST", "/code", "system.code.execute"},
+        {"GET", "/files/download?path=/etc/passwd", "filesystem.file.read"},
+        {"POST", "/files/upload", "filesystem.file.create"},
+        {"DELETE", "/files?path=/a&path=/b", "filesystem.file.delete"},
+        {"POST", "/files/mv", "filesystem.file.move"},
+        {"GET", "/directories/list?path=/&depth=1", "filesystem.directory.list"},
+        {"POST", "/directories", "filesystem.directory.create"},
+        {"DELETE", "/directories?path=/tmp/x", "filesystem.directory.delete"},
+        {"POST", "/pty", "system.pty.open"},
+        {"DELETE", "/pty/s1", "system.pty.close"},
+        {"GET", "/ping", NULL},
+        {"GET", "/metrics/watch", NULL},
+        {"GET", "/command/status/c1", NULL},
+        {"GET", "/command/c1/logs?cursor=3", NULL},
+        {"POST", "/session//run", "unknown"},
+        {"GET", "/command", "unknown"},
+        {"POST", "/proxy/8080/x", "unknown"},
+        {"DELETE", "/command?id=c1", "unknown"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *type = NULL;
+        int rc = kn_receipt_execd_action_type(cases[i].method, cases[i].path, &type);
+        if (!cases[i].type) {
+            if (rc != 1)
+                fail_msg("%s %s: receipted as %s", cases[i].method, cases[i].path, type);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        if (strcmp(type, cases[i].type))
+            fail_msg("%s %s: %s, want %s", cases[i].method, cases[i].path, type, cases[i].type);
+        assert_non_null(kn_receipt_taxonomy_risk(type));
+    }
+}
+
+static void
 test_key_files(void **state)
 {
     (void)state;
@@ -432,6 +475,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_after_terminal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_taxonomy_and_risk, setup, teardown),
+        cmocka_unit_test(test_execd_routes),
         cmocka_unit_test(test_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
