@@ -455,33 +455,80 @@ build_receipt(const kn_receipt_chain_t *c, const kn_receipt_action_t *a, const c
     return r;
 }
 
-json_t *
-kn_receipt_chain_append(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, char *hash,
-                        kn_error_t *err)
+/* Builds, signs (with the chain's current key) and links the next receipt.
+ * rotation, if not NULL, becomes credentialSubject.keyRotation; it is
+ * stolen in every case. */
+static json_t *
+issue(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, json_t *rotation, char *hash,
+      kn_error_t *err)
 {
     char when[KN_TRUST_TIME_SIZE], h[KN_RECEIPT_HASH_SIZE];
+    json_t *r = NULL;
     if (chain->closed) {
         kn_error_set(err, EPIPE, "chain \"%s\" is closed by a terminal receipt", chain->chain_id);
-        return NULL;
+        goto fail;
     }
     if (check_action(action, err) < 0 || kn_trust_sodium_init(err) < 0)
-        return NULL;
+        goto fail;
     if (action->timestamp)
         snprintf(when, sizeof when, "%s", action->timestamp);
     else if (kn_trust_now(when, sizeof when, err) < 0)
-        return NULL;
-    json_t *r = build_receipt(chain, action, when, err);
+        goto fail;
+    r = build_receipt(chain, action, when, err);
     if (!r)
-        return NULL;
-    if (kn_receipt_sign(r, &chain->key, chain->verification_method, when, err) < 0 ||
-        kn_receipt_hash(r, h, err) < 0) {
-        json_decref(r);
-        return NULL;
+        goto fail;
+    if (rotation) {
+        json_t *subject = json_object_get(r, "credentialSubject");
+        int rc = json_object_set_new(subject, "keyRotation", rotation);
+        rotation = NULL;
+        if (rc < 0) {
+            kn_error_set(err, ENOMEM, "building key rotation");
+            goto fail;
+        }
     }
+    if (kn_receipt_sign(r, &chain->key, chain->verification_method, when, err) < 0 ||
+        kn_receipt_hash(r, h, err) < 0)
+        goto fail;
     chain->sequence++;
     memcpy(chain->head, h, sizeof h);
     chain->closed = action->terminal;
     if (hash)
         memcpy(hash, h, sizeof h);
+    return r;
+fail:
+    json_decref(rotation);
+    json_decref(r);
+    return NULL;
+}
+
+json_t *
+kn_receipt_chain_append(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, char *hash,
+                        kn_error_t *err)
+{
+    return issue(chain, action, NULL, hash, err);
+}
+
+json_t *
+kn_receipt_chain_rotate(kn_receipt_chain_t *chain, const kn_receipt_key_t *new_key,
+                        const char *timestamp, char *hash, kn_error_t *err)
+{
+    char mb[KN_RECEIPT_MULTIBASE_KEY_SIZE], old_fp[KN_RECEIPT_HASH_SIZE],
+        new_fp[KN_RECEIPT_HASH_SIZE];
+    kn_receipt_public_key_encode(new_key->public_key, mb);
+    kn_receipt_hash_bytes(chain->key.public_key, KN_RECEIPT_PUBLIC_KEY_SIZE, old_fp);
+    kn_receipt_hash_bytes(new_key->public_key, KN_RECEIPT_PUBLIC_KEY_SIZE, new_fp);
+    json_t *rotation = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "event_type", "key_rotated",
+                                 "new_public_key", mb, "old_key_fingerprint", old_fp,
+                                 "new_key_fingerprint", new_fp, "old_algorithm", "ed25519",
+                                 "new_algorithm", "ed25519", "signed_with", "old");
+    if (!rotation) {
+        kn_error_set(err, ENOMEM, "building key rotation");
+        return NULL;
+    }
+    kn_receipt_action_t a = {
+        .type = KN_RECEIPT_ROTATION_TYPE, .risk_level = "high", .timestamp = timestamp};
+    json_t *r = issue(chain, &a, rotation, hash, err);
+    if (r)
+        memcpy(&chain->key, new_key, sizeof chain->key);
     return r;
 }

@@ -234,6 +234,16 @@ int kn_receipt_chain_resume(kn_receipt_chain_t *chain, const json_t *last_receip
  * success; after a terminal receipt it refuses (EPIPE). */
 json_t *kn_receipt_chain_append(kn_receipt_chain_t *chain, const kn_receipt_action_t *action,
                                 char *hash, kn_error_t *err);
+/* Action type of key-rotation receipts (the protocol's rotation example). */
+#define KN_RECEIPT_ROTATION_TYPE "agent.key.rotate"
+
+/* Hands the chain over to new_key (spec §7.3.7): issues a receipt carrying
+ * credentialSubject.keyRotation, signed with the current (outgoing) key,
+ * then signs every later receipt with new_key (copied). timestamp as in
+ * kn_receipt_action_t. Returns the receipt as kn_receipt_chain_append()
+ * does. Verifiers given the genesis key follow the rotation on their own. */
+json_t *kn_receipt_chain_rotate(kn_receipt_chain_t *chain, const kn_receipt_key_t *new_key,
+                                const char *timestamp, char *hash, kn_error_t *err);
 /* Sequence of the last receipt issued (0 before the first). */
 uint64_t kn_receipt_chain_sequence(const kn_receipt_chain_t *chain);
 /* Hash of the last receipt issued, or NULL before the first. Borrowed. */

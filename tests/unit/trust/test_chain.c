@@ -376,6 +376,51 @@ test_taxonomy_and_risk(void **state)
     json_decref(r);
 }
 
+/* A rotation receipt hands the chain to a new key; a verifier given only the
+ * genesis key follows it. */
+static void
+test_rotation(void **state)
+{
+    fixture_t *f = *state;
+    kn_error_t err = {0};
+    kn_receipt_verdict_t v;
+    kn_receipt_key_t next;
+    assert_int_equal(kn_receipt_key_generate(&next, &err), 0);
+    append_command(f, 1, "a", 0, false);
+    json_t *rot = kn_receipt_chain_rotate(f->chain, &next, WHEN, NULL, &err);
+    if (!rot)
+        fail_msg("rotate: %s", err.msg);
+    json_array_append_new(f->receipts, rot);
+    json_t *r3 = append_command(f, 3, "b", 0, false);
+    /* Before the rotation the old key signs, after it the new one. */
+    assert_int_equal(kn_receipt_verify(rot, f->key.public_key, &v, &err), 0);
+    assert_int_equal(kn_receipt_verify(r3, next.public_key, &v, &err), 0);
+    if (kn_receipt_verify_chain(f->receipts, f->key.public_key, NULL, &v, &err) < 0)
+        fail_msg("rotated chain: %s", err.msg);
+    /* Starting from the new key fails at once. */
+    assert_int_equal(kn_receipt_verify_chain(f->receipts, next.public_key, NULL, &v, &err), -1);
+    assert_int_equal(v.index, 0);
+    /* A receipt after the rotation signed with the old key is refused. */
+    json_t *c = json_deep_copy(f->receipts);
+    json_t *forged = json_array_get(c, 2);
+    assert_int_equal(kn_receipt_sign(forged, &f->key, "did:kennel:host-test#key-1", WHEN, &err), 0);
+    assert_break(f, c, KN_RECEIPT_BAD_SIGNATURE, 2);
+    json_decref(c);
+    /* The key handed over must be the one the fingerprint names. */
+    c = json_deep_copy(f->receipts);
+    json_t *kr =
+        json_object_get(json_object_get(json_array_get(c, 1), "credentialSubject"), "keyRotation");
+    json_object_set_new(kr, "new_key_fingerprint", json_string(kn_receipt_chain_head(f->chain)));
+    assert_int_equal(
+        kn_receipt_sign(json_array_get(c, 1), &f->key, "did:kennel:host-test#key-1", WHEN, &err),
+        0);
+    assert_int_equal(kn_receipt_verify_chain(c, f->key.public_key, NULL, &v, &err), -1);
+    assert_int_equal(v.index, 1);
+    assert_int_equal(v.check, KN_RECEIPT_BAD_KEY_ROTATION);
+    json_decref(c);
+    kn_receipt_key_wipe(&next);
+}
+
 static void
 test_execd_routes(void **state)
 {
@@ -475,6 +520,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_after_terminal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_taxonomy_and_risk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
         cmocka_unit_test(test_execd_routes),
         cmocka_unit_test(test_key_files),
     };
