@@ -59,12 +59,13 @@ assert_valid(const char *name, const json_t *receipt, const unsigned char *pk)
     assert_int_equal(v.check, KN_RECEIPT_VALID);
 }
 
-/* v050_vectors.json: three signed v0.5.0 receipts. */
-static void
-test_v050_vectors(void **state)
+/* Every member of a vector file that holds a signed "receipt" with an
+ * "expectedReceiptHash": the hash, the proofValue re-created from the
+ * vector key, and acceptance. Returns how many were checked. */
+static size_t
+check_signed_receipts(const char *relpath)
 {
-    (void)state;
-    json_t *file = test_vectors_load("vectors/v050_vectors.json");
+    json_t *file = test_vectors_load(relpath);
     kn_receipt_key_t key;
     unsigned char pk[KN_RECEIPT_PUBLIC_KEY_SIZE];
     test_vectors_key(file, &key);
@@ -76,29 +77,38 @@ test_v050_vectors(void **state)
     json_object_foreach(file, key_name, vec)
     {
         json_t *receipt = json_object_get(vec, "receipt");
-        if (!receipt)
+        const char *want = json_string_value(json_object_get(vec, "expectedReceiptHash"));
+        if (!receipt || !want)
             continue;
         char hash[KN_RECEIPT_HASH_SIZE];
         kn_error_t err = {0};
         assert_int_equal(kn_receipt_hash(receipt, hash, &err), 0);
-        assert_string_equal(hash, json_string_value(json_object_get(vec, "expectedReceiptHash")));
+        if (strcmp(hash, want))
+            fail_msg("%s %s: receipt hash %s, want %s", relpath, key_name, hash, want);
         assert_resign(key_name, receipt, &key);
         assert_true(json_is_true(json_object_get(vec, "expectedValid")));
         assert_valid(key_name, receipt, pk);
         checked++;
     }
-    assert_int_equal(checked, 3);
     kn_receipt_key_wipe(&key);
     json_decref(file);
+    return checked;
+}
+
+/* v050_vectors.json: three signed v0.5.0 receipts. */
+static void
+test_v050_vectors(void **state)
+{
+    (void)state;
+    assert_int_equal(check_signed_receipts("vectors/v050_vectors.json"), 3);
 }
 
 /* go_vectors.json: signing.unsigned signed with the vector key gives
  * signing.signed exactly. */
 static void
-test_go_vectors_signing(void **state)
+check_signing_section(const char *relpath)
 {
-    (void)state;
-    json_t *file = test_vectors_load("vectors/go_vectors.json");
+    json_t *file = test_vectors_load(relpath);
     json_t *sec = json_object_get(file, "signing");
     json_t *signed_r = json_object_get(sec, "signed");
     kn_receipt_key_t key;
@@ -114,11 +124,19 @@ test_go_vectors_signing(void **state)
                      0);
     assert_true(json_equal(r, signed_r));
     assert_string_equal(proof_member(r, "proofValue"), proof_member(signed_r, "proofValue"));
-    assert_valid("go signed", signed_r, pk);
-    assert_resign("go signed", signed_r, &key);
+    assert_valid(relpath, signed_r, pk);
+    assert_resign(relpath, signed_r, &key);
     json_decref(r);
     kn_receipt_key_wipe(&key);
     json_decref(file);
+}
+
+static void
+test_go_vectors_signing(void **state)
+{
+    (void)state;
+    check_signing_section("vectors/go_vectors.json");
+    check_signing_section("vectors-older/py_vectors.json");
 }
 
 /* The check each malformed vector was built to trip. */
@@ -295,13 +313,24 @@ test_older_vectors(void **state)
     kn_receipt_verdict_t v;
     unsigned char pk[KN_RECEIPT_PUBLIC_KEY_SIZE];
 
+    assert_int_equal(check_signed_receipts("vectors-older/v020_vectors.json"), 1);
+    assert_int_equal(check_signed_receipts("vectors-older/v030_vectors.json"), 3);
+    assert_int_equal(check_signed_receipts("vectors-older/v040_vectors.json"), 1);
+
     json_t *v020 = test_vectors_load("vectors-older/v020_vectors.json");
     test_vectors_public_key(v020, pk);
+    /* response_hash is over the redacted response. */
+    json_t *rh = json_object_get(v020, "responseHash");
+    char got[KN_RECEIPT_HASH_SIZE];
+    assert_int_equal(kn_receipt_hash_json(json_object_get(rh, "redactedResponse"), got, &err), 0);
+    assert_string_equal(got, json_string_value(json_object_get(rh, "expectedHash")));
     json_t *chain = json_object_get(json_object_get(v020, "terminalChain"), "receipts");
     if (kn_receipt_verify_chain(chain, pk, NULL, &v, &err) < 0)
         fail_msg("v020 terminal chain: %s", err.msg);
     assert_string_equal(v.termination, "complete");
     assert_int_equal(v.count, json_array_size(chain));
+    kn_receipt_chain_expect_t x = {.require_terminal = true};
+    assert_int_equal(kn_receipt_verify_chain(chain, pk, &x, &v, &err), 0);
     kn_receipt_key_t key;
     test_vectors_key(v020, &key);
     size_t i;
