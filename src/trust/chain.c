@@ -171,6 +171,23 @@ struct kn_receipt_chain {
     bool closed; /* a terminal receipt was issued */
 };
 
+/* Checks that every non-NULL string of list (n entries, named by names)
+ * is valid UTF-8, as JSON requires: paths and commands from a sandbox need
+ * not be, and the caller must encode them first. */
+static int
+check_utf8(const char *const *list, const char *const *names, size_t n, kn_error_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!list[i])
+            continue;
+        json_t *t = json_string(list[i]);
+        if (!t)
+            return kn_error_set(err, EILSEQ, "%s is not valid UTF-8", names[i]);
+        json_decref(t);
+    }
+    return 0;
+}
+
 /* Sets key to a copy of s in obj when s is not NULL. */
 static int
 set_opt(json_t *obj, const char *key, const char *s)
@@ -190,6 +207,13 @@ kn_receipt_chain_new(const kn_receipt_chain_config_t *config, const kn_receipt_k
                      "receipt chain: issuer_id, principal_id and chain_id are required");
         return NULL;
     }
+    const char *strs[] = {config->issuer_id,          config->issuer_name,    config->session_id,
+                          config->principal_id,       config->principal_type, config->chain_id,
+                          config->verification_method};
+    const char *names[] = {"issuer_id",      "issuer_name", "session_id",         "principal_id",
+                           "principal_type", "chain_id",    "verification_method"};
+    if (check_utf8(strs, names, sizeof strs / sizeof strs[0], err) < 0)
+        return NULL;
     if (config->runtime && !json_is_object(config->runtime)) {
         kn_error_set(err, EINVAL, "receipt chain: issuer runtime must be a JSON object");
         return NULL;
@@ -331,6 +355,15 @@ check_action(const kn_receipt_action_t *a, kn_error_t *err)
         return kn_error_set(err, EINVAL, "action type \"unknown\" needs target_system");
     if (a->idempotency_key && !*a->idempotency_key)
         return kn_error_set(err, EINVAL, "idempotency key must not be empty");
+    const char *strs[] = {a->type,  a->risk_level,      a->target_system, a->target_resource,
+                          a->error, a->idempotency_key, a->timestamp,     a->uuid};
+    const char *names[] = {"action type", "risk level",      "target system", "target resource",
+                           "error",       "idempotency key", "timestamp",     "uuid"};
+    if (check_utf8(strs, names, sizeof strs / sizeof strs[0], err) < 0)
+        return -1;
+    if ((a->uuid && strlen(a->uuid) != 36) ||
+        (a->timestamp && strlen(a->timestamp) >= KN_TRUST_TIME_SIZE))
+        return kn_error_set(err, EINVAL, "uuid must be 36 characters, timestamp ISO 8601");
     if (a->chain_status && (!a->terminal || (strcmp(a->chain_status, "complete") &&
                                              strcmp(a->chain_status, "interrupted"))))
         return kn_error_set(err, EINVAL, "chain status needs terminal and complete/interrupted");

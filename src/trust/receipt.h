@@ -202,7 +202,9 @@ typedef struct kn_receipt_chain_config {
     const char *chain_id;            /* required: one chain per sandbox */
 } kn_receipt_chain_config_t;
 
-/* One action to record. Only type is required. Borrowed for the call. */
+/* One action to record. Only type is required. Borrowed for the call.
+ * Strings must be valid UTF-8 (EILSEQ otherwise): encode sandbox paths or
+ * commands that are not before passing them. */
 typedef struct kn_receipt_action {
     const char *type;            /* taxonomy type, or a reverse-domain custom type */
     const char *risk_level;      /* NULL: taxonomy default; may raise, never lower it */

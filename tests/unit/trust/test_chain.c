@@ -364,6 +364,11 @@ test_taxonomy_and_risk(void **state)
     json_decref(r);
     kn_receipt_action_t t = {.type = "system.made.up", .risk_level = "low", .timestamp = WHEN};
     assert_null(kn_receipt_chain_append(f->chain, &t, NULL, &err));
+    /* Strings must be UTF-8: a raw path from the sandbox is refused, not mangled. */
+    kn_receipt_action_t p = {
+        .type = "filesystem.file.read", .target_resource = "/tmp/\xff", .timestamp = WHEN};
+    assert_null(kn_receipt_chain_append(f->chain, &p, NULL, &err));
+    assert_int_equal(err.code, EILSEQ);
     assert_int_equal(kn_receipt_chain_sequence(f->chain), 3);
 
     /* Real clock and random ids when not given. */
