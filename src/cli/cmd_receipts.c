@@ -165,6 +165,7 @@ cmd_verify(int argc, char **argv)
     kn_receipt_chain_expect_t expect = {0};
     kn_error_t err = {0};
     int have_key = 0, c;
+    optind = 1; /* the CLI runs one command per process; tests call it twice */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         kn_receipt_key_t key;
         char *end;

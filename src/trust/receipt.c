@@ -272,7 +272,7 @@ static int __attribute__((format(printf, 5, 6)))
 fail(kn_receipt_verdict_t *verdict, kn_error_t *err, kn_receipt_check_t check, size_t index,
      const char *fmt, ...)
 {
-    char reason[sizeof verdict->reason];
+    char reason[KN_RECEIPT_REASON_SIZE];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);

@@ -125,12 +125,14 @@ typedef enum kn_receipt_check {
     KN_RECEIPT_NOT_TERMINAL,        /* require_terminal given, last receipt not terminal */
 } kn_receipt_check_t;
 
+#define KN_RECEIPT_REASON_SIZE 256
+
 /* What a verification found. For a chain, index is the 0-based position of
  * the receipt at which the chain first breaks; receipts before it verified. */
 typedef struct kn_receipt_verdict {
     kn_receipt_check_t check;
     size_t index;
-    char reason[256];
+    char reason[KN_RECEIPT_REASON_SIZE];
     /* Chains only. */
     size_t count;                    /* receipts in the input */
     size_t duplicate_keys;           /* idempotency keys seen more than once: a warning (§7.3.6) */
