@@ -370,7 +370,7 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
         for (int i = 0; i < V1_N; i++) {
             /* Each v1 hierarchy costs a mkdir, a join and an rmdir: only the
              * ones in use. CPU time comes from wait4() when cpuacct is absent. */
-            if ((i == V1_FREEZER && !lim->freezer) || i == V1_CPUACCT ||
+            if ((i == V1_FREEZER && !lim->freezer) || (i == V1_CPUACCT && !lim->cpuacct) ||
                 (i == V1_CPU && lim->cpus <= 0) || (i == V1_MEMORY && !lim->memory) ||
                 (i == V1_PIDS && !lim->pids))
                 continue;
@@ -395,6 +395,19 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
 fail:
     kn_cgroup_destroy(cg);
     return NULL;
+}
+
+void
+kn_cgroup_each_dir(const kn_cgroup_t *cg, void (*fn)(const char *name, const char *dir, void *arg),
+                   void *arg)
+{
+    if (cg->ops == &v2_ops) {
+        fn("", cg->v2, arg);
+        return;
+    }
+    for (int i = 0; i < V1_N; i++)
+        if (cg->v1[i][0])
+            fn(v1_names[i], cg->v1[i], arg);
 }
 
 const char *

@@ -19,6 +19,7 @@ typedef struct kn_cgroup_limits {
     uint32_t pids;
     double cpus;
     bool freezer; /* v1: also join the freezer hierarchy (pause/resume) */
+    bool cpuacct; /* v1: also join cpuacct (CPU usage readable from inside) */
 } kn_cgroup_limits_t;
 
 typedef struct kn_cgroup_stats {
@@ -31,6 +32,10 @@ typedef struct kn_cgroup_stats {
 /* Creates "<own cgroup>/kennel-<name>" with the limits. NULL + err when the
  * caller has no writable cgroup (unprivileged without delegation). */
 kn_cgroup_t *kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *err);
+/* Calls fn(name, dir) for each directory of the cgroup: name is "" for v2,
+ * the controller for v1. */
+void kn_cgroup_each_dir(const kn_cgroup_t *cg,
+                        void (*fn)(const char *name, const char *dir, void *arg), void *arg);
 /* "v1" or "v2". */
 const char *kn_cgroup_version(const kn_cgroup_t *cg);
 int kn_cgroup_add_pid(kn_cgroup_t *cg, pid_t pid, kn_error_t *err);

@@ -58,6 +58,11 @@ typedef struct kn_config {
     bool deny_sockets; /* seccomp: socket family calls fail EPERM */
     bool deny_exec;    /* seccomp: execve after the entry process fails */
     bool landlock;     /* apply a landlock ruleset where the kernel has it */
+
+    /* A long-lived sandbox driven through execd (the server's kind): it can
+     * be paused (cgroup freezer) and sees its own cgroup, read-only, at
+     * /sys/fs/cgroup for metrics. */
+    bool service;
 } kn_config_t;
 
 /* Fills cfg with the named profile ("default", "deny-by-default").

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "compat.h"
 #include "util.h"
 
@@ -219,8 +220,42 @@ has_bind_at(const kn_config_t *cfg, const char *dst)
     return false;
 }
 
+typedef struct cg_bind_ctx {
+    kn_error_t *err;
+    int rc;
+} cg_bind_ctx_t;
+
+static void
+bind_cgroup_dir(const char *name, const char *dir, void *arg)
+{
+    cg_bind_ctx_t *c = arg;
+    char src[PATH_MAX], dst[PATH_MAX];
+    if (c->rc < 0)
+        return;
+    snprintf(src, sizeof src, OLDROOT "%s", dir);
+    snprintf(dst, sizeof dst, NEWROOT "/sys/fs/cgroup%s%s", name[0] ? "/" : "", name);
+    if (bind_at(src, dst, true, c->err) < 0)
+        c->rc = -1;
+}
+
+/* The sandbox's own cgroup, read-only, where tools look for it. */
+static int
+setup_sys(const kn_cgroup_t *cg, kn_error_t *err)
+{
+    if (tmpfs_at(NEWROOT "/sys", 1 << 20, 0755, MS_NOEXEC, NULL, false, err) < 0)
+        return -1;
+    cg_bind_ctx_t c = {err, 0};
+    kn_cgroup_each_dir(cg, bind_cgroup_dir, &c);
+    if (c.rc < 0)
+        return -1;
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (kn_sys_mount_setattr(AT_FDCWD, NEWROOT "/sys", 0, &ro) < 0)
+        return kn_error_set(err, errno, "make /sys read-only");
+    return 0;
+}
+
 int
-kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err)
+kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *err)
 {
     /* 1. Nothing we do may propagate back to the host. */
     if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
@@ -277,6 +312,8 @@ kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err)
             return -1;
     }
     if (setup_binds(cfg, err) < 0)
+        return -1;
+    if (cfg->service && cg && setup_sys(cg, err) < 0)
         return -1;
     if (cfg->in_out && has_bind_at(cfg, "/in") && lock_down(NEWROOT "/in", true, false, err) < 0)
         return -1;

@@ -13,7 +13,10 @@
 #include "config.h"
 #include "error.h"
 
-int kn_mount_setup_root(const kn_config_t *cfg, kn_error_t *err);
+/* cg (may be NULL): with cfg->service, its directories are bound read-only
+ * at /sys/fs/cgroup (v2) or /sys/fs/cgroup/<controller> (v1). */
+typedef struct kn_cgroup kn_cgroup_t;
+int kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *err);
 
 /* Writable places of the finished view (for the landlock allowlist);
  * NULL-terminated, static storage plus the config's rw binds. */

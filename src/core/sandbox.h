@@ -61,6 +61,8 @@ int kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res);
 /* Kills every process of the sandbox (SIGKILL to its init ends the pid namespace). */
 int kn_sandbox_kill(kn_sandbox_t *sb, kn_error_t *err);
 void kn_sandbox_mark_timed_out(kn_sandbox_t *sb);
+/* Pauses (cgroup freezer) or resumes every process of a running sandbox. */
+int kn_sandbox_freeze(kn_sandbox_t *sb, bool frozen, kn_error_t *err);
 /* Warnings gathered while spawning; valid until destroy. */
 const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
 /* True when the named layer ("cgroup", "landlock") is not enforced. */

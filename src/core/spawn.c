@@ -102,6 +102,7 @@ typedef struct child_ctx {
     const kn_stdio_t *io;
     int sync;
     bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
+    const kn_cgroup_t *cg;
     const kn_bpf_t *filter;
     const kn_bpf_t *exec_notify; /* NULL unless cfg->deny_exec */
 } child_ctx_t;
@@ -150,7 +151,7 @@ contain(const child_ctx_t *c, kn_error_t *err)
         return kn_error_set(err, errno, "unshare cgroup namespace");
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
-    if (kn_mount_setup_root(cfg, err) < 0)
+    if (kn_mount_setup_root(cfg, c->cg, err) < 0)
         return -1;
     if (kn_net_loopback_up(err) < 0)
         return -1;
@@ -333,18 +334,16 @@ init_main(const child_ctx_t *c)
                     pid_t w = waitpid(-1, &st, WNOHANG);
                     if (w <= 0)
                         break;
-                    if (w == prog)
+                    if (w == prog) {
+                        status = st;
                         goto done;
+                    }
                 }
                 break;
             }
         }
     }
 done:
-    (void)0;
-    int st;
-    waitpid(prog, &st, WNOHANG);
-    status = st;
     /* Status first, then wait for the launcher to finish copying out. */
     send_msg(c->sync, MSG_STATUS, status, NULL);
     msg_t m;
@@ -421,7 +420,11 @@ make_id(char *buf, size_t len)
 static int
 setup_cgroup(kn_sandbox_t *sb, const kn_config_t *cfg, kn_error_t *err)
 {
-    kn_cgroup_limits_t lim = {.memory = cfg->memory, .pids = cfg->pids, .cpus = cfg->cpus};
+    kn_cgroup_limits_t lim = {.memory = cfg->memory,
+                              .pids = cfg->pids,
+                              .cpus = cfg->cpus,
+                              .freezer = cfg->service,
+                              .cpuacct = cfg->service};
     kn_error_t cerr = {0};
     sb->cg = kn_cgroup_create(sb->id, &lim, &cerr);
     if (sb->cg)
@@ -471,6 +474,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .io = io,
                      .sync = sp[1],
                      .rootmap = geteuid() == 0,
+                     .cg = sb->cg,
                      .filter = &filter,
                      .exec_notify = cfg->deny_exec ? &notify : NULL};
     int pidfd = -1;
@@ -637,6 +641,14 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
         res->oom_killed = st.oom_kills > 0;
     }
     return 0;
+}
+
+int
+kn_sandbox_freeze(kn_sandbox_t *sb, bool frozen, kn_error_t *err)
+{
+    if (!sb->cg)
+        return kn_error_set(err, ENOTSUP, "pause needs a cgroup, and this sandbox has none");
+    return kn_cgroup_freeze(sb->cg, frozen, err);
 }
 
 void
