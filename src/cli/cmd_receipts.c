@@ -11,9 +11,6 @@
 #include "trust/jcs.h"
 #include "trust/receipt.h"
 
-/* Not yet in cli.h's table; declared here so the file stands alone. */
-int kn_cmd_receipts(int argc, char **argv);
-
 #define EXIT_INVALID 1
 
 static void
@@ -148,8 +145,16 @@ public_key_file(const char *path, unsigned char *pk, kn_error_t *err)
     return rc < 0 ? kn_error_prefix(err, "%s", path) : 0;
 }
 
+typedef struct verify_args {
+    unsigned char public_key[KN_RECEIPT_PUBLIC_KEY_SIZE];
+    kn_receipt_chain_expect_t expect;
+    const char *path;
+} verify_args_t;
+
+/* Parses `verify` options into a. Returns 0 to go on, or an exit status + 1
+ * (so --help, which exits 0, is distinguishable). */
 static int
-cmd_verify(int argc, char **argv)
+parse_verify_args(int argc, char **argv, verify_args_t *a)
 {
     static const struct option opts[] = {
         {"public-key", required_argument, NULL, 'p'},
@@ -161,93 +166,97 @@ cmd_verify(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    unsigned char pk[KN_RECEIPT_PUBLIC_KEY_SIZE];
-    kn_receipt_chain_expect_t expect = {0};
     kn_error_t err = {0};
-    int have_key = 0, c;
+    int have_key = 0, c, rc = 0;
     optind = 1; /* the CLI runs one command per process; tests call it twice */
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while (!rc && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         kn_receipt_key_t key;
         char *end;
         switch (c) {
         case 'p':
-            if (kn_receipt_public_key_decode(optarg, pk, &err) < 0)
-                goto fail;
+            rc = kn_receipt_public_key_decode(optarg, a->public_key, &err);
             have_key++;
             break;
         case 'f':
-            if (public_key_file(optarg, pk, &err) < 0)
-                goto fail;
+            rc = public_key_file(optarg, a->public_key, &err);
             have_key++;
             break;
         case 'k':
-            if (kn_receipt_key_load(&key, optarg, &err) < 0)
-                goto fail;
-            memcpy(pk, key.public_key, sizeof pk);
+            rc = kn_receipt_key_load(&key, optarg, &err);
+            if (rc == 0)
+                memcpy(a->public_key, key.public_key, sizeof a->public_key);
             kn_receipt_key_wipe(&key);
             have_key++;
             break;
         case 'n':
             errno = 0;
-            expect.length = strtoul(optarg, &end, 10);
-            if (errno || *end || !expect.length) {
-                fprintf(stderr, "kennel receipts verify: bad --expect-length '%s'\n", optarg);
-                return KN_EXIT_KENNEL;
-            }
+            a->expect.length = strtoul(optarg, &end, 10);
+            if (errno || *end || !a->expect.length)
+                rc = kn_error_set(&err, EINVAL, "bad --expect-length '%s'", optarg);
             break;
         case 'H':
-            expect.final_hash = optarg;
+            a->expect.final_hash = optarg;
             break;
         case 't':
-            expect.require_terminal = true;
+            a->expect.require_terminal = true;
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            return 1;
         default:
             usage(stderr);
-            return KN_EXIT_KENNEL;
+            return KN_EXIT_KENNEL + 1;
         }
     }
-    if (have_key != 1 || optind != argc - 1) {
-        fprintf(stderr, "kennel receipts verify: %s\n",
-                have_key != 1 ? "give exactly one key option" : "give one FILE");
-        usage(stderr);
-        return KN_EXIT_KENNEL;
+    if (!rc && (have_key != 1 || optind != argc - 1))
+        rc = kn_error_set(&err, 0, "%s",
+                          have_key != 1 ? "give exactly one key option" : "give one FILE");
+    if (rc) {
+        fprintf(stderr, "kennel receipts verify: %s\n", err.msg);
+        return KN_EXIT_KENNEL + 1;
     }
-    const char *path = argv[optind];
+    a->path = argv[optind];
+    return 0;
+}
+
+static int
+cmd_verify(int argc, char **argv)
+{
+    verify_args_t a = {0};
+    kn_error_t err = {0};
+    int rc = parse_verify_args(argc, argv, &a);
+    if (rc)
+        return rc - 1;
     size_t len;
-    char *text = read_all(path, &len, &err);
-    if (!text)
-        goto fail;
-    json_t *receipts = parse_receipts(text, len, &err);
+    char *text = read_all(a.path, &len, &err);
+    json_t *receipts = text ? parse_receipts(text, len, &err) : NULL;
     free(text);
     if (!receipts) {
-        kn_error_prefix(&err, "%s", path);
-        goto fail;
+        fprintf(stderr, "kennel receipts verify: %s: %s\n", a.path, err.msg);
+        return KN_EXIT_KENNEL;
     }
     kn_receipt_verdict_t v;
-    int rc = kn_receipt_verify_chain(receipts, pk, &expect, &v, &err);
+    rc = kn_receipt_verify_chain(receipts, a.public_key, &a.expect, &v, &err);
     const char *chain_id = json_string_value(json_object_get(
         json_object_get(json_object_get(json_array_get(receipts, 0), "credentialSubject"), "chain"),
         "chain_id"));
-    if (rc < 0) {
-        printf("INVALID %s: chain %s breaks at receipt %zu of %zu: %s: %s\n", path,
+    if (rc < 0 && v.check == KN_RECEIPT_VALID) { /* could not verify at all */
+        fprintf(stderr, "kennel receipts verify: %s: %s\n", a.path, err.msg);
+        rc = KN_EXIT_KENNEL;
+    } else if (rc < 0) {
+        printf("INVALID %s: chain %s breaks at receipt %zu of %zu: %s: %s\n", a.path,
                chain_id ? chain_id : "?", v.index, v.count, kn_receipt_check_name(v.check),
                v.reason);
-        json_decref(receipts);
-        return EXIT_INVALID;
+        rc = EXIT_INVALID;
+    } else {
+        printf("OK %s: chain %s, %zu receipts, head %s, termination %s\n", a.path, chain_id,
+               v.count, v.head, v.termination);
+        if (v.duplicate_keys)
+            printf("warning: %zu idempotency key(s) appear on more than one receipt (retries?)\n",
+                   v.duplicate_keys);
     }
-    printf("OK %s: chain %s, %zu receipts, head %s, termination %s\n", path, chain_id, v.count,
-           v.head, v.termination);
-    if (v.duplicate_keys)
-        printf("warning: %zu idempotency key(s) appear on more than one receipt (retries?)\n",
-               v.duplicate_keys);
     json_decref(receipts);
-    return 0;
-fail:
-    fprintf(stderr, "kennel receipts verify: %s\n", err.msg);
-    return KN_EXIT_KENNEL;
+    return rc;
 }
 
 static int
