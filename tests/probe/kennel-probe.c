@@ -65,6 +65,8 @@
 #include <time.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
 #endif
@@ -625,6 +627,7 @@ p_process_vm(int argc, char **argv)
     ssize_t n = process_vm_readv(child, &local, 1, &remote, 1, 0);
     j_begin("process-vm");
     j_str("result", rc_name(n));
+    j_str("writev", rc_name(process_vm_writev(child, &local, 1, &remote, 1, 0)));
     kill_and_reap(child);
     return j_end();
 }
@@ -1338,8 +1341,6 @@ p_fds(int argc, char **argv)
     return j_end();
 }
 
-extern char **environ;
-
 static int
 p_env(int argc, char **argv)
 {
@@ -1505,6 +1506,28 @@ p_exec(int argc, char **argv)
     j_begin("exec");
     j_str("path", argv[0]);
     j_str("result", errname(errno));
+    return j_end();
+}
+
+/* execveat PATH [ARGS...]: exec through a descriptor (fexecve), the route
+ * a filter that only knows execve misses. Prints only when it fails. */
+static int
+p_execveat(int argc, char **argv)
+{
+    int fd;
+    if (argc < 1)
+        return usage_error("execveat", "execveat PATH [ARGS...]");
+    fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+    j_begin("execveat");
+    j_str("path", argv[0]);
+    if (fd < 0) {
+        j_str("result", errname(errno));
+        j_str("stage", "open");
+        return j_end();
+    }
+    syscall(SYS_execveat, fd, "", argv, environ, AT_EMPTY_PATH);
+    j_str("result", errname(errno));
+    j_str("stage", "execveat");
     return j_end();
 }
 
@@ -1736,6 +1759,7 @@ static const struct probe {
     {"ls", p_ls, "[DIR]  list a directory"},
     {"mknod", p_mknod, "[DIR]  device nodes"},
     {"exec", p_exec, "PATH [ARGS...]  execve"},
+    {"execveat", p_execveat, "PATH [ARGS...]  execveat(fd, \"\", AT_EMPTY_PATH)"},
     {"exe-write", p_exe_write, "[--write-under PREFIX]  open /proc/*/exe for writing"},
     {"mem", p_mem, "MB  allocate and touch memory"},
     {"fill", p_fill, "PATH MB  write a file"},

@@ -173,3 +173,96 @@ def host_processes_matching(text):
         if text.encode() in cmd:
             found.append((int(entry), cmd.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def kennel_cgroups():
+    found = []
+    if not os.path.isdir(CGROUP_ROOT):
+        return found
+    for controller in sorted(os.listdir(CGROUP_ROOT)):
+        top = os.path.join(CGROUP_ROOT, controller)
+        for d, dirs, _ in os.walk(top):
+            for name in dirs:
+                if "kennel" in name:
+                    found.append(os.path.join(d, name))
+    return sorted(found)
+
+
+def descendants(root_pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        for c in children.get(pid, []):
+            out.append(c)
+            todo.append(c)
+    return sorted(out)
+
+
+def ppid_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def is_foreign_cgroup(path, mine):
+    """A cgroup in use by someone else's live sandbox: one of its processes
+    descends from a live process that is not ours (mine = our pids)."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            procs = [int(x) for x in f.read().split()]
+    except OSError:
+        return False
+    for pid in procs:
+        p = pid
+        while p > 1:
+            if p in mine:
+                break
+            p = ppid_of(p)
+        else:
+            return True
+    return False
+
+
+def new_leaked_cgroups(before, wait=3.0):
+    """kennel cgroups that appeared since `before` and belong to no live
+    sandbox of anyone else; waits a little for foreign ones to settle."""
+    deadline = time.monotonic() + wait
+    while True:
+        mine = set(descendants(os.getpid())) | {os.getpid()}
+        new = [c for c in kennel_cgroups() if c not in before and not is_foreign_cgroup(c, mine)]
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.2)
+
+
+def remove_cgroups_of(pid, wait=3.0):
+    """Test hygiene after a deliberately killed kennel (pid): removes the
+    cgroups named after it, which nothing else would ever remove, once the
+    processes in them are gone."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = [c for c in kennel_cgroups() if os.path.basename(c).startswith(f"kennel-{pid}-")]
+        for c in left:
+            for d, dirs, _ in sorted(os.walk(c, topdown=False)):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)

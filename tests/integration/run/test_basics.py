@@ -309,3 +309,32 @@ def test_hostname_is_private(kn):
     r, p = kn.probe("hostname", "kennel-evil-name")
     assert socket.gethostname() == before
     assert r.rc == 0, r
+
+
+def test_background_children_do_not_hold_the_run(kn, marker):
+    # The program exits and leaves a background child holding stdout open:
+    # the run ends with the program, and the child goes with the sandbox.
+    r = kn.run("-t", "20", "--", "bash", "-c",
+               f"bash -c 'exec -a {marker} sleep 300' & echo started")
+    assert r.rc == 0, r
+    assert r.out == "started\n", r
+    assert r.elapsed < 5, f"the run waited for a background child\n{r}"
+    from .conftest import host_processes_matching
+    assert host_processes_matching(marker) == []
+
+
+def test_stdin_forwarded_to_command(kn):
+    r = kn.run("--", "cat", input=b"through stdin\n")
+    assert r.rc == 0 and r.out == "through stdin\n", r
+
+
+def test_json_with_binary_output(kn):
+    r = kn.run("--json", "--", "bash", "-c", "printf 'a\\xff\\xfe\\x00b\\n'; printf '\\x80' >&2")
+    j = r.json()  # must still be valid JSON
+    assert j["exit_code"] == 0, j
+    assert j["stdout"].startswith("a") and j["stdout"].endswith("b\n"), j["stdout"]
+
+
+def test_output_order_and_binary_passthrough(kn):
+    r = kn.run("--", "bash", "-c", "printf 'a\\xff\\x00b'")
+    assert r.stdout_bytes == b"a\xff\x00b", r

@@ -4,28 +4,15 @@ while the sandbox was being set up."""
 import os
 import time
 
-from .conftest import host_processes_matching
+from .conftest import (descendants, host_processes_matching, is_foreign_cgroup,
+                       kennel_cgroups)
 
-CGROUP_ROOT = "/sys/fs/cgroup"
 FILE_DIRS = ["/tmp", "/run", "/var/tmp", "/dev/shm", "/run/kennel", "/var/run/kennel", "/var/lib/kennel"]
 
 
 def mounts():
     with open("/proc/self/mounts") as f:
         return sorted(f.read().splitlines())
-
-
-def kennel_cgroups():
-    found = []
-    if not os.path.isdir(CGROUP_ROOT):
-        return found
-    for controller in sorted(os.listdir(CGROUP_ROOT)):
-        top = os.path.join(CGROUP_ROOT, controller)
-        for d, dirs, _ in os.walk(top):
-            for name in dirs:
-                if "kennel" in name:
-                    found.append(os.path.join(d, name))
-    return sorted(found)
 
 
 def kennel_files():
@@ -41,26 +28,6 @@ def kennel_files():
     return sorted(found)
 
 
-def descendants(root_pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        for c in children.get(pid, []):
-            out.append(c)
-            todo.append(c)
-    return sorted(out)
-
-
 def snapshot(marker):
     return {
         "mounts": mounts(),
@@ -70,13 +37,22 @@ def snapshot(marker):
 
 
 def settled_diff(before, marker, wait=3.0):
-    """Other people's sandboxes may come and go on a shared host: give
-    foreign entries a moment to disappear; ours never should."""
+    """Other people's sandboxes may come and go on a shared host: entries of
+    live foreign sandboxes are ignored, and vanished cgroups (someone else's
+    sandbox ended) too; what our runs leave behind never settles away."""
     deadline = time.monotonic() + wait
     while True:
         after = snapshot(marker)
-        diff = {k: (sorted(set(before[k]) - set(after[k])), sorted(set(after[k]) - set(before[k])))
-                for k in before if before[k] != after[k]}
+        mine = set(descendants(os.getpid())) | {os.getpid()}
+        diff = {}
+        for k in before:
+            gone = sorted(set(before[k]) - set(after[k]))
+            new = sorted(set(after[k]) - set(before[k]))
+            if k == "cgroups":
+                gone = []
+                new = [c for c in new if not is_foreign_cgroup(c, mine)]
+            if gone or new:
+                diff[k] = (gone, new)
         if not diff or time.monotonic() > deadline:
             return diff
         time.sleep(0.2)

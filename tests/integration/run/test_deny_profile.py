@@ -167,6 +167,8 @@ def test_sockets_denied(kn, probe):
 def test_execve_after_entry_denied(kn):
     r, p = kn.probe("exec", "/probe/kennel-probe", "caps", opts=DENY)
     assert p["probe"] == "exec" and p["result"] == "EPERM", r
+    r, p = kn.probe("execveat", "/probe/kennel-probe", "caps", opts=DENY)
+    assert p["probe"] == "execveat" and p["result"] == "EPERM", r
     r = kn.run(*DENY, "--", "bash", "-c", "/bin/true && echo EXECUTED")
     assert "EXECUTED" not in r.out, r
 

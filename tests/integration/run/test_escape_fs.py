@@ -198,3 +198,35 @@ def test_writable_layer_does_not_persist(kn, marker):
     assert r.rc == 0, r
     r = kn.run("-c", f"import os; print(os.path.exists('/work/{marker}'), os.path.exists('/tmp/{marker}'))")
     assert r.out == "False False\n", r
+
+
+def test_cannot_raise_own_cgroup_limits(kn):
+    # If the cgroup tree is visible at all, the sandbox's own cgroup (found
+    # by its pid in cgroup.procs) must not be writable from inside.
+    code = r"""
+import json, os
+me = str(os.getpid())
+found, opened = [], []
+for d, dirs, files in os.walk("/sys/fs/cgroup"):
+    if "cgroup.procs" not in files:
+        continue
+    try:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            if me not in f.read().split():
+                continue
+    except OSError:
+        continue
+    found.append(d)
+    for name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.max",
+                 "pids.max", "cpu.cfs_quota_us", "cpu.max", "cgroup.procs", "notify_on_release",
+                 "release_agent", "cgroup.subtree_control"):
+        p = os.path.join(d, name)
+        try:
+            os.close(os.open(p, os.O_WRONLY))
+            opened.append(p)
+        except OSError:
+            pass
+print(json.dumps({"found": found, "opened": opened}))
+"""
+    r, res = run_python(kn, code)
+    assert not res["opened"], f"own cgroup files writable inside: {res['opened']}"

@@ -247,3 +247,64 @@ def test_no_controlling_terminal_inside(kn, probe_dir):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_tiocsti_detector_works(probe_dir):
+    """Control for test_no_terminal_injection: the probe run directly on a
+    pty it controls does inject, and the test's check sees it."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    try:
+        def ctty():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        proc = subprocess.run([str(probe_dir / "kennel-probe"), "tiocsti"], stdin=slave,
+                              stdout=subprocess.PIPE, preexec_fn=ctty, timeout=30)
+        p = json.loads(proc.stdout.decode().strip())
+        if p["result"] != "ok":
+            pytest.skip(f"TIOCSTI is refused even on the host here: {p}")
+        fcntl.fcntl(slave, fcntl.F_SETFL, fcntl.fcntl(slave, fcntl.F_GETFL) | os.O_NONBLOCK)
+        assert b"KENNEL_TIOCSTI" in os.read(slave, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_sysv_ipc_is_private(kn):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x6B6E6E6C  # "knnl"
+    IPC_CREAT, IPC_RMID = 0o1000, 0
+    shmid = libc.shmget(key, 4096, IPC_CREAT | 0o666)
+    if shmid < 0:
+        pytest.skip(f"cannot create a SysV segment on the host (errno {ctypes.get_errno()})")
+    try:
+        code = ("import ctypes\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                f"print(libc.shmget({key}, 0, 0), ctypes.get_errno())\n")
+        r = kn.run("-c", code)
+        assert r.rc == 0, r
+        rc, err = r.out.split()
+        assert int(rc) < 0, f"the host's SysV shared memory segment is visible inside: {r.out}"
+    finally:
+        libc.shmctl(shmid, IPC_RMID, None)
+
+
+def test_oom_score_cannot_be_lowered(kn):
+    # With -1000 a process could make the OOM killer pick someone else.
+    code = ("try:\n"
+            "    open('/proc/self/oom_score_adj', 'w').write('-1000'); print('lowered')\n"
+            "except OSError as e:\n"
+            "    print('refused')\n")
+    r = kn.run("-c", code)
+    assert r.out == "refused\n", r
+
+
+def test_init_cannot_be_stopped_or_killed_from_inside(kn):
+    # Whatever pid 1 inside is, stopping or killing it from inside must not
+    # keep the timeout from ending the run.
+    r = kn.run("-t", "1", "--", "bash", "-c",
+               "kill -STOP 1; kill -KILL 1; kill -STOP -1; sleep 30", timeout=30)
+    assert r.rc == 124, r
+    assert r.elapsed < 5, r

@@ -2,12 +2,14 @@
 timeout with a process tree that tries to survive it."""
 import json
 import os
+import signal
 import subprocess
 import time
 
 import pytest
 
-from .conftest import host_processes_matching
+from .conftest import (host_processes_matching, kennel_cgroups, new_leaked_cgroups,
+                       remove_cgroups_of)
 
 MiB = 1024 * 1024
 
@@ -125,3 +127,70 @@ def test_timeout_kills_tree_started_by_bash(kn, marker):
     left = host_processes_matching(marker)
     assert r.rc == 124, r
     assert left == [], f"processes survived the timeout: {left}"
+
+
+def test_tmp_filler_with_small_memory_limit(kn):
+    # /tmp is memory: with -m 64 a full /tmp should be a full disk (ENOSPC),
+    # not an OOM kill of a program that only wrote files.
+    r, p = kn.probe("fill", "/tmp/filler", "1024", opts=("-m", "64", "-t", "20"))
+    assert r.rc == 0, f"the filler was killed instead of getting ENOSPC\n{r}"
+    assert p["result"] in ("ENOSPC", "EFBIG", "EDQUOT"), p
+
+
+def start_orphans(kn, marker):
+    proc = subprocess.Popen([kn.binary, "run", "--ro-bind", f"{kn.probe_dir}:/probe", "--",
+                             "/probe/kennel-probe", "orphans", marker, "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while len(host_processes_matching(marker)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
+def kill_leftovers(marker):
+    for pid, _ in host_processes_matching(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_caller_signal_ends_sandbox_and_cleans_up(kn, marker, sig):
+    """Ctrl-C, a closed terminal or a supervisor's SIGTERM on kennel: it
+    kills the whole sandbox, removes its cgroups, and exits 128+N itself
+    (instead of dying and leaving the kernel to clean up)."""
+    cgroups_before = kennel_cgroups()
+    proc = start_orphans(kn, marker)
+    try:
+        assert len(host_processes_matching(marker)) >= 4, "the sandbox did not start"
+        proc.send_signal(sig)
+        proc.communicate(timeout=5)
+        left = host_processes_matching(marker)
+        leaked = new_leaked_cgroups(cgroups_before)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(marker)
+        remove_cgroups_of(proc.pid)
+    assert left == [], f"processes still there when kennel returned: {left}"
+    assert proc.returncode == 128 + sig, \
+        f"kennel ended with {proc.returncode} (negative: killed by the signal, nothing cleaned up)"
+    assert leaked == [], f"cgroups left behind: {leaked}"
+
+
+def test_sigkill_of_kennel_kills_sandbox(kn, marker):
+    """Nothing can clean up after SIGKILL of the launcher, but the sandbox's
+    processes must not outlive it (die-with-parent)."""
+    proc = start_orphans(kn, marker)
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 2
+    while host_processes_matching(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = host_processes_matching(marker)
+    kill_leftovers(marker)
+    time.sleep(0.1)
+    remove_cgroups_of(proc.pid)
+    assert left == [], f"processes outlived a SIGKILLed kennel: {left}"
