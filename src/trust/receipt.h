@@ -16,7 +16,8 @@
  * Ownership: json_t results are new references the caller json_decref()s;
  * char * results are malloc'd and the caller free()s; input json_t values
  * are borrowed and never modified unless the function says so. Out
- * parameters are written only on success. Functions that can fail take
+ * parameters are written only on success, except verdicts, which say why a
+ * verification failed. Functions that can fail take
  * kn_error_t *err last and return -1 (or NULL). Not thread-safe per object:
  * callers serialize use of one kn_receipt_chain_t. */
 #ifndef KN_RECEIPT_H
