@@ -14,5 +14,6 @@ typedef struct kn_command {
 } kn_command_t;
 
 int kn_cmd_run(int argc, char **argv);
+int kn_cmd_receipts(int argc, char **argv);
 
 #endif

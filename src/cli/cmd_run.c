@@ -508,8 +508,14 @@ print_json_one(FILE *f, job_t *j, const run_opts_t *o)
     fputs(j->s[1].truncated ? "true" : "false", f);
     kn_json_key(f, "timing", &first);
     uint64_t total = r->setup_us + r->execute_us;
-    fprintf(f, "{\"setup_ms\":%.3f,\"execute_ms\":%.3f,\"total_ms\":%.3f}", r->setup_us / 1000.0,
-            r->execute_us / 1000.0, total / 1000.0);
+    fprintf(f, "{\"setup_ms\":%.3f,\"execute_ms\":%.3f,\"teardown_ms\":%.3f,\"total_ms\":%.3f",
+            r->setup_us / 1000.0, r->execute_us / 1000.0, r->teardown_us / 1000.0,
+            (total + r->teardown_us) / 1000.0);
+    const kn_phases_t *ph = kn_sandbox_phases(j->sb);
+    fputs(",\"setup_phases_us\":{", f);
+    for (int i = 0; i < ph->n; i++)
+        fprintf(f, "%s\"%s\":%llu", i ? "," : "", ph->p[i].name, (unsigned long long)ph->p[i].us);
+    fputs("}}", f);
     kn_json_key(f, "cpu", &first);
     fprintf(f, "{\"user_ms\":%.3f,\"sys_ms\":%.3f}", r->cpu_user_us / 1000.0,
             r->cpu_sys_us / 1000.0);

@@ -6,6 +6,7 @@
 
 static const kn_command_t commands[] = {
     {"run", "run code or a command in a fresh sandbox, then destroy it", kn_cmd_run},
+    {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
 };
 
 static void

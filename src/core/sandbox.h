@@ -38,7 +38,21 @@ typedef struct kn_result {
     uint64_t execute_us;              /* exec until the sandbox ended */
     uint64_t cpu_user_us, cpu_sys_us; /* host-side accounting of the whole tree */
     uint64_t peak_memory;             /* bytes: cgroup peak where there is one, else max RSS */
+    uint64_t teardown_us;             /* end of the program until everything is gone */
 } kn_result_t;
+
+/* Where the set-up time went, in microseconds, in order: launcher steps
+ * ("seccomp", "cgroup", "clone", "idmap", "wait_child"), the child's own steps
+ * (prefixed "child."), and "start". For benchmarks and --json. */
+#define KN_MAX_PHASES 16
+typedef struct kn_phases {
+    struct {
+        char name[24];
+        uint64_t us;
+    } p[KN_MAX_PHASES];
+    int n;
+} kn_phases_t;
+const kn_phases_t *kn_sandbox_phases(const kn_sandbox_t *sb);
 
 /* Builds every layer and stops just before the program runs (state READY):
  * the caller may copy files in, then calls kn_sandbox_start(). */

@@ -38,6 +38,7 @@ struct kn_sandbox {
     bool have_ru;
     bool unenforced_cgroup, unenforced_landlock;
     kn_warnings_t warnings;
+    kn_phases_t phases;
 };
 
 #endif

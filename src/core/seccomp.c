@@ -142,14 +142,20 @@ add_default_rules(scmp_filter_ctx ctx, kn_error_t *err)
     /* Socket families: AF_UNIX, AF_INET, AF_INET6 and NETLINK_ROUTE (glibc's
      * getifaddrs needs it; in a private netns it sees only the sandbox's own
      * interfaces). Everything else (AF_PACKET, AF_VSOCK, AF_ALG, ...) fails. */
-    for (int fam = 0; fam < 64; fam++) {
-        if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6 || fam == AF_NETLINK)
+    /* AF_UNIX=1, AF_INET=2, AF_INET6=10 and AF_NETLINK=16 pass: refuse 0,
+     * 3-9, 11-15 one by one and everything above 16 with one comparison. */
+    for (unsigned fam = 0; fam < AF_NETLINK; fam++) {
+        if (fam == AF_UNIX || fam == AF_INET || fam == AF_INET6)
             continue;
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
-                              SCMP_A0(SCMP_CMP_EQ, (unsigned)fam));
+                              SCMP_A0(SCMP_CMP_EQ, fam));
         if (rc < 0)
             return kn_error_set(err, -rc, "seccomp socket family rule");
     }
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
+                          SCMP_A0(SCMP_CMP_GT, AF_NETLINK));
+    if (rc < 0)
+        return kn_error_set(err, -rc, "seccomp socket family rule");
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 2,
                           SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_NE, 0));
     if (rc < 0)

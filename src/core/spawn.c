@@ -135,11 +135,22 @@ set_rlimits(const kn_config_t *cfg, kn_error_t *err)
     return 0;
 }
 
+/* Appends "name=us " to the child's timing report (sent with READY). */
+static void
+lap(char *report, size_t len, const char *name, uint64_t *t)
+{
+    uint64_t now = kn_now_us();
+    size_t used = strlen(report);
+    snprintf(report + used, len - used, "%s=%llu ", name, (unsigned long long)(now - *t));
+    *t = now;
+}
+
 /* The one place the sandbox's containment is applied, in order. */
 static int
-contain(const child_ctx_t *c, kn_error_t *err)
+contain(const child_ctx_t *c, char *report, size_t rlen, kn_error_t *err)
 {
     const kn_config_t *cfg = c->cfg;
+    uint64_t t = kn_now_us();
     if (c->rootmap) {
         /* Host groups (root's own among them) must not come along. */
         if (setgroups(0, NULL) < 0)
@@ -151,14 +162,18 @@ contain(const child_ctx_t *c, kn_error_t *err)
         return kn_error_set(err, errno, "unshare cgroup namespace");
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
+    lap(report, rlen, "ids", &t);
     if (kn_mount_setup_root(cfg, c->cg, err) < 0)
         return -1;
+    lap(report, rlen, "mounts", &t);
     if (kn_net_loopback_up(err) < 0)
         return -1;
+    lap(report, rlen, "loopback", &t);
     if (set_rlimits(cfg, err) < 0)
         return -1;
     if (setsid() < 0)
         return kn_error_set(err, errno, "setsid");
+    lap(report, rlen, "rlimits", &t);
     return 0;
 }
 
@@ -360,9 +375,10 @@ child_main(child_ctx_t *c)
     msg_t m;
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_GO)
         _exit(KN_CHILD_SETUP_FAILED);
-    if (contain(c, &err) < 0)
+    char report[256] = "";
+    if (contain(c, report, sizeof report, &err) < 0)
         child_fail(c->sync, &err);
-    if (send_msg(c->sync, MSG_READY, 0, NULL) < 0)
+    if (send_msg(c->sync, MSG_READY, 0, report) < 0)
         _exit(KN_CHILD_SETUP_FAILED);
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_EXEC)
         _exit(KN_CHILD_SETUP_FAILED);
@@ -402,6 +418,32 @@ warn(kn_sandbox_t *sb, const char *what, const char *detail)
         return;
     snprintf(sb->warnings.msg[sb->warnings.n++], sizeof sb->warnings.msg[0], "%s: %s", what,
              detail);
+}
+
+static void
+phase(kn_sandbox_t *sb, const char *name, uint64_t *t)
+{
+    uint64_t now = kn_now_us();
+    if (sb->phases.n < KN_MAX_PHASES) {
+        snprintf(sb->phases.p[sb->phases.n].name, sizeof sb->phases.p[0].name, "%s", name);
+        sb->phases.p[sb->phases.n++].us = now - *t;
+    }
+    *t = now;
+}
+
+/* Adds the child's "name=us ..." report as "child.name" phases. */
+static void
+child_phases(kn_sandbox_t *sb, char *report)
+{
+    for (char *save = NULL, *tok = strtok_r(report, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq || sb->phases.n >= KN_MAX_PHASES)
+            continue;
+        *eq = '\0';
+        snprintf(sb->phases.p[sb->phases.n].name, sizeof sb->phases.p[0].name, "child.%s", tok);
+        sb->phases.p[sb->phases.n++].us = strtoull(eq + 1, NULL, 10);
+    }
 }
 
 static void
@@ -455,16 +497,19 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
 
     kn_bpf_t filter = {0}, notify = {0};
     int sp[2] = {-1, -1};
+    uint64_t t = t0;
     if (kn_seccomp_build(cfg, &filter, err) < 0)
         goto fail;
     if (cfg->deny_exec && kn_seccomp_build_exec_notify(&notify, err) < 0)
         goto fail;
+    phase(sb, "seccomp", &t);
     if (cfg->landlock && kn_landlock_abi() == 0) {
         sb->unenforced_landlock = true;
         warn(sb, "landlock is not enforced", "the kernel does not offer it");
     }
     if (setup_cgroup(sb, cfg, err) < 0)
         goto fail;
+    phase(sb, "cgroup", &t);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         kn_error_set(err, errno, "socketpair");
         goto fail;
@@ -495,6 +540,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     sp[1] = -1;
     sb->sync = sp[0];
     sp[0] = -1;
+    phase(sb, "clone", &t);
 
     if (write_id_maps(sb->pid, cfg, c.rootmap, err) < 0) {
         kn_error_prefix(err, "user namespace id maps");
@@ -506,6 +552,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
         kn_error_set(err, errno, "start the sandbox");
         goto fail;
     }
+    phase(sb, "idmap", &t);
     msg_t m;
     int r = recv_msg(sb->sync, &m);
     if (r != 1 || m.type != MSG_READY) {
@@ -515,6 +562,8 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
             kn_error_set(err, EPROTO, "sandbox set-up ended without a word");
         goto fail;
     }
+    phase(sb, "wait_child", &t);
+    child_phases(sb, m.text);
     kn_bpf_free(&filter);
     kn_bpf_free(&notify);
     sb->state = KN_SB_READY;
@@ -539,6 +588,11 @@ kn_sandbox_start(kn_sandbox_t *sb, kn_error_t *err)
     if (send_msg(sb->sync, MSG_EXEC, 0, NULL) < 0)
         return kn_error_set(err, errno, "start the program");
     sb->t_exec = kn_now_us();
+    uint64_t t = sb->t_start;
+    for (int i = 0; i < sb->phases.n; i++)
+        if (strncmp(sb->phases.p[i].name, "child.", 6) != 0)
+            t += sb->phases.p[i].us;
+    phase(sb, "start", &t);
     sb->state = KN_SB_RUNNING;
     return 0;
 }
@@ -597,6 +651,7 @@ int
 kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
 {
     memset(res, 0, sizeof *res);
+    uint64_t t_fin = kn_now_us();
     /* Release init: it exits, and with it every process left in the sandbox. */
     if (sb->sync >= 0) {
         send_msg(sb->sync, MSG_BYE, 0, NULL);
@@ -639,8 +694,19 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
             res->cpu_sys_us = st.cpu_sys_us;
         }
         res->oom_killed = st.oom_kills > 0;
+        /* The cgroup goes now, so that teardown is measured and nothing of
+         * the sandbox outlives finish. */
+        kn_cgroup_destroy(sb->cg);
+        sb->cg = NULL;
     }
+    res->teardown_us = kn_now_us() - t_fin;
     return 0;
+}
+
+const kn_phases_t *
+kn_sandbox_phases(const kn_sandbox_t *sb)
+{
+    return &sb->phases;
 }
 
 int
