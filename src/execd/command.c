@@ -209,6 +209,18 @@ kn_command_env_free(char **env)
     free(env);
 }
 
+/* Drops the command's hold on its finished child so a remembered command keeps
+ * no descriptor open. */
+static void
+cmd_release_child(struct kn_cmdstore *s, kn_cmd_t *c)
+{
+    pthread_mutex_lock(&s->lock);
+    kn_child_t *child = c->child;
+    c->child = NULL;
+    pthread_mutex_unlock(&s->lock);
+    kn_child_unref(child);
+}
+
 /* --- foreground streaming ------------------------------------------------- */
 
 typedef struct fg {
@@ -352,6 +364,7 @@ fg_destroy(void *self)
     kn_lines_free(&f->lo);
     kn_lines_free(&f->le);
     free(f->spawn_error);
+    cmd_release_child(f->ex->cmds, f->cmd);
     cmd_unref(f->ex->cmds, f->cmd);
     free(f);
 }
@@ -378,6 +391,7 @@ bg_waiter(void *arg)
     if (!error && code != 0)
         error = "non-zero exit status";
     cmd_finish(w->ex->cmds, w->cmd, code, error);
+    cmd_release_child(w->ex->cmds, w->cmd);
     cmd_unref(w->ex->cmds, w->cmd);
     free(w);
     return NULL;
@@ -618,16 +632,20 @@ kn_command_interrupt(kn_req_t *req)
     kn_cmd_t *c = store_get(req->ex->cmds, id);
     if (!c)
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "no command with id %s", id);
-    bool running;
+    kn_child_t *child = NULL;
     pthread_mutex_lock(&req->ex->cmds->lock);
-    running = c->running && c->child;
+    if (c->running && c->child) {
+        child = c->child;
+        kn_child_ref(child);
+    }
     pthread_mutex_unlock(&req->ex->cmds->lock);
-    if (!running || kn_child_exited(c->child, NULL)) {
-        cmd_unref(req->ex->cmds, c);
+    cmd_unref(req->ex->cmds, c);
+    if (!child || kn_child_exited(child, NULL)) {
+        kn_child_unref(child);
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "command %s is not running", id);
     }
-    kn_child_terminate(c->child, KN_CMD_INTERRUPT_GRACE_MS);
-    cmd_unref(req->ex->cmds, c);
+    kn_child_terminate(child, KN_CMD_INTERRUPT_GRACE_MS);
+    kn_child_unref(child);
     return kn_http_reply_empty(req, 200);
 }
 

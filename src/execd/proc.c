@@ -84,7 +84,9 @@ static void __attribute__((noreturn)) child_main(const kn_spawn_t *s, int sync_f
             child_fail(sync_fd, "dup2");
     }
     /* Nothing of execd crosses into the command but these five descriptors. */
-    syscall(SYS_close_range, 5U, ~0U, 0U);
+    if (sync_fd > 5)
+        syscall(SYS_close_range, 5U, (unsigned)sync_fd - 1, 0U);
+    syscall(SYS_close_range, (unsigned)sync_fd + 1, ~0U, 0U);
     if (s->cwd && chdir(s->cwd) < 0)
         child_fail(sync_fd, "chdir");
     if (s->gid >= 0) {
