@@ -26,13 +26,13 @@ PROBE_IN_SANDBOX = "/probe/kennel-probe"
 class Result:
     """What one `kennel run` did, seen from the caller."""
 
-    def __init__(self, argv, proc, elapsed):
+    def __init__(self, argv, rc, stdout, stderr, elapsed):
         self.argv = argv
-        self.rc = proc.returncode
-        self.stdout_bytes = proc.stdout
-        self.stderr_bytes = proc.stderr
-        self.out = proc.stdout.decode(errors="replace")
-        self.err = proc.stderr.decode(errors="replace")
+        self.rc = rc
+        self.stdout_bytes = stdout
+        self.stderr_bytes = stderr
+        self.out = stdout.decode(errors="replace")
+        self.err = stderr.decode(errors="replace")
         self.elapsed = elapsed
 
     def json(self):
@@ -52,6 +52,9 @@ class Result:
                     continue
         raise AssertionError(f"no probe output:\n{self}")
 
+    def __repr__(self):
+        return str(self)
+
     def __str__(self):
         cmd = " ".join(self.argv)
         return (f"$ {cmd}\n-> exit {self.rc} after {self.elapsed:.2f}s\n"
@@ -60,21 +63,23 @@ class Result:
 
 def run_cmd(argv, input=None, timeout=HARD_TIMEOUT, env=None, cwd=None, pass_fds=()):
     start = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        pass_fds=pass_fds,
+    )
     try:
-        proc = subprocess.run(
-            argv,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-            pass_fds=pass_fds,
-        )
+        out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"hung for more than {timeout}s: {' '.join(argv)}")
-    return Result([str(a) for a in argv], proc, time.monotonic() - start)
+        proc.kill()
+        proc.communicate()
+        remove_cgroups_of(proc.pid)  # a killed kennel cannot remove them itself
+        pytest.fail(f"hung for more than {timeout}s: {' '.join(map(str, argv))}")
+    return Result([str(a) for a in argv], proc.returncode, out, err, time.monotonic() - start)
 
 
 def make_world_dir(prefix):

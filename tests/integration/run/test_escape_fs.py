@@ -230,3 +230,78 @@ print(json.dumps({"found": found, "opened": opened}))
 """
     r, res = run_python(kn, code)
     assert not res["opened"], f"own cgroup files writable inside: {res['opened']}"
+
+
+def test_upload_cannot_write_into_read_only_host_paths(kn, hostdir, marker):
+    src = hostdir / "payload.txt"
+    src.write_text("uploaded\n")
+    src.chmod(0o644)
+    data = hostdir / "data"
+    data.mkdir()
+    targets = {f"/etc/{marker}": f"/etc/{marker}", f"/usr/bin/{marker}": f"/usr/bin/{marker}",
+               f"/data/{marker}": str(data / marker)}
+    try:
+        for guest, host in targets.items():
+            r = kn.run("--ro-bind", f"{data}:/data", "--upload", f"{src}:{guest}", "-c", "pass")
+            assert not os.path.exists(host), f"--upload to {guest} wrote {host} on the host\n{r}"
+            assert r.rc == 125, f"an upload that cannot be done should be kennel's error\n{r}"
+    finally:
+        for host in targets.values():
+            if os.path.exists(host):
+                os.unlink(host)
+
+
+def test_root_inside_cannot_read_host_root_files(kn, hostdir):
+    secret = hostdir / "root-only.txt"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    r, p = kn.probe("read", "/h/root-only.txt", opts=("--ro-bind", f"{hostdir}:/h"))
+    assert p["result"] == "EACCES", p
+
+
+def test_files_written_through_bind_are_not_host_root(kn, hostdir):
+    data = hostdir / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    code = ("import os, shutil\n"
+            "shutil.copy('/bin/true', '/data/suid')\n"
+            "try: os.chmod('/data/suid', 0o4755)\n"
+            "except OSError: pass\n"
+            "print('done')\n")
+    r = kn.run("--bind", f"{data}:/data", "-c", code)
+    assert r.out == "done\n", r
+    st = os.stat(data / "suid")
+    assert st.st_uid != 0 and st.st_gid != 0, "a file created inside is owned by host root"
+
+
+@pytest.mark.parametrize("setup,guest", [
+    ("os.mkfifo('/work/fifo')", "/work/fifo"),
+    ("os.symlink('/dev/zero', '/work/zero')", "/work/zero"),
+    ("pass", "/dev/zero"),
+    ("pass", "/proc/self/mem"),
+])
+def test_download_of_special_files_does_not_hang(kn, hostdir, setup, guest):
+    out = hostdir / "out.bin"
+    r = kn.run("--download", f"{guest}:{out}", "-c", f"import os; {setup}", timeout=15)
+    size = out.stat().st_size if out.exists() and not out.is_symlink() else 0
+    assert r.elapsed < 15, f"download of {guest} took {r.elapsed:.1f}s\n{r}"
+    assert size < 256 * 1024 * 1024, f"download of {guest} wrote {size} bytes"
+
+
+def test_download_of_sparse_file_is_bounded(kn, hostdir):
+    # A sparse file larger than the sandbox could ever store: copying it out
+    # must not turn it into gigabytes of zeros on the host's disk.
+    out = hostdir / "sparse.bin"
+    code = ("try:\n"
+            "    with open('/work/sparse', 'wb') as f: f.truncate(4 << 30)\n"
+            "    print('made')\n"
+            "except OSError as e:\n"
+            "    print('refused', e)\n")
+    r = kn.run("--download", f"/work/sparse:{out}", "-c", code, timeout=60)
+    if "refused" in r.out:
+        return  # the sandbox cannot even make such a file (RLIMIT_FSIZE)
+    assert "made" in r.out, r
+    if out.exists():
+        used = out.stat().st_blocks * 512
+        out.unlink()
+        assert used <= 256 * 1024 * 1024, f"a 4 GiB sparse file took {used >> 20} MiB on the host disk"
