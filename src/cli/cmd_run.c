@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -414,14 +415,30 @@ end_program(job_t *j, const run_opts_t *o)
     j->finished = true;
 }
 
+/* Kills every sandbox still running (kennel itself got a signal). */
 static void
-drive(job_t *jobs, int n, const run_opts_t *o)
+abort_all(job_t *jobs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (jobs[i].sb && !jobs[i].program_done && !jobs[i].failed)
+            kn_sandbox_kill(jobs[i].sb, NULL);
+}
+
+/* Returns the signal that interrupted the run, or 0. */
+static int
+drive(job_t *jobs, int n, const run_opts_t *o, int sigfd)
 {
     const bool labels = n > 1 && !o->json;
+    int got_signal = 0;
     for (;;) {
-        struct pollfd pfd[MAX_SOURCES * 3];
-        int map[MAX_SOURCES * 3][2];
+        struct pollfd pfd[MAX_SOURCES * 3 + 1];
+        int map[MAX_SOURCES * 3 + 1][2];
         int np = 0;
+        if (sigfd >= 0 && !got_signal) {
+            pfd[np] = (struct pollfd){sigfd, POLLIN, 0};
+            map[np][0] = -1;
+            map[np++][1] = -1;
+        }
         uint64_t now = kn_now_us(), next = UINT64_MAX;
         for (int i = 0; i < n; i++) {
             job_t *j = &jobs[i];
@@ -445,17 +462,25 @@ drive(job_t *jobs, int n, const run_opts_t *o)
                     next = j->deadline_us;
             }
         }
-        if (np == 0)
-            return;
+        if (np == 0 || (np == 1 && map[0][0] == -1))
+            return got_signal;
         int timeout = -1;
         if (next != UINT64_MAX)
             timeout = (int)((next - now) / 1000 + 1);
         int r = poll(pfd, (nfds_t)np, timeout);
         if (r < 0 && errno != EINTR)
-            return;
+            return got_signal;
         for (int p = 0; p < np && r > 0; p++) {
             if (!pfd[p].revents)
                 continue;
+            if (map[p][0] == -1) {
+                struct signalfd_siginfo si;
+                if (read(sigfd, &si, sizeof si) == sizeof si) {
+                    got_signal = (int)si.ssi_signo;
+                    abort_all(jobs, n);
+                }
+                continue;
+            }
             job_t *j = &jobs[map[p][0]];
             const char *label = labels ? j->src->label : NULL;
             if (map[p][1] < 2) {
@@ -746,8 +771,18 @@ kn_cmd_run(int argc, char **argv)
     job_t jobs[MAX_SOURCES];
     memset(src, 0, sizeof src);
     memset(jobs, 0, sizeof jobs);
-    int n = 0, rc = 0;
+    int n = 0, rc = 0, sigfd = -1;
     signal(SIGPIPE, SIG_IGN);
+    /* A signal to kennel ends its sandboxes and cleans up before kennel
+     * exits with 128+N, like the program would have. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    sigaddset(&stop, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    sigfd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK);
 
     int pr = parse_args(argc, argv, &o, src, &n);
     if (pr != 0) {
@@ -781,7 +816,7 @@ kn_cmd_run(int argc, char **argv)
         for (int k = 0; !o.quiet && !o.json && k < w->n; k++)
             fprintf(stderr, "kennel: warning: %s\n", w->msg[k]);
     }
-    drive(jobs, n, &o);
+    int sig = drive(jobs, n, &o, sigfd);
 
     if (o.json) {
         if (n > 1)
@@ -792,6 +827,10 @@ kn_cmd_run(int argc, char **argv)
             print_json_one(stdout, &jobs[i], &o);
         }
         puts(n > 1 ? "]" : "");
+    }
+    if (sig) {
+        fprintf(stderr, "kennel: interrupted by signal %d; the sandboxes were killed\n", sig);
+        rc = 128 + sig;
     }
     for (int i = 0; i < n && rc == 0; i++) {
         job_t *j = &jobs[i];
@@ -807,6 +846,8 @@ kn_cmd_run(int argc, char **argv)
     }
 out:
     fflush(stdout);
+    if (sigfd >= 0)
+        close(sigfd);
     for (int i = 0; i < MAX_SOURCES; i++) {
         for (int k = 0; k < 2; k++) {
             if (jobs[i].s[k].fd >= 0)

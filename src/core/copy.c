@@ -104,7 +104,8 @@ kn_sandbox_copy_out(kn_sandbox_t *sb, const char *guest, const char *local, kn_e
     int rc = -1, in = -1, out = -1;
     if (sb->state != KN_SB_EXITED || sb->pid <= 0)
         return kn_error_set(err, EINVAL, "files can be copied out only after the program ends");
-    in = open_in_root(sb, guest, O_RDONLY, 0, err);
+    /* O_NONBLOCK: opening a FIFO the sandbox left must not wait for a writer. */
+    in = open_in_root(sb, guest, O_RDONLY | O_NONBLOCK, 0, err);
     if (in < 0)
         return -1;
     struct stat st;
@@ -112,6 +113,7 @@ kn_sandbox_copy_out(kn_sandbox_t *sb, const char *guest, const char *local, kn_e
         kn_error_set(err, EINVAL, "download %s: not a regular file", guest);
         goto out;
     }
+    fcntl(in, F_SETFL, 0);
     out = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (out < 0) {
         kn_error_set(err, errno, "download to %s", local);

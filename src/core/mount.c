@@ -59,6 +59,12 @@ static int
 tmpfs_at(const char *dst, uint64_t size, mode_t mode, unsigned long flags, const kn_config_t *cfg,
          bool owned, kn_error_t *err)
 {
+    /* tmpfs pages are charged to the sandbox's memory cgroup. A writable
+     * tmpfs larger than half the memory limit would end a disk filler with
+     * the OOM killer instead of ENOSPC: cap it, so the program gets an error
+     * it can handle and the limit stays the backstop. */
+    if (cfg && cfg->memory && size > cfg->memory / 2)
+        size = cfg->memory / 2;
     char data[128];
     int n = snprintf(data, sizeof data, "mode=%o", (unsigned)mode);
     if (size)
@@ -165,7 +171,7 @@ bind_image_top(const kn_config_t *cfg, kn_error_t *err)
 }
 
 static int
-setup_dev(kn_error_t *err)
+setup_dev(const kn_config_t *cfg, kn_error_t *err)
 {
     if (tmpfs_at(NEWROOT "/dev", 1 << 20, 0755, MS_NOEXEC, NULL, false, err) < 0)
         return -1;
@@ -194,7 +200,7 @@ setup_dev(kn_error_t *err)
         if (symlink(links[i][0], dst) < 0)
             return kn_error_set(err, errno, "symlink %s", dst);
     }
-    return tmpfs_at(NEWROOT "/dev/shm", 64 << 20, 01777, MS_NOEXEC, NULL, false, err);
+    return tmpfs_at(NEWROOT "/dev/shm", 64 << 20, 01777, MS_NOEXEC, cfg, false, err);
 }
 
 static int
@@ -284,7 +290,7 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *e
     if (do_mount(NEWROOT "/proc/sys", NEWROOT "/proc/sys", NULL, MS_BIND | MS_REC, NULL, err) < 0 ||
         lock_down(NEWROOT "/proc/sys", true, true, err) < 0)
         return -1;
-    if (setup_dev(err) < 0)
+    if (setup_dev(cfg, err) < 0)
         return -1;
     unsigned long tmp_flags = cfg->tmp_noexec ? MS_NOEXEC : 0;
     if (tmpfs_at(NEWROOT "/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0)

@@ -305,7 +305,14 @@ init_main(const child_ctx_t *c)
     if (prog < 0)
         child_fail(c->sync, &(kn_error_t){errno, "fork the program"});
     if (prog == 0) {
-        sigprocmask(SIG_UNBLOCK, &mask, NULL);
+        /* The program starts with default dispositions and an empty mask,
+         * whatever the launcher ignored or blocked (SIGPIPE above all). */
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP)
+                signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         program_main(c);
     }
     /* Init keeps nothing of the caller's: no stdio, no capabilities. */
