@@ -75,6 +75,11 @@ int kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res);
 /* Kills every process of the sandbox (SIGKILL to its init ends the pid namespace). */
 int kn_sandbox_kill(kn_sandbox_t *sb, kn_error_t *err);
 void kn_sandbox_mark_timed_out(kn_sandbox_t *sb);
+/* The host uid and gid that the sandbox's user (cfg->uid, cfg->gid) is, seen
+ * from outside: what a host directory bound writable must be owned by (or
+ * writable for) so that the sandbox can create files in it. */
+uid_t kn_sandbox_host_uid(const kn_config_t *cfg);
+gid_t kn_sandbox_host_gid(const kn_config_t *cfg);
 /* Pauses (cgroup freezer) or resumes every process of a running sandbox. */
 int kn_sandbox_freeze(kn_sandbox_t *sb, bool frozen, kn_error_t *err);
 /* Warnings gathered while spawning; valid until destroy. */

@@ -780,3 +780,15 @@ kn_sandbox_unenforced(const kn_sandbox_t *sb, const char *layer)
         return sb->unenforced_landlock;
     return false;
 }
+
+uid_t
+kn_sandbox_host_uid(const kn_config_t *cfg)
+{
+    return geteuid() == 0 ? KN_ROOTMAP_BASE + cfg->uid : geteuid();
+}
+
+gid_t
+kn_sandbox_host_gid(const kn_config_t *cfg)
+{
+    return geteuid() == 0 ? KN_ROOTMAP_BASE + cfg->gid : getegid();
+}
