@@ -16,6 +16,11 @@ typedef struct kn_bpf {
     unsigned short len;
 } kn_bpf_t;
 
+/* The filters are compiled by libseccomp at build time (tools/bpfgen.c) and
+ * copied from the binary at run time; kn_seccomp_compile*() compile them
+ * afresh (the build tool and the test that checks the copy use them). */
+int kn_seccomp_compile(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err);
+int kn_seccomp_compile_exec_notify(kn_bpf_t *out, kn_error_t *err);
 /* The main filter of cfg: the default deny list, plus sockets when
  * cfg->deny_sockets. Out-parameter set only on success. */
 int kn_seccomp_build(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err);

@@ -213,7 +213,7 @@ out:
 }
 
 int
-kn_seccomp_build(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err)
+kn_seccomp_compile(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err)
 {
     int rc = -1;
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -239,7 +239,7 @@ out:
 }
 
 int
-kn_seccomp_build_exec_notify(kn_bpf_t *out, kn_error_t *err)
+kn_seccomp_compile_exec_notify(kn_bpf_t *out, kn_error_t *err)
 {
     int rc = -1;
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -257,6 +257,49 @@ out:
     seccomp_release(ctx);
     return rc;
 }
+
+#ifdef KN_HAVE_PRECOMPILED_BPF
+#include "kn_bpf_precompiled.h"
+
+static int
+copy_prog(const struct sock_filter *insns, size_t len, kn_bpf_t *out, kn_error_t *err)
+{
+    out->insns = malloc(len * sizeof *insns);
+    if (!out->insns)
+        return kn_error_set(err, ENOMEM, "seccomp filter");
+    memcpy(out->insns, insns, len * sizeof *insns);
+    out->len = (unsigned short)len;
+    return 0;
+}
+
+int
+kn_seccomp_build(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err)
+{
+    if (cfg->deny_sockets)
+        return copy_prog(kn_bpf_deny_sockets,
+                         sizeof kn_bpf_deny_sockets / sizeof(struct sock_filter), out, err);
+    return copy_prog(kn_bpf_default, sizeof kn_bpf_default / sizeof(struct sock_filter), out, err);
+}
+
+int
+kn_seccomp_build_exec_notify(kn_bpf_t *out, kn_error_t *err)
+{
+    return copy_prog(kn_bpf_exec_notify, sizeof kn_bpf_exec_notify / sizeof(struct sock_filter),
+                     out, err);
+}
+#else
+int
+kn_seccomp_build(const kn_config_t *cfg, kn_bpf_t *out, kn_error_t *err)
+{
+    return kn_seccomp_compile(cfg, out, err);
+}
+
+int
+kn_seccomp_build_exec_notify(kn_bpf_t *out, kn_error_t *err)
+{
+    return kn_seccomp_compile_exec_notify(out, err);
+}
+#endif
 
 int
 kn_seccomp_load(const kn_bpf_t *prog, int *listener, kn_error_t *err)

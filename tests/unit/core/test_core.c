@@ -180,6 +180,35 @@ test_seccomp_default(void **state)
     assert_int_equal(probe_in_filter("deny-by-default", 5), EPERM);
 }
 
+/* The filters embedded at build time are exactly what libseccomp compiles
+ * on this machine now. */
+static void
+test_seccomp_precompiled_matches(void **state)
+{
+    const char *profiles[] = {"default", "deny-by-default"};
+    for (int i = 0; i < 2; i++) {
+        kn_config_t c;
+        kn_error_t err = {0};
+        kn_bpf_t a, b;
+        assert_int_equal(kn_profile_load(&c, profiles[i], &err), 0);
+        assert_int_equal(kn_seccomp_build(&c, &a, &err), 0);
+        assert_int_equal(kn_seccomp_compile(&c, &b, &err), 0);
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.insns, b.insns, a.len * sizeof a.insns[0]);
+        kn_bpf_free(&a);
+        kn_bpf_free(&b);
+        kn_config_free(&c);
+    }
+    kn_bpf_t a, b;
+    kn_error_t err = {0};
+    assert_int_equal(kn_seccomp_build_exec_notify(&a, &err), 0);
+    assert_int_equal(kn_seccomp_compile_exec_notify(&b, &err), 0);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.insns, b.insns, a.len * sizeof a.insns[0]);
+    kn_bpf_free(&a);
+    kn_bpf_free(&b);
+}
+
 static void
 test_landlock_abi(void **state)
 {
@@ -193,8 +222,11 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_profiles),
-        cmocka_unit_test(test_validate),     cmocka_unit_test(test_seccomp_default),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_profiles),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_seccomp_default),
+        cmocka_unit_test(test_seccomp_precompiled_matches),
         cmocka_unit_test(test_landlock_abi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
