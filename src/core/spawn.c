@@ -158,8 +158,6 @@ contain(const child_ctx_t *c, char *report, size_t rlen, kn_error_t *err)
         if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
             return kn_error_set(err, errno, "become root of the user namespace");
     }
-    if (unshare(CLONE_NEWCGROUP) < 0)
-        return kn_error_set(err, errno, "unshare cgroup namespace");
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
     lap(report, rlen, "ids", &t);
@@ -389,6 +387,10 @@ child_main(child_ctx_t *c)
         _exit(KN_CHILD_SETUP_FAILED);
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_EXEC)
         _exit(KN_CHILD_SETUP_FAILED);
+    /* Only now is init surely in its cgroup (the launcher joins it while the
+     * root is built): the cgroup namespace is rooted there. */
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        child_fail(c->sync, &(kn_error_t){errno, "unshare cgroup namespace"});
     init_main(c);
 }
 
@@ -514,9 +516,13 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
         sb->unenforced_landlock = true;
         warn(sb, "landlock is not enforced", "the kernel does not offer it");
     }
-    if (setup_cgroup(sb, cfg, err) < 0)
-        goto fail;
-    phase(sb, "cgroup", &t);
+    /* A service sandbox binds its cgroup inside, so it must exist before the
+     * root is built; otherwise the cgroup is made while the child builds it. */
+    if (cfg->service) {
+        if (setup_cgroup(sb, cfg, err) < 0)
+            goto fail;
+        phase(sb, "cgroup", &t);
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         kn_error_set(err, errno, "socketpair");
         goto fail;
@@ -553,13 +559,21 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
         kn_error_prefix(err, "user namespace id maps");
         goto fail;
     }
-    if (sb->cg && kn_cgroup_add_pid(sb->cg, sb->pid, err) < 0)
-        goto fail;
     if (send_msg(sb->sync, MSG_GO, 0, NULL) < 0) {
         kn_error_set(err, errno, "start the sandbox");
         goto fail;
     }
     phase(sb, "idmap", &t);
+    /* In parallel with the child building its root: the cgroup, and the
+     * child in it. The program cannot start before this is done. */
+    if (!cfg->service) {
+        if (setup_cgroup(sb, cfg, err) < 0)
+            goto fail;
+        phase(sb, "cgroup", &t);
+    }
+    if (sb->cg && kn_cgroup_add_pid(sb->cg, sb->pid, err) < 0)
+        goto fail;
+    phase(sb, "cgroup_join", &t);
     msg_t m;
     int r = recv_msg(sb->sync, &m);
     if (r != 1 || m.type != MSG_READY) {
