@@ -77,6 +77,11 @@ kn_read_file(const char *path, char *buf, size_t cap, kn_error_t *err)
 int
 kn_mkdir_p(const char *path, mode_t mode, kn_error_t *err)
 {
+    /* The common case is one missing level: try it before walking. */
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    if (errno != ENOENT)
+        return kn_error_set(err, errno, "mkdir %s", path);
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
         return kn_error_set(err, ENAMETOOLONG, "mkdir %s", path);
