@@ -429,14 +429,27 @@ p_net_udp(int argc, char **argv)
     return j_end();
 }
 
+/* socket(2) with bits above 31 set in the family: the kernel takes an int
+ * and drops them, a filter that compares all 64 bits does not. */
+static long
+socket_highbits(int family, int type, int proto)
+{
+    return syscall(SYS_socket, (unsigned long)family | (1UL << 32), type | SOCK_CLOEXEC, proto);
+}
+
 static int
 p_socket_simple(const char *probe, int family, int type, int proto)
 {
     int fd = socket(family, type | SOCK_CLOEXEC, proto);
+    long fd2;
     j_begin(probe);
     j_str("result", rc_name(fd));
     if (fd >= 0)
         close(fd);
+    fd2 = socket_highbits(family, type, proto);
+    j_str("highbits", rc_name(fd2));
+    if (fd2 >= 0)
+        close((int)fd2);
     return j_end();
 }
 
@@ -514,6 +527,12 @@ p_netlink(int argc, char **argv)
             worst = r;
     }
     j_close('}');
+    {
+        long fd = socket_highbits(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT);
+        j_str("audit_highbits", rc_name(fd));
+        if (fd >= 0)
+            close((int)fd);
+    }
     /* result: "ok" if any non-route family opened, else the first refusal */
     j_str("result", worst ? worst : "ok");
     return j_end();
@@ -629,6 +648,45 @@ p_process_vm(int argc, char **argv)
     j_str("result", rc_name(n));
     j_str("writev", rc_name(process_vm_writev(child, &local, 1, &remote, 1, 0)));
     kill_and_reap(child);
+    return j_end();
+}
+
+/* steal-fds [PID]: copy every descriptor of PID with pidfd_getfd. */
+static int
+p_steal_fds(int argc, char **argv)
+{
+    long pid = parse_long(argc > 0 ? argv[0] : NULL, 1);
+    long pfd = syscall(SYS_pidfd_open, pid, 0);
+    const char *refusal = "EBADF";
+    int stolen = 0;
+    j_begin("steal-fds");
+    j_int("pid", pid);
+    if (pfd < 0) {
+        j_str("result", errname(errno));
+        j_str("stage", "pidfd_open");
+        return j_end();
+    }
+    j_open("stolen", '{');
+    for (int fd = 0; fd < 256; fd++) {
+        long nfd = syscall(SYS_pidfd_getfd, pfd, fd, 0);
+        char link[64], target[PATH_MAX], key[16];
+        ssize_t n;
+        if (nfd < 0) {
+            if (errno != EBADF)
+                refusal = errname(errno);
+            continue;
+        }
+        snprintf(link, sizeof link, "/proc/self/fd/%ld", nfd);
+        n = readlink(link, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = 0;
+        snprintf(key, sizeof key, "%d", fd);
+        j_str(key, target);
+        close((int)nfd);
+        stolen++;
+    }
+    j_close('}');
+    close((int)pfd);
+    j_str("result", stolen ? "ok" : refusal);
     return j_end();
 }
 
@@ -1017,6 +1075,23 @@ p_umount(int argc, char **argv)
     j_begin("umount");
     j_str("target", target);
     j_str("result", rc_name(umount2(target, MNT_DETACH)));
+    return j_end();
+}
+
+/* newmount: the new mount API, which a filter on mount(2) alone misses. */
+static int
+p_newmount(int argc, char **argv)
+{
+    long fs = syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    long tree;
+    j_begin("newmount");
+    j_str("result", rc_name(fs));
+    if (fs >= 0)
+        close((int)fs);
+    tree = syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    j_str("open_tree", rc_name(tree));
+    if (tree >= 0)
+        close((int)tree);
     return j_end();
 }
 
@@ -1718,6 +1793,7 @@ static const struct probe {
     {"ptrace", p_ptrace, "[attach|traceme|PID]"},
     {"process-vm", p_process_vm, "process_vm_readv on a child"},
     {"kill", p_kill, "PID [SIG]"},
+    {"steal-fds", p_steal_fds, "[PID]  pidfd_getfd every descriptor of PID (default 1)"},
     {"ps", p_ps, "visible processes"},
     {"orphans", p_orphans, "MARKER N  detached grandchildren that ignore SIGTERM"},
     {"forkmax", p_forkmax, "[CAP]  fork until it fails"},
@@ -1733,6 +1809,7 @@ static const struct probe {
     {"mount", p_mount, "[TARGET]  tmpfs mount (sandbox only)"},
     {"remount", p_remount, "[PATH]  remount read-write (sandbox only)"},
     {"umount", p_umount, "[PATH]  unmount (sandbox only)"},
+    {"newmount", p_newmount, "fsopen and open_tree (new mount API)"},
     {"pivot-root", p_pivot_root, "pivot_root"},
     {"chroot", p_chroot, "chroot"},
     {"bpf", p_bpf, "BPF_MAP_CREATE"},

@@ -338,3 +338,10 @@ def test_json_with_binary_output(kn):
 def test_output_order_and_binary_passthrough(kn):
     r = kn.run("--", "bash", "-c", "printf 'a\\xff\\x00b'")
     assert r.stdout_bytes == b"a\xff\x00b", r
+
+
+def test_failed_download_is_an_error(kn, hostdir):
+    # A missing result file must not look like success to a script.
+    r = kn.run("--download", f"/work/never-written.txt:{hostdir}/out.txt", "-c", "pass")
+    assert r.rc == 125, r
+    assert "kennel:" in r.err and "never-written" in r.err, r

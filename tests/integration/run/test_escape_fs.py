@@ -305,3 +305,27 @@ def test_download_of_sparse_file_is_bounded(kn, hostdir):
         used = out.stat().st_blocks * 512
         out.unlink()
         assert used <= 256 * 1024 * 1024, f"a 4 GiB sparse file took {used >> 20} MiB on the host disk"
+
+
+def test_download_race_with_swapping_symlink(kn, hostdir):
+    """A background process keeps swapping the file to download between a
+    regular file and a symlink to a host-only secret, while the program
+    exits. Whatever the runtime copies must never be the secret."""
+    secret_dir = make_world_dir("kennel-run-secret-")
+    try:
+        secret = secret_dir / "secret.txt"
+        token = "KENNEL-RACE-SECRET-" + os.urandom(8).hex()
+        secret.write_text(token + "\n")
+        secret.chmod(0o644)  # readable by anyone on the host: only the path protects it
+        code = ("import os, subprocess\n"
+                "swap = ('while true; do echo plain > /work/f.tmp; mv -f /work/f.tmp /work/out;'\n"
+                f"        ' ln -sf {secret} /work/l.tmp; mv -f -T /work/l.tmp /work/out; done')\n"
+                "subprocess.Popen(['bash', '-c', swap])\n"
+                "import time; time.sleep(0.05)\n")
+        for i in range(10):
+            out = hostdir / f"out{i}"
+            kn.run("--download", f"/work/out:{out}", "-c", code, timeout=20)
+            if out.exists() and not out.is_symlink():
+                assert token not in out.read_text(errors="replace"), f"run {i}: the secret was downloaded"
+    finally:
+        remove_tree(secret_dir)

@@ -308,3 +308,35 @@ def test_init_cannot_be_stopped_or_killed_from_inside(kn):
                "kill -STOP 1; kill -KILL 1; kill -STOP -1; sleep 30", timeout=30)
     assert r.rc == 124, r
     assert r.elapsed < 5, r
+
+
+def test_no_way_to_host_root_through_proc(kn, hostdir, marker):
+    """/proc/PID/root and /proc/PID/cwd of every visible process (the
+    runtime's own helper included) must lead into the sandbox, never to the
+    host's /: a marker file that exists only in the host's /tmp must stay
+    out of reach."""
+    (hostdir / marker).write_text("host only\n")
+    (hostdir / marker).chmod(0o644)
+    host_path = str(hostdir / marker)
+    code = ("import json, os\n"
+            f"target = {host_path!r}\n"
+            "reached = []\n"
+            "for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self', 'thread-self']:\n"
+            "    for link in ('root', 'cwd'):\n"
+            "        base = '/proc/%s/%s' % (pid, link)\n"
+            "        for rel in (target, '/root/.bashrc'):\n"
+            "            p = base + rel if link == 'root' else base + '/../../../../../..' + rel\n"
+            "            try:\n"
+            "                with open(p) as f: f.read(1)\n"
+            "                reached.append(p)\n"
+            "            except OSError:\n"
+            "                pass\n"
+            "print(json.dumps(reached))\n")
+    r = kn.run("-c", code)
+    assert r.rc == 0, r
+    assert json.loads(r.out) == [], f"host files reached through /proc: {r.out}"
+
+
+def test_descriptors_of_pid1_cannot_be_stolen(kn):
+    r, p = kn.probe("steal-fds", "1")
+    assert p["result"] != "ok", f"descriptors copied out of pid 1: {p['stolen']}"

@@ -52,3 +52,37 @@ def test_image_probe_isolation(kn, busybox_root):
     r = kn.run("--image", str(busybox_root), "--", "/bin/kennel-probe", "caps")
     p = r.probe()
     assert int(p["CapEff"], 16) == 0 and p["Seccomp"] == "2", p
+
+
+@pytest.fixture
+def hostile_root(busybox_root):
+    """A rootfs whose directories point out of it: what an untrusted image
+    could ship. The runtime must resolve every path inside the root."""
+    root = busybox_root
+    os.rmdir(root / "work")
+    os.rmdir(root / "tmp")
+    os.symlink("/etc", root / "work")  # absolute: the host's /etc if resolved outside
+    os.symlink("../../../../../../../../etc", root / "tmp")  # climbs out if resolved outside
+    os.symlink("/etc/shadow", root / "shadow")
+    os.symlink("/root", root / "run")
+    return root
+
+
+def test_image_symlinks_do_not_reach_host(kn, hostile_root, hostdir, marker):
+    payload = hostdir / "payload.txt"
+    payload.write_text("payload\n")
+    payload.chmod(0o644)
+    out = hostdir / "shadow-copy"
+    try:
+        r = kn.run("--image", str(hostile_root), "--upload", f"{payload}:/work/{marker}-up",
+                   "--download", f"/shadow:{out}", "--", "/bin/sh", "-c",
+                   f"echo x > /work/{marker}; echo y > /tmp/{marker}; echo z > /run/{marker}; echo ran")
+        for p in (f"/etc/{marker}", f"/etc/{marker}-up", f"/root/{marker}"):
+            assert not os.path.exists(p), f"{p} was written on the host through an image symlink\n{r}"
+        if out.exists() and os.path.exists("/etc/shadow"):
+            with open("/etc/shadow") as f:
+                assert out.read_text(errors="replace") != f.read(), "host /etc/shadow was downloaded"
+    finally:
+        for p in (f"/etc/{marker}", f"/etc/{marker}-up", f"/root/{marker}"):
+            if os.path.exists(p):
+                os.unlink(p)
