@@ -95,3 +95,40 @@ def test_timeout_kills_tree(unpriv_kn, marker):
 def test_exit_codes(unpriv_kn):
     assert unpriv_kn.run("--", "bash", "-c", "exit 3").rc == 3
     assert unpriv_kn.run("--", "bash", "-c", "kill -9 $$").rc == 137
+
+
+def test_rlimits_hold_pids_without_cgroups(unpriv_kn):
+    # DESIGN §2.6: rlimits are the second line. RLIMIT_NPROC is counted per
+    # user namespace on this kernel, so --pids can hold without a cgroup.
+    r, p = unpriv_kn.probe("forkmax", "200", opts=("-q", "--pids", "16"))
+    assert p["children"] <= 16, f"--pids 16 let {p['children']} children start: {p}"
+
+
+def test_rlimits_hold_memory_without_cgroups(unpriv_kn):
+    r = unpriv_kn.probe_run("mem", "1024", opts=("-q", "-m", "64"))
+    if r.rc == 0:
+        p = r.probe()
+        assert p["result"] != "ok" and p["mebibytes"] <= 128, \
+            f"-m 64 let the program touch {p['mebibytes']} MiB"
+
+
+def test_deny_by_default_profile(unpriv_kn):
+    r, p = unpriv_kn.probe("caps", opts=("-q", "--profile", "deny-by-default"))
+    assert p["euid"] == 65532 and int(p["CapEff"], 16) == 0 and p["Seccomp"] == "2", p
+    r, p = unpriv_kn.probe("socket", "unix", opts=("-q", "--profile", "deny-by-default"))
+    assert p["result"] == "EPERM", p
+
+
+@pytest.mark.parametrize("probe", [["mount"], ["userns"], ["af-vsock"], ["io_uring"], ["bpf"],
+                                   ["keyctl"], ["int80"]])
+def test_seccomp_as_unprivileged(unpriv_kn, probe):
+    r, p = unpriv_kn.probe(*probe, opts=("-q",))
+    assert p["result"] in ("EPERM", "killed:SIGSYS"), p
+
+
+def test_setup_failure_is_125(unpriv_kn):
+    r = unpriv_kn.run("--bind", "/nonexistent/kennel/dir:/x", "-c", "print('RAN')")
+    assert r.rc == 125 and "RAN" not in r.out, r
+    # a host path the unprivileged caller cannot read must not become readable
+    r = unpriv_kn.run("--ro-bind", "/root:/r", "-c", "import os; print(os.listdir('/r'))")
+    assert ".bashrc" not in r.out, r
