@@ -345,3 +345,25 @@ def test_failed_download_is_an_error(kn, hostdir):
     r = kn.run("--download", f"/work/never-written.txt:{hostdir}/out.txt", "-c", "pass")
     assert r.rc == 125, r
     assert "kennel:" in r.err and "never-written" in r.err, r
+
+
+def test_timeout_of_a_stopped_program(kn):
+    r = kn.run("-t", "1", "--", "bash", "-c", "kill -STOP $$")
+    assert r.rc == 124, r
+    assert r.elapsed < 5, r
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_large_source(kn, hostdir, how):
+    # Larger than one argv string may be (128 KiB): a runtime that passes
+    # the code as `python3 -c CODE` fails with E2BIG.
+    code = "".join(f"# filler line {i:06d} {'x' * 60}\n" for i in range(16000)) + "print('big')\n"
+    assert len(code) > 1_000_000
+    if how == "file":
+        src = hostdir / "big.py"
+        src.write_text(code)
+        src.chmod(0o644)
+        r = kn.run(str(src))
+    else:
+        r = kn.run("-", input=code.encode())
+    assert r.rc == 0 and r.out == "big\n", r

@@ -195,3 +195,22 @@ def test_pids_limit_64(kn):
 def test_no_network(kn):
     r, p = kn.probe("ifaces", opts=DENY)
     assert set(p["ifaces"]) <= {"lo"}, p
+
+
+SPIN2 = ("spin() { s=${EPOCHREALTIME/./}; while (( ${EPOCHREALTIME/./} - s < 1500000 )); do :; done; }; "
+         "spin & spin & wait")
+
+
+def test_one_cpu(kn):
+    # two busy subshells (forks, no execve) for 1.5 s on a 2-CPU host
+    r = kn.run(*DENY, "--json", "--", "bash", "-c", SPIN2)
+    j = r.json()
+    assert j["exit_code"] == 0, j
+    used = j["cpu"]["user_ms"] + j["cpu"]["sys_ms"]
+    assert used <= 1750, f"1 CPU for 1.5 s, yet {used:.0f} ms of CPU used"
+
+
+def test_memory_256m(kn):
+    r = kn.probe_run("mem", "400", opts=(*DENY, "--json"))
+    j = r.json()
+    assert j["exit_code"] == 137 and j["oom_killed"] is True, j
