@@ -485,6 +485,33 @@ p_socket(int argc, char **argv)
     return p_socket_simple("socket", family, SOCK_STREAM, 0);
 }
 
+/* socket-families: every address family 0..63 with the common socket
+ * types; lists the families for which some socket could be created. A
+ * family the kernel refuses with EAFNOSUPPORT counts as closed. */
+static int
+p_socket_families(int argc, char **argv)
+{
+    static const int types[] = {SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET};
+    j_begin("socket-families");
+    j_open("opened", '[');
+    for (int fam = 0; fam < 64; fam++) {
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            int fd = socket(fam, types[t] | SOCK_CLOEXEC, 0);
+            if (fd >= 0) {
+                char num[16];
+                close(fd);
+                snprintf(num, sizeof num, "%d", fam);
+                out_sep();
+                out_puts(num);
+                break;
+            }
+        }
+    }
+    j_close(']');
+    j_str("result", "ok");
+    return j_end();
+}
+
 static int
 p_socketpair(int argc, char **argv)
 {
@@ -1788,6 +1815,7 @@ static const struct probe {
     {"netlink", p_netlink, "AF_NETLINK sockets of several families"},
     {"socket", p_socket, "[inet|inet6|unix]  create a socket"},
     {"socketpair", p_socketpair, "AF_UNIX socketpair"},
+    {"socket-families", p_socket_families, "address families that can make a socket"},
     {"unix", p_unix, "PATH|@NAME  connect to a unix socket"},
     {"ifaces", p_ifaces, "network interfaces visible"},
     {"ptrace", p_ptrace, "[attach|traceme|PID]"},

@@ -340,3 +340,9 @@ def test_no_way_to_host_root_through_proc(kn, hostdir, marker):
 def test_descriptors_of_pid1_cannot_be_stolen(kn):
     r, p = kn.probe("steal-fds", "1")
     assert p["result"] != "ok", f"descriptors copied out of pid 1: {p['stolen']}"
+
+
+def test_cgroup_namespace_hides_host_paths(kn):
+    r, p = kn.probe("read", "/proc/self/cgroup")
+    paths = [line.split(":", 2)[2] for line in p["data"].splitlines() if line.count(":") >= 2]
+    assert paths and all(x == "/" for x in paths), f"host cgroup paths visible: {p['data']}"

@@ -101,3 +101,12 @@ def test_ordinary_syscalls_still_work(kn):
     r = kn.run("-c", code)
     assert r.rc == 0, r
     assert r.out.split() == ["sub", "p", "sig", "x"], r
+
+
+def test_only_ordinary_socket_families(kn, probe_dir):
+    # AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (route only, see above);
+    # everything else (AF_ALG, AF_XDP, AF_KEY, ...) is attack surface.
+    host = run_cmd([str(probe_dir / "kennel-probe"), "socket-families"]).probe()
+    r, p = kn.probe("socket-families")
+    extra = sorted(set(p["opened"]) - {1, 2, 10, 16})
+    assert not extra, f"address families open inside: {extra} (host: {host['opened']})"
