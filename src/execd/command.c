@@ -591,6 +591,13 @@ kn_command_run(kn_req_t *req)
     json_t *body = kn_http_json_body(req, false, &r);
     if (!body)
         return r;
+    return kn_command_start(req, body);
+}
+
+enum MHD_Result
+kn_command_start(kn_req_t *req, json_t *body)
+{
+    enum MHD_Result r;
     struct run_args a;
     r = parse_run(req, body, &a);
     if (req->replied) {

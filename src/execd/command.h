@@ -6,8 +6,11 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
+
 #include "core/error.h"
 #include "execd.h"
+#include "http.h"
 
 /* Creates the store on ex (ex->cmds). -1 with err on failure. */
 int kn_command_store_init(kn_execd_t *ex, kn_error_t *err);
@@ -18,6 +21,8 @@ void kn_command_store_free(kn_execd_t *ex);
  * kn_command_env_free(). */
 char **kn_command_env(const void *envs_json);
 void kn_command_env_free(char **env);
+/* Runs a RunCommandRequest body (consumed) and replies with its stream. */
+enum MHD_Result kn_command_start(kn_req_t *req, json_t *body);
 /* The shell used for commands: "bash" when present in PATH, else "sh". */
 const char *kn_command_shell(void);
 
