@@ -18,6 +18,7 @@
 #include "handlers.h"
 #include "http.h"
 #include "proc.h"
+#include "repl.h"
 #include "stream.h"
 #include "util.h"
 
@@ -637,8 +638,19 @@ kn_command_interrupt(kn_req_t *req)
     if (!id || !*id)
         return kn_http_reply_error(req, 400, "MISSING_QUERY", "missing query parameter \"id\"");
     kn_cmd_t *c = store_get(req->ex->cmds, id);
-    if (!c)
+    if (!c) {
+        /* As the reference does: a code context id interrupts its run, a
+         * session id stops that session's current command. */
+        kn_repl_t *r = kn_repl_get(req->ex, KN_REPL_CODE, id);
+        if (!r)
+            r = kn_repl_get(req->ex, KN_REPL_SESSION, id);
+        if (r) {
+            kn_repl_interrupt(r);
+            kn_repl_put(req->ex, r);
+            return kn_http_reply_empty(req, 200);
+        }
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "no command with id %s", id);
+    }
     kn_child_t *child = NULL;
     pthread_mutex_lock(&req->ex->cmds->lock);
     if (c->running && c->child) {

@@ -260,3 +260,20 @@ def test_abandoned_code_run_is_interrupted(client, daemon):
     time.sleep(0.5)
     evs = code(client, cid, "'still here'")
     assert of(evs, "result")[0]["results"]["text/plain"] == "'still here'"
+
+
+def test_delete_command_with_session_id_interrupts_it(client):
+    need("bash")
+    st, b = client.json("POST", "/session", {})
+    sid = b["session_id"]
+    res = {}
+    t = threading.Thread(target=lambda: res.setdefault(
+        "evs", client.events(f"/session/{sid}/run", {"command": "sleep 30; echo after"})))
+    t0 = time.time()
+    t.start()
+    time.sleep(0.5)
+    st, h, _ = client.request("DELETE", f"/command?id={sid}")
+    assert st == 200
+    t.join(10)
+    assert time.time() - t0 < 8
+    assert res["evs"][-1]["type"] in ("error", "execution_complete")
