@@ -136,8 +136,9 @@ kn_code_run(kn_req_t *req)
     if (id && *id) {
         c = kn_repl_get(req->ex, KN_REPL_CODE, id);
         if (!c) {
+            r = kn_http_reply_error(req, 500, "CONTEXT_NOT_FOUND", "no code context %s", id);
             json_decref(body);
-            return kn_http_reply_error(req, 500, "CONTEXT_NOT_FOUND", "no code context %s", id);
+            return r;
         }
     } else if (!lang || !*lang) {
         /* No language: run the code as a shell command, as POST /command would. */

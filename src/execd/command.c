@@ -43,6 +43,8 @@ typedef struct kn_cmd {
 
 struct kn_cmdstore {
     pthread_mutex_t lock;
+    pthread_cond_t idle;
+    int waiters;    /* background waiter threads still running */
     kn_cmd_t *head; /* newest first */
 };
 
@@ -53,6 +55,7 @@ kn_command_store_init(kn_execd_t *ex, kn_error_t *err)
     if (!s)
         return kn_error_set(err, ENOMEM, "command store");
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
     ex->cmds = s;
     return 0;
 }
@@ -94,9 +97,20 @@ kn_command_store_free(kn_execd_t *ex)
         cmd_unref_locked(c);
         c = next;
     }
+    /* Waiter threads hold the store until their (killed) command is reaped. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    while (s->waiters > 0 && pthread_cond_timedwait(&s->idle, &s->lock, &dl) == 0)
+        ;
+    bool idle = s->waiters == 0;
     pthread_mutex_unlock(&s->lock);
-    /* Threads still holding references free them; the store itself stays valid
-     * until exit because those threads may still lock it. */
+    if (idle) {
+        pthread_cond_destroy(&s->idle);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        ex->cmds = NULL;
+    }
 }
 
 /* Adds c (one reference for the store) and forgets the oldest finished commands. */
@@ -393,7 +407,12 @@ bg_waiter(void *arg)
         error = "non-zero exit status";
     cmd_finish(w->ex->cmds, w->cmd, code, error);
     cmd_release_child(w->ex->cmds, w->cmd);
-    cmd_unref(w->ex->cmds, w->cmd);
+    struct kn_cmdstore *s = w->ex->cmds;
+    pthread_mutex_lock(&s->lock);
+    cmd_unref_locked(w->cmd);
+    s->waiters--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
     free(w);
     return NULL;
 }
@@ -519,7 +538,15 @@ run_background(kn_req_t *req, const struct run_args *a, kn_cmd_t *c, kn_spawn_t 
     pthread_attr_setstacksize(&at, 64 * 1024);
     if (w) {
         *w = (struct bg_wait){req->ex, c, a->timeout_ms};
+        pthread_mutex_lock(&req->ex->cmds->lock);
+        req->ex->cmds->waiters++;
+        c->refs++; /* the waiter's */
+        pthread_mutex_unlock(&req->ex->cmds->lock);
         if (pthread_create(&t, &at, bg_waiter, w) != 0) {
+            pthread_mutex_lock(&req->ex->cmds->lock);
+            req->ex->cmds->waiters--;
+            c->refs--;
+            pthread_mutex_unlock(&req->ex->cmds->lock);
             free(w);
             w = NULL;
         }
@@ -536,6 +563,7 @@ run_background(kn_req_t *req, const struct run_args *a, kn_cmd_t *c, kn_spawn_t 
     kn_stream_event(&out, "execution_complete", json_pack("{s:i}", "execution_time", 0));
     enum MHD_Result r = kn_http_reply_text(req, 200, "text/event-stream", out.data, out.len);
     kn_buf_free(&out);
+    cmd_unref(req->ex->cmds, c);
     return r;
 }
 

@@ -193,9 +193,9 @@ kn_execd_main(int argc, char **argv)
     drain_children(&set, KN_SHUTDOWN_GRACE_MS);
     kn_proc_signal_all(SIGKILL);
     drain_children(&set, KN_SHUTDOWN_GRACE_MS);
+    kn_http_stop(h);
     kn_repl_store_free(&ex);
     kn_command_store_free(&ex);
-    kn_http_stop(h);
     close(ex.root_fd);
     return 0;
 }

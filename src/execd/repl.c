@@ -114,6 +114,10 @@ kn_repl_store_free(kn_execd_t *ex)
             break;
         kn_repl_put(ex, r);
     }
+    /* Called after the HTTP servers stopped: no run holds the store any more. */
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    ex->repls = NULL;
 }
 
 /* Reads one reply line (without its newline) into line; 1 if one is ready, 0

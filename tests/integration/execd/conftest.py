@@ -107,7 +107,10 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.seek(0)
+            self.output = self.log.read()
+            self.log.close()
 
 
 @pytest.fixture
@@ -121,7 +124,7 @@ def daemon(execd_bin, tmpdir_path):
     d = Daemon(execd_bin, tmpdir_path)
     yield d
     d.stop()
-    assert d.proc.returncode == 0, f"execd exited with {d.proc.returncode}"
+    assert d.proc.returncode == 0, f"execd exited with {d.proc.returncode}: {d.output[-6000:]}"
 
 
 @pytest.fixture
@@ -138,6 +141,7 @@ def rooted(execd_bin, tmpdir_path):
     d.root = root
     yield d
     d.stop()
+    assert d.proc.returncode == 0, f"execd exited with {d.proc.returncode}: {d.output[-6000:]}"
 
 
 def fd_count(pid):
