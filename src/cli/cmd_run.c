@@ -25,6 +25,7 @@
 
 #define MAX_SOURCES 32
 #define MAX_XFER 32
+#define MAX_INLINE_CODE (64 * 1024)
 
 typedef struct source {
     const char *lang; /* python, javascript, bash; NULL for a command */
@@ -32,6 +33,7 @@ typedef struct source {
     const char *file; /* host path of a script */
     char **cmd;       /* borrowed argv of `-- CMD ARGS` */
     char label[64];
+    char spill[64]; /* code too long for argv goes to this file inside */
 } source_t;
 
 typedef struct run_opts {
@@ -76,7 +78,7 @@ typedef struct job {
     kn_sandbox_t *sb;
     stream_t s[2];
     uint64_t t0, deadline_us;
-    bool program_done, finished, failed;
+    bool program_done, finished, failed, download_failed;
     char error[KN_ERROR_MSG_MAX];
     kn_result_t res;
 } job_t;
@@ -241,6 +243,15 @@ build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
             const char *base = strrchr(s->file, '/');
             snprintf(script, sizeof script, "/tmp/%s", base ? base + 1 : s->file);
             argv[1] = script;
+        } else if (strlen(s->code) > MAX_INLINE_CODE) {
+            /* One argv string may hold at most 128 KiB (MAX_ARG_STRLEN). */
+            static const char *const ext[] = {"python", "py", "javascript", "js", "bash", "sh"};
+            const char *e = "txt";
+            for (int i = 0; i < 6; i += 2)
+                if (!strcmp(s->lang, ext[i]))
+                    e = ext[i + 1];
+            snprintf(s->spill, sizeof s->spill, "/tmp/kennel-%s.%s", s->label, e);
+            argv[1] = s->spill;
         } else {
             argv[1] = !strcmp(s->lang, "javascript") ? "-e" : "-c";
             argv[2] = s->code;
@@ -304,6 +315,9 @@ start_job(job_t *j, const run_opts_t *o, bool pass_stdin, kn_error_t *err)
         if (kn_sandbox_copy_in(j->sb, local, guest, err) < 0)
             return -1;
     }
+    if (j->src->spill[0] &&
+        kn_sandbox_write_in(j->sb, j->src->spill, j->src->code, strlen(j->src->code), err) < 0)
+        return -1;
     if (j->src->file) {
         const char *base = strrchr(j->src->file, '/');
         char guest[PATH_MAX];
@@ -408,8 +422,10 @@ end_program(job_t *j, const run_opts_t *o)
         kn_error_t err = {0};
         parse_xfer(o->downloads[i], g, local, sizeof g, true);
         guest_path(g, guest, sizeof guest);
-        if (kn_sandbox_copy_out(j->sb, guest, local, &err) < 0)
+        if (kn_sandbox_copy_out(j->sb, guest, local, &err) < 0) {
             fprintf(stderr, "kennel: download: %s\n", err.msg);
+            j->download_failed = true;
+        }
     }
     kn_sandbox_finish(j->sb, &j->res);
     j->finished = true;
@@ -843,6 +859,8 @@ kn_cmd_run(int argc, char **argv)
             rc = 124;
         } else if (j->res.exit_code)
             rc = j->res.exit_code;
+        else if (j->download_failed)
+            rc = KN_EXIT_KENNEL;
     }
 out:
     fflush(stdout);

@@ -99,6 +99,22 @@ out:
 }
 
 int
+kn_sandbox_write_in(kn_sandbox_t *sb, const char *guest, const void *data, size_t len,
+                    kn_error_t *err)
+{
+    if (sb->state != KN_SB_READY)
+        return kn_error_set(err, EINVAL, "files can be copied in only before the program starts");
+    int out = open_in_root(sb, guest, O_WRONLY | O_CREAT | O_TRUNC, 0644, err);
+    if (out < 0)
+        return -1;
+    int rc = 0;
+    if (kn_write_all(out, data, len) < 0)
+        rc = kn_error_set(err, errno, "write %s", guest);
+    close(out);
+    return rc;
+}
+
+int
 kn_sandbox_copy_out(kn_sandbox_t *sb, const char *guest, const char *local, kn_error_t *err)
 {
     int rc = -1, in = -1, out = -1;

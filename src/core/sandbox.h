@@ -69,6 +69,8 @@ int kn_sandbox_collect(kn_sandbox_t *sb, bool *done);
  * program ended). Guest paths resolve inside the sandbox's root only:
  * symlinks and ".." cannot leave it. */
 int kn_sandbox_copy_in(kn_sandbox_t *sb, const char *local, const char *guest, kn_error_t *err);
+int kn_sandbox_write_in(kn_sandbox_t *sb, const char *guest, const void *data, size_t len,
+                        kn_error_t *err);
 int kn_sandbox_copy_out(kn_sandbox_t *sb, const char *guest, const char *local, kn_error_t *err);
 /* Ends the sandbox (every process in it dies), reaps it, fills res. */
 int kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res);

@@ -103,6 +103,7 @@ typedef struct child_ctx {
     int sync;
     bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
     const kn_cgroup_t *cg;
+    bool no_cgroup; /* set at EXEC: limit memory with RLIMIT_AS instead */
     const kn_bpf_t *filter;
     const kn_bpf_t *exec_notify; /* NULL unless cfg->deny_exec */
 } child_ctx_t;
@@ -124,6 +125,8 @@ set_rlimits(const kn_config_t *cfg, kn_error_t *err)
         {RLIMIT_CORE, 0},
         {RLIMIT_NOFILE, cfg->nofile},
         {RLIMIT_FSIZE, cfg->fsize},
+        /* Second line behind the pids cgroup; counted per user namespace. */
+        {RLIMIT_NPROC, cfg->pids},
     };
     for (size_t i = 0; i < sizeof lims / sizeof lims[0]; i++) {
         if (lims[i].res != RLIMIT_CORE && lims[i].val == 0)
@@ -243,6 +246,14 @@ program_main(const child_ctx_t *c)
     /* Every descriptor of the host except stdio is gone. */
     kn_sys_close_range(3, ~0U, 0);
 
+    if (c->no_cgroup && cfg->memory) {
+        /* Without a memory cgroup, the address space is the only bound left.
+         * Runtimes that reserve large ranges (node) may not start under it;
+         * the launcher's warning says so. */
+        struct rlimit rl = {cfg->memory, cfg->memory};
+        if (setrlimit(RLIMIT_AS, &rl) < 0)
+            program_fail(KN_CHILD_SETUP_FAILED, "setrlimit", "RLIMIT_AS", errno);
+    }
     if (kn_caps_drop_bounding(&err) < 0)
         program_fail(KN_CHILD_SETUP_FAILED, "capabilities:", err.msg, 0);
     if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0 || setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
@@ -387,6 +398,7 @@ child_main(child_ctx_t *c)
         _exit(KN_CHILD_SETUP_FAILED);
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_EXEC)
         _exit(KN_CHILD_SETUP_FAILED);
+    c->no_cgroup = m.value == 1;
     /* Only now is init surely in its cgroup (the launcher joins it while the
      * root is built): the cgroup namespace is rooted there. */
     if (unshare(CLONE_NEWCGROUP) < 0)
@@ -486,7 +498,11 @@ setup_cgroup(kn_sandbox_t *sb, const kn_config_t *cfg, kn_error_t *err)
         return kn_error_prefix(err, "cgroup");
     }
     sb->unenforced_cgroup = true;
-    warn(sb, "cgroup limits (memory, pids, cpu) are not enforced", cerr.msg);
+    warn(sb,
+         "cgroup limits are not enforced; memory falls back to RLIMIT_AS (address space: "
+         "some runtimes, node among them, cannot start under a small one), pids to "
+         "RLIMIT_NPROC, CPU is not limited",
+         cerr.msg);
     return 0;
 }
 
@@ -606,7 +622,7 @@ kn_sandbox_start(kn_sandbox_t *sb, kn_error_t *err)
 {
     if (sb->state != KN_SB_READY)
         return kn_error_set(err, EINVAL, "sandbox is not ready to start");
-    if (send_msg(sb->sync, MSG_EXEC, 0, NULL) < 0)
+    if (send_msg(sb->sync, MSG_EXEC, sb->cg ? 0 : 1, NULL) < 0)
         return kn_error_set(err, errno, "start the program");
     sb->t_exec = kn_now_us();
     uint64_t t = sb->t_start;
