@@ -346,3 +346,23 @@ def test_cgroup_namespace_hides_host_paths(kn):
     r, p = kn.probe("read", "/proc/self/cgroup")
     paths = [line.split(":", 2)[2] for line in p["data"].splitlines() if line.count(":") >= 2]
     assert paths and all(x == "/" for x in paths), f"host cgroup paths visible: {p['data']}"
+
+
+@pytest.mark.parametrize("profile", ["default", "deny-by-default"])
+def test_host_su_gives_nothing(kn, profile):
+    if not os.path.exists("/usr/bin/su"):
+        pytest.skip("the host has no /usr/bin/su")
+    r = kn.run("--profile", profile, "-t", "10", "--", "/usr/bin/su", "-c",
+               "grep -E '^(Uid|CapEff)' /proc/self/status", "root", input=b"\n")
+    fields = dict(line.split(":", 1) for line in r.out.splitlines() if ":" in line)
+    if "CapEff" in fields:
+        assert int(fields["CapEff"].strip(), 16) == 0, r
+    if profile == "deny-by-default" and "Uid" in fields:
+        assert fields["Uid"].split()[1] != "0", f"su made uid 65532 root\n{r}"
+
+
+def test_setuid_mount_helper_gives_nothing(kn):
+    if not os.path.exists("/usr/bin/mount"):
+        pytest.skip("the host has no /usr/bin/mount")
+    r = kn.run("--profile", "deny-by-default", "--", "/usr/bin/mount", "-t", "tmpfs", "kennel", "/tmp")
+    assert r.rc != 0, r
