@@ -214,3 +214,25 @@ def test_memory_256m(kn):
     r = kn.probe_run("mem", "400", opts=(*DENY, "--json"))
     j = r.json()
     assert j["exit_code"] == 137 and j["oom_killed"] is True, j
+
+
+def test_upload_to_in_and_download_from_out(kn, hostdir):
+    """Without binds, /in and /out are the profile's own: --upload places
+    inputs in /in (read-only to the program), --download collects /out."""
+    src = hostdir / "input.txt"
+    src.write_text("input data\n")
+    src.chmod(0o644)
+    out = hostdir / "result.txt"
+    code = ("import errno\n"
+            "data = open('/in/input.txt').read()\n"
+            "open('/out/result.txt', 'w').write(data.upper())\n"
+            "try:\n"
+            "    open('/in/input.txt', 'w')\n"
+            "    print('in-writable')\n"
+            "except OSError as e:\n"
+            "    print(errno.errorcode[e.errno])\n")
+    r = kn.run(*DENY, "--upload", f"{src}:/in/input.txt", "--download", f"/out/result.txt:{out}",
+               "-c", code)
+    assert r.rc == 0, r
+    assert r.out in ("EROFS\n", "EACCES\n"), r
+    assert out.read_text() == "INPUT DATA\n"
