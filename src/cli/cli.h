@@ -15,5 +15,7 @@ typedef struct kn_command {
 
 int kn_cmd_run(int argc, char **argv);
 int kn_cmd_receipts(int argc, char **argv);
+int kn_cmd_serve(int argc, char **argv);
+int kn_cmd_shim(int argc, char **argv);
 
 #endif

@@ -1,0 +1,195 @@
+/* cmd_serve.c - `kennel serve`: the OpenSandbox lifecycle API server.
+ * Parses flags over a config file and the environment, then runs the server. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server.h"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: kennel serve [OPTIONS]\n"
+               "\n"
+               "Serves the OpenSandbox lifecycle API (/v1) and proxies each sandbox's execd at\n"
+               "/sandboxes/{id}/proxy/44772/. Sandboxes are owned by detached supervisors\n"
+               "(`kennel shim`) and survive a restart of the server, which adopts them again.\n"
+               "\n"
+               "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
+               "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
+               "                           readyTimeoutMs); flags override it\n"
+               "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
+               "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
+               "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
+               "      --execd PATH         kennel-execd binary (default: next to kennel)\n"
+               "      --image-alias NAME=IMAGE  accept image NAME as IMAGE (host or a rootfs dir)\n"
+               "      --allow-host-path DIR     host volumes may come from under DIR\n"
+               "      --max-timeout SECONDS     longest sandbox timeout accepted\n"
+               "      --ready-timeout MS        give up a create when execd is silent (30000)\n"
+               "  -q, --quiet              no request log lines\n"
+               "\n"
+               "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
+               "send one in the OPEN-SANDBOX-API-KEY header. Without any key the server accepts\n"
+               "every request and will only listen on a loopback address.\n"
+               "Logs are JSON lines on standard error.\n");
+}
+
+static bool
+loopback(const char *host)
+{
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1");
+}
+
+static int
+add_str(char **slots, int *n, int max, const char *v)
+{
+    if (*n >= max || !(slots[*n] = strdup(v)))
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+static int
+parse(int argc, char **argv, kn_server_cfg_t *cfg)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'},
+        {"listen", required_argument, 0, 'l'},
+        {"db", required_argument, 0, 257},
+        {"run-dir", required_argument, 0, 258},
+        {"execd", required_argument, 0, 259},
+        {"image-alias", required_argument, 0, 260},
+        {"allow-host-path", required_argument, 0, 261},
+        {"max-timeout", required_argument, 0, 262},
+        {"ready-timeout", required_argument, 0, 263},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    kn_error_t err = {0};
+    /* The config file first, so that flags override it. */
+    for (int i = 1; i + 1 < argc; i++)
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) &&
+            kn_server_cfg_load(cfg, argv[i + 1], &err) < 0) {
+            fprintf(stderr, "kennel serve: %s\n", err.msg);
+            return KN_EXIT_KENNEL;
+        }
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":c:l:qh", opts, NULL)) != -1) {
+        char *eq, *colon;
+        long v;
+        switch (c) {
+        case 'c':
+            break;
+        case 'l':
+            colon = strrchr(optarg, ':');
+            v = colon ? strtol(colon + 1, NULL, 10) : 0;
+            if (!colon || v < 1 || v > 65535 ||
+                (size_t)(colon - optarg) >= sizeof cfg->listen_host) {
+                fprintf(stderr, "kennel serve: --listen wants HOST:PORT\n");
+                return KN_EXIT_KENNEL;
+            }
+            snprintf(cfg->listen_host, sizeof cfg->listen_host, "%.*s", (int)(colon - optarg),
+                     optarg[0] == '[' ? optarg + 1 : optarg);
+            cfg->listen_host[strcspn(cfg->listen_host, "]")] = '\0';
+            cfg->listen_port = (int)v;
+            break;
+        case 257:
+            free(cfg->db_path);
+            cfg->db_path = strdup(optarg);
+            break;
+        case 258:
+            free(cfg->run_dir);
+            cfg->run_dir = strdup(optarg);
+            break;
+        case 259:
+            free(cfg->execd_path);
+            cfg->execd_path = strdup(optarg);
+            break;
+        case 260:
+            eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1] || cfg->n_aliases >= KN_SERVER_MAX_ALIASES) {
+                fprintf(stderr, "kennel serve: --image-alias wants NAME=IMAGE\n");
+                return KN_EXIT_KENNEL;
+            }
+            cfg->alias_name[cfg->n_aliases] = strndup(optarg, (size_t)(eq - optarg));
+            cfg->alias_image[cfg->n_aliases++] = strdup(eq + 1);
+            break;
+        case 261:
+            if (optarg[0] != '/' ||
+                add_str(cfg->host_paths, &cfg->n_host_paths, KN_SERVER_MAX_HOSTPATHS, optarg) < 0) {
+                fprintf(stderr, "kennel serve: --allow-host-path wants an absolute path\n");
+                return KN_EXIT_KENNEL;
+            }
+            break;
+        case 262:
+        case 263:
+            errno = 0;
+            v = strtol(optarg, &eq, 10);
+            if (errno || *eq || v < 1 || v > 100L * 365 * 86400) {
+                fprintf(stderr, "kennel serve: bad number '%s'\n", optarg);
+                return KN_EXIT_KENNEL;
+            }
+            if (c == 262)
+                cfg->max_timeout_s = v;
+            else
+                cfg->ready_timeout_ms = (int)(v > 600000 ? 600000 : v);
+            break;
+        case 'q':
+            cfg->log_requests = false;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        case ':':
+            fprintf(stderr, "kennel serve: option '%s' needs a value\n", argv[optind - 1]);
+            return KN_EXIT_KENNEL;
+        default:
+            fprintf(stderr, "kennel serve: unknown option '%s'\n", argv[optind - 1]);
+            return KN_EXIT_KENNEL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kennel serve: unexpected argument '%s'\n", argv[optind]);
+        return KN_EXIT_KENNEL;
+    }
+    const char *key = getenv("KENNEL_API_KEY");
+    if (key && key[0] && add_str(cfg->api_keys, &cfg->n_keys, KN_SERVER_MAX_KEYS, key) < 0)
+        return KN_EXIT_KENNEL;
+    return 0;
+}
+
+int
+kn_cmd_serve(int argc, char **argv)
+{
+    kn_server_cfg_t cfg;
+    kn_server_cfg_init(&cfg);
+    int rc = parse(argc, argv, &cfg);
+    if (rc != 0) {
+        kn_server_cfg_free(&cfg);
+        return rc < 0 ? 0 : rc;
+    }
+    if (cfg.n_keys == 0) {
+        if (!loopback(cfg.listen_host)) {
+            fprintf(stderr,
+                    "kennel serve: no API key is configured, so the server only listens "
+                    "on loopback; set KENNEL_API_KEY or apiKeys to listen on %s\n",
+                    cfg.listen_host);
+            kn_server_cfg_free(&cfg);
+            return KN_EXIT_KENNEL;
+        }
+        fprintf(stderr, "{\"level\":\"warning\",\"msg\":\"no API key configured: every request "
+                        "is accepted; listening on loopback only\"}\n");
+    }
+    kn_error_t err = {0};
+    rc = kn_server_run(&cfg, &err);
+    if (rc < 0)
+        fprintf(stderr, "kennel serve: %s\n", err.msg);
+    kn_server_cfg_free(&cfg);
+    return rc < 0 ? KN_EXIT_KENNEL : 0;
+}

@@ -1,0 +1,321 @@
+/* http.c - see http.h: responses, errors, the request lifecycle, auth and
+ * the hand-off to routes or the proxy. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "util.h"
+
+#define KN_HTTP_EXECD_PORT 44772
+
+enum MHD_Result
+kn_http_queue(struct MHD_Connection *c, kn_req_t *r, unsigned status, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-ID", r->rid);
+    r->status = status;
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result
+kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return MHD_NO;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    return kn_http_queue(c, r, status, resp);
+}
+
+enum MHD_Result
+kn_http_error(struct MHD_Connection *c, kn_req_t *r, unsigned status, const char *code,
+              const char *message)
+{
+    return kn_http_json(c, r, status, json_pack("{s:s, s:s}", "code", code, "message", message));
+}
+
+enum MHD_Result
+kn_http_empty(struct MHD_Connection *c, kn_req_t *r, unsigned status)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    return kn_http_queue(c, r, status, resp);
+}
+
+enum MHD_Result
+kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
+{
+    static const struct {
+        int code;
+        unsigned status;
+        const char *name;
+    } map[] = {
+        {EINVAL, 400, "SANDBOX::INVALID_PARAMETER"},
+        {ENOENT, 404, "SANDBOX::SANDBOX_NOT_FOUND"},
+        {EBUSY, 409, "SANDBOX::INVALID_STATE"},
+        {E2BIG, 413, "REQUEST_TOO_LARGE"},
+        {ENOTSUP, 501, "NOT_IMPLEMENTED"},
+        {EPERM, 502, "PROXY::BACKEND_REFUSED"},
+        {ECONNREFUSED, 502, "PROXY::BACKEND_UNAVAILABLE"},
+        {EPROTO, 502, "PROXY::BAD_BACKEND_RESPONSE"},
+        {ETIMEDOUT, 504, "SANDBOX::PROVISION_TIMEOUT"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (map[i].code == err->code)
+            return kn_http_error(c, r, map[i].status, map[i].name, err->msg);
+    return kn_http_error(c, r, 500, "GENERAL::UNKNOWN_ERROR", err->msg[0] ? err->msg : "error");
+}
+
+/* The client's X-Request-ID when it is a sane token, else a new one. */
+static void
+request_id(struct MHD_Connection *c, kn_req_t *r)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID");
+    size_t n = v ? strlen(v) : 0;
+    bool ok = n > 0 && n < sizeof r->rid;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] > 0x20 && v[i] < 0x7f;
+    if (ok) {
+        memcpy(r->rid, v, n + 1);
+        return;
+    }
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        memset(b, 0, sizeof b);
+    for (int i = 0; i < 16; i++)
+        snprintf(r->rid + 2 * i, 3, "%02x", b[i]);
+}
+
+static bool
+same(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static bool
+authorized(kn_srv_t *s, struct MHD_Connection *c, const char **why)
+{
+    if (s->cfg->n_keys == 0)
+        return true;
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "OPEN-SANDBOX-API-KEY");
+    if (!key || !key[0]) {
+        *why = "MISSING_API_KEY";
+        return false;
+    }
+    bool ok = false;
+    for (int i = 0; i < s->cfg->n_keys; i++)
+        ok |= same(key, s->cfg->api_keys[i]);
+    *why = "INVALID_API_KEY";
+    return ok;
+}
+
+/* /sandboxes/{id}/proxy/{port}[/rest][?query], also under /v1, matched
+ * on the raw URI so that the rest goes to execd exactly as sent. */
+static bool
+proxy_target(const char *raw, char *id, size_t idlen, long *port, const char **rest)
+{
+    const char *p = raw;
+    if (!strncmp(p, "/v1/", 4))
+        p += 3;
+    if (strncmp(p, "/sandboxes/", 11) != 0)
+        return false;
+    p += 11;
+    size_t n = strcspn(p, "/?");
+    if (n == 0 || n >= idlen || strncmp(p + n, "/proxy/", 7) != 0)
+        return false;
+    memcpy(id, p, n);
+    id[n] = '\0';
+    p += n + 7;
+    long v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
+        v = v * 10 + (*p - '0');
+    if (digits == 0 || (*p && *p != '/' && *p != '?'))
+        return false;
+    *port = v;
+    *rest = p;
+    return true;
+}
+
+static void
+log_request(kn_req_t *r)
+{
+    if (!r->srv->cfg->log_requests)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_t *j = json_pack("{s:f, s:s, s:s, s:s, s:i, s:f, s:s}", "ts", ts.tv_sec + ts.tv_nsec / 1e9,
+                          "level", "info", "method", r->method, "path",
+                          r->raw_uri ? r->raw_uri : "", "status", (int)r->status, "ms",
+                          (kn_now_us() - r->t0) / 1000.0, "requestId", r->rid);
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (line)
+        fprintf(stderr, "%s\n", line);
+    free(line);
+    json_decref(j);
+}
+
+void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
+void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                       enum MHD_RequestTerminationCode toe);
+enum MHD_Result kn_http_access(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **req_cls);
+
+void *
+kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)c;
+    kn_req_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->srv = cls;
+    r->t0 = kn_now_us();
+    r->raw_uri = strdup(uri ? uri : "");
+    return r;
+}
+
+void
+kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                  enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)toe;
+    kn_req_t *r = *req_cls;
+    if (!r)
+        return;
+    (void)c;
+    log_request(r);
+    kn_proxy_free(r->proxy);
+    free(r->body);
+    free(r->raw_uri);
+    free(r);
+    *req_cls = NULL;
+}
+
+static enum MHD_Result
+start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *method, const char *id,
+            long port, const char *rest)
+{
+    kn_error_t err = {0};
+    char sock[4096], pidns[64], target[8192];
+    s->proxied++;
+    if (port != KN_HTTP_EXECD_PORT) {
+        if (kn_sbx_exists(s->mgr, id, &err) < 0)
+            return kn_http_fail(c, r, &err);
+        return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
+                             "only execd's port 44772 is proxied yet; other ports are planned");
+    }
+    const char *upgrade = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade");
+    if (upgrade)
+        return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
+                             "WebSocket upgrades through the proxy are not supported yet");
+    if (kn_sbx_execd(s->mgr, id, sock, sizeof sock, pidns, sizeof pidns, &err) < 0)
+        return kn_http_fail(c, r, &err);
+    if (snprintf(target, sizeof target, "%s%s", rest[0] == '/' ? "" : "/", rest) >=
+        (int)sizeof target)
+        return kn_http_error(c, r, 414, "URI_TOO_LONG", "the proxied path is too long");
+    if (kn_proxy_begin(&r->proxy, sock, pidns, method, target, c, &err) < 0) {
+        if (err.code != EPERM)
+            err.code = ECONNREFUSED;
+        return kn_http_fail(c, r, &err);
+    }
+    r->is_proxy = true;
+    return MHD_YES;
+}
+
+static enum MHD_Result
+first_call(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *url, const char *method)
+{
+    r->started = true;
+    s->requests++;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    request_id(c, r);
+    const char *why = NULL;
+    const char *path = url;
+    if (!strncmp(path, "/v1/", 4))
+        path += 3;
+    bool open_route = !strcmp(path, "/health");
+    if (!open_route && !authorized(s, c, &why))
+        return kn_http_error(c, r, 401, why,
+                             !strcmp(why, "MISSING_API_KEY")
+                                 ? "Authentication credentials are missing: send the "
+                                   "OPEN-SANDBOX-API-KEY header"
+                                 : "The API key in OPEN-SANDBOX-API-KEY is not valid");
+    char id[128];
+    long port;
+    const char *rest;
+    if (proxy_target(r->raw_uri, id, sizeof id, &port, &rest))
+        return start_proxy(s, c, r, method, id, port, rest);
+    return MHD_YES;
+}
+
+enum MHD_Result
+kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+               const char *version, const char *upload, size_t *upload_size, void **req_cls)
+{
+    (void)version;
+    kn_srv_t *s = cls;
+    kn_req_t *r = *req_cls;
+    if (!r)
+        return MHD_NO;
+    if (!r->started)
+        return first_call(s, c, r, url, method);
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->is_proxy) {
+            kn_error_t err = {0};
+            if (kn_proxy_body(r->proxy, upload, n, &err) < 0)
+                return MHD_NO;
+            return MHD_YES;
+        }
+        if (r->too_big || r->len + n > s->cfg->max_body) {
+            r->too_big = true;
+            return MHD_YES;
+        }
+        char *g = realloc(r->body, r->len + n + 1);
+        if (!g)
+            return MHD_NO;
+        memcpy(g + r->len, upload, n);
+        r->body = g;
+        r->len += n;
+        r->body[r->len] = '\0';
+        return MHD_YES;
+    }
+    if (r->is_proxy) {
+        kn_error_t err = {0};
+        unsigned status = 502;
+        struct MHD_Response *resp = kn_proxy_response(r->proxy, &status, &err);
+        if (!resp)
+            return kn_http_fail(c, r, &err);
+        r->proxy = NULL; /* the response owns it now */
+        return kn_http_queue(c, r, status, resp);
+    }
+    if (r->too_big) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->cfg->max_body);
+        return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
+    }
+    return kn_routes_dispatch(s, c, r, method, url);
+}

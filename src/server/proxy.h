@@ -1,0 +1,31 @@
+/* proxy.h - the server proxy: one client request relayed to a sandbox's
+ * execd over its unix socket, the response streamed back unbuffered (SSE).
+ *
+ * The backend lives inside the sandbox and is untrusted: the peer of the
+ * socket must be a process of the sandbox's pid namespace (so a sandbox
+ * cannot plant a socket that leads elsewhere), and its response is parsed
+ * by http-parser with caps on the head. */
+#ifndef KN_PROXY_H
+#define KN_PROXY_H
+
+#include <microhttpd.h>
+#include <stddef.h>
+
+#include "error.h"
+
+typedef struct kn_proxy kn_proxy_t;
+
+/* Connects, checks the peer, sends the request head (method, target with
+ * query, the client's end-to-end headers). body_mode: 0 none, 1 the
+ * client's Content-Length, 2 chunked. */
+int kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char *method,
+                   const char *target, struct MHD_Connection *conn, kn_error_t *err);
+/* Relays a piece of the request body. */
+int kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err);
+/* Ends the body, reads the response head and returns a response that
+ * streams the rest; the response owns p from then on. */
+struct MHD_Response *kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err);
+/* Frees p when no response was made. */
+void kn_proxy_free(kn_proxy_t *p);
+
+#endif

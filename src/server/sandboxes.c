@@ -1,0 +1,768 @@
+/* sandboxes.c - see sandboxes.h. */
+#include "sandboxes.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "sandbox.h"
+#include "shim.h"
+#include "spec.h"
+#include "store.h"
+#include "util.h"
+
+struct kn_sbx {
+    const kn_server_cfg_t *cfg;
+    kn_store_t *store;
+};
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+kn_sbx_format_time(int64_t ms, char *buf, size_t len)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+static int
+digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int
+kn_sbx_parse_time(const char *s, int64_t *ms)
+{
+    int y, mo, d, h, mi, sec, frac = 0;
+    if (strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) ||
+        s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec))
+        return -1;
+    const char *p = s + 19;
+    if (*p == '.') {
+        int n = 0;
+        for (p++; isdigit((unsigned char)*p); p++, n++)
+            if (n < 3)
+                frac = frac * 10 + (*p - '0');
+        if (n == 0)
+            return -1;
+        for (; n < 3; n++)
+            frac *= 10;
+    }
+    int off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *ms = ((int64_t)t - off) * 1000 + frac;
+    return 0;
+}
+
+static void
+new_id(char out[40])
+{
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+/* Ids come from URLs: only what new_id() makes can name a run directory. */
+static bool
+id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n >= 40)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)id[i]) && id[i] != '-')
+            return false;
+    return true;
+}
+
+static void
+run_dir(const kn_sbx_t *m, const char *id, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", m->cfg->run_dir, id);
+}
+
+/* rm -rf that never follows a symlink: the sandbox/ part is the sandbox's. */
+static void
+rm_tree_at(int dfd, const char *name, int depth)
+{
+    if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT || depth > 64)
+        return;
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            rm_tree_at(dirfd(d), e->d_name, depth + 1);
+    closedir(d);
+    unlinkat(dfd, name, AT_REMOVEDIR);
+}
+
+static void
+remove_run_dir(const kn_sbx_t *m, const char *id)
+{
+    int base = open(m->cfg->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (base < 0)
+        return;
+    rm_tree_at(base, id, 0);
+    close(base);
+}
+
+static bool
+terminal(const char *state)
+{
+    return !strcmp(state, "Terminated") || !strcmp(state, "Failed");
+}
+
+/* The API object of a record; create responses leave out the image. */
+static json_t *
+to_json(const kn_store_rec_t *r, bool with_image)
+{
+    json_t *spec = json_loads(r->spec, 0, NULL);
+    json_t *meta = json_loads(r->metadata, 0, NULL);
+    char created[40], trans[40], exp[40];
+    kn_sbx_format_time(r->created_ms, created, sizeof created);
+    kn_sbx_format_time(r->transition_ms, trans, sizeof trans);
+    json_t *status = json_pack("{s:s, s:s}", "state", r->state, "lastTransitionAt", trans);
+    if (r->reason && r->reason[0])
+        json_object_set_new(status, "reason", json_string(r->reason));
+    if (r->message && r->message[0])
+        json_object_set_new(status, "message", json_string(r->message));
+    json_t *o = json_pack("{s:s, s:o, s:o, s:s}", "id", r->id, "status", status, "metadata",
+                          meta ? meta : json_object(), "createdAt", created);
+    json_t *ep = json_object_get(spec, "entrypoint");
+    json_object_set(o, "entrypoint", ep ? ep : json_array());
+    if (r->expires_ms) {
+        kn_sbx_format_time(r->expires_ms, exp, sizeof exp);
+        json_object_set_new(o, "expiresAt", json_string(exp));
+    }
+    if (with_image && json_object_get(spec, "image"))
+        json_object_set(o, "image", json_object_get(spec, "image"));
+    if (json_object_get(spec, "platform"))
+        json_object_set(o, "platform", json_object_get(spec, "platform"));
+    if (with_image && json_object_size(json_object_get(spec, "extensions")))
+        json_object_set(o, "extensions", json_object_get(spec, "extensions"));
+    json_decref(spec);
+    return o;
+}
+
+/* Copies what the shim recorded into the store. A shim that is gone
+ * without a final state means the sandbox died with it. */
+static void
+refresh(kn_sbx_t *m, kn_store_rec_t *r)
+{
+    if (terminal(r->state) || !strcmp(r->state, "Pending"))
+        return;
+    char dir[PATH_MAX];
+    run_dir(m, r->id, dir, sizeof dir);
+    json_t *st = kn_shim_state(dir);
+    const char *s = json_string_value(json_object_get(st, "state"));
+    const char *reason = json_string_value(json_object_get(st, "reason"));
+    const char *msg = json_string_value(json_object_get(st, "message"));
+    bool alive = kn_shim_alive(dir);
+    if (!alive && (!s || !terminal(s))) {
+        s = "Failed";
+        reason = "runtime_error";
+        msg = "The sandbox's supervisor is gone.";
+    }
+    if (s && strcmp(s, r->state) != 0 &&
+        (terminal(s) || !strcmp(s, "Running") || !strcmp(s, "Paused"))) {
+        kn_error_t err = {0};
+        if (kn_store_set_state(m->store, r->id, s, reason, msg, &err) == 0) {
+            snprintf(r->state, sizeof r->state, "%s", s);
+            free(r->reason);
+            free(r->message);
+            r->reason = reason ? strdup(reason) : NULL;
+            r->message = msg ? strdup(msg) : NULL;
+            r->transition_ms = now_ms();
+        }
+    }
+    json_decref(st);
+}
+
+static int
+load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
+{
+    bool found = false;
+    if (!id_ok(id))
+        return kn_server_error(err, ENOENT, "sandbox %s not found", id);
+    if (kn_store_get(m->store, id, r, &found, err) < 0)
+        return -1;
+    if (!found)
+        return kn_server_error(err, ENOENT, "sandbox %s not found", id);
+    refresh(m, r);
+    return 0;
+}
+
+/* Starts `kennel shim` detached (own session, re-parented to init) and
+ * waits for its answer on a pipe. Between fork and exec only
+ * async-signal-safe calls: the server has threads. */
+static int
+spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, kn_error_t *err)
+{
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", m->cfg->ready_timeout_ms);
+    char *argv[] = {m->cfg->self_path, "shim",  "--execd",   m->cfg->execd_path,
+                    "--ready-timeout", timeout, (char *)dir, NULL};
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kn_error_set(err, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return kn_error_set(err, e, "fork");
+    }
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        if (p[1] == 3)
+            fcntl(3, F_SETFD, 0);
+        else if (dup2(p[1], 3) < 0)
+            _exit(126);
+        execv(m->cfg->self_path, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    char buf[KN_ERROR_MSG_MAX + 64];
+    size_t len = 0;
+    uint64_t deadline = kn_now_us() + (uint64_t)(m->cfg->ready_timeout_ms + 5000) * 1000;
+    int ret = -1;
+    *shim_pid = 0;
+    for (;;) {
+        buf[len] = '\0';
+        char *nl;
+        while ((nl = strchr(buf, '\n'))) {
+            *nl = '\0';
+            if (!strncmp(buf, "pid ", 4))
+                *shim_pid = (pid_t)atoi(buf + 4);
+            else if (!strcmp(buf, "ready"))
+                ret = 0;
+            else if (!strncmp(buf, "error ", 6)) {
+                kn_error_set(err, 0, "%s", buf + 6);
+                err->code = EIO;
+            }
+            len -= (size_t)(nl + 1 - buf);
+            memmove(buf, nl + 1, len + 1);
+        }
+        if (ret == 0 || err->msg[0])
+            break;
+        int64_t left = (int64_t)(deadline - kn_now_us()) / 1000;
+        struct pollfd pfd = {p[0], POLLIN, 0};
+        if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+            kn_error_set(err, ETIMEDOUT, "the sandbox did not become ready in time");
+            break;
+        }
+        ssize_t n = read(p[0], buf + len, sizeof buf - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            kn_error_set(err, EIO, "the supervisor ended without a word (see %s/%s)", dir,
+                         KN_SHIM_LOG);
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(p[0]);
+    return ret;
+}
+
+/* Ends a sandbox's shim (if any) and removes its run directory and row. */
+static int
+destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
+{
+    char dir[PATH_MAX];
+    run_dir(m, id, dir, sizeof dir);
+    if (kn_shim_alive(dir)) {
+        kn_error_t e = {0};
+        if (kn_shim_call(dir, "kill", 20000, &e) < 0 && kn_shim_alive(dir))
+            return kn_error_set(err, EIO, "could not stop sandbox %s: %s", id, e.msg);
+    }
+    remove_run_dir(m, id);
+    return kn_store_delete(m->store, id, err);
+}
+
+int
+kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
+{
+    json_t *spec = kn_spec_parse(req, m->cfg, err);
+    if (!spec)
+        return -1;
+    kn_store_rec_t rec = {0};
+    kn_config_t cfg = {0};
+    char dir[PATH_MAX], sbdir[PATH_MAX], path[PATH_MAX];
+    bool made = false, stored = false;
+    int ret = -1;
+    new_id(rec.id);
+    run_dir(m, rec.id, dir, sizeof dir);
+    snprintf(sbdir, sizeof sbdir, "%s/%s", dir, KN_SHIM_SANDBOX);
+    /* 0711: the runtime resolves bind sources as the sandbox's user, which
+     * must be able to pass through; the shim's own files are 0600. */
+    if (mkdir(dir, 0711) < 0 || chmod(dir, 0711) < 0 || mkdir(sbdir, 0700) < 0) {
+        kn_error_set(err, errno, "create %s", sbdir);
+        goto out;
+    }
+    made = true;
+    /* Validates what the shim will build, so bad requests fail here. */
+    if (kn_spec_config(spec, sbdir, m->cfg->execd_path, &cfg, err) < 0) {
+        err->code = EINVAL;
+        goto out;
+    }
+    if (chown(sbdir, kn_sandbox_host_uid(&cfg), kn_sandbox_host_gid(&cfg)) < 0) {
+        kn_error_set(err, errno, "chown %s", sbdir);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_SPEC);
+    if (json_dump_file(spec, path, JSON_COMPACT) < 0) {
+        kn_error_set(err, EIO, "write %s", path);
+        goto out;
+    }
+    rec.created_ms = rec.transition_ms = now_ms();
+    json_t *timeout = json_object_get(spec, "timeout");
+    if (json_is_integer(timeout))
+        rec.expires_ms = rec.created_ms + json_integer_value(timeout) * 1000;
+    snprintf(rec.state, sizeof rec.state, "Pending");
+    rec.reason = strdup("provisioning");
+    rec.message = strdup("Sandbox is being provisioned.");
+    rec.spec = json_dumps(spec, JSON_COMPACT);
+    json_t *meta = json_object_get(spec, "metadata");
+    rec.metadata = json_dumps(meta ? meta : json_object(), JSON_COMPACT);
+    if (!rec.spec || !rec.metadata || !rec.reason || !rec.message) {
+        kn_error_set(err, ENOMEM, "create");
+        goto out;
+    }
+    if (kn_store_insert(m->store, &rec, err) < 0)
+        goto out;
+    stored = true;
+    pid_t shim = 0;
+    if (spawn_shim(m, dir, &shim, err) < 0) {
+        kn_error_prefix(err, "sandbox %s failed to start", rec.id);
+        if (err->code != ETIMEDOUT)
+            err->code = EIO;
+        goto out;
+    }
+    if (kn_store_set_state(m->store, rec.id, "Running", "CONTAINER_RUNNING",
+                           "Sandbox started; execd answers.", err) < 0)
+        goto out;
+    snprintf(rec.state, sizeof rec.state, "Running");
+    free(rec.reason);
+    free(rec.message);
+    rec.reason = strdup("CONTAINER_RUNNING");
+    rec.message = strdup("Sandbox started; execd answers.");
+    rec.transition_ms = now_ms();
+    *out = to_json(&rec, false);
+    ret = 0;
+out:
+    if (ret < 0 && made) {
+        kn_error_t e = {0};
+        if (stored)
+            destroy(m, rec.id, &e);
+        else
+            remove_run_dir(m, rec.id);
+    }
+    kn_config_free(&cfg);
+    kn_store_rec_free(&rec);
+    json_decref(spec);
+    return ret;
+}
+
+int
+kn_sbx_get(kn_sbx_t *m, const char *id, json_t **out, kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    *out = to_json(&r, true);
+    kn_store_rec_free(&r);
+    return 0;
+}
+
+int
+kn_sbx_exists(kn_sbx_t *m, const char *id, kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    kn_store_rec_free(&r);
+    return 0;
+}
+
+static bool
+matches(const kn_store_rec_t *r, const kn_sbx_filter_t *f)
+{
+    bool ok = f->n_states == 0;
+    for (int i = 0; i < f->n_states && !ok; i++)
+        ok = !strcasecmp(f->states[i], r->state);
+    if (!ok)
+        return false;
+    if (f->n_meta == 0)
+        return true;
+    json_t *meta = json_loads(r->metadata, 0, NULL);
+    for (int i = 0; i < f->n_meta && ok; i++) {
+        const char *v = json_string_value(json_object_get(meta, f->meta_key[i]));
+        ok = v && !strcmp(v, f->meta_val[i]);
+    }
+    json_decref(meta);
+    return ok;
+}
+
+int
+kn_sbx_list(kn_sbx_t *m, const kn_sbx_filter_t *f, json_t **out, kn_error_t *err)
+{
+    kn_store_rec_t *recs = NULL;
+    size_t n = 0;
+    if (kn_store_list(m->store, &recs, &n, err) < 0)
+        return -1;
+    json_t *items = json_array();
+    long total = 0, first = (f->page - 1) * f->page_size;
+    for (size_t i = 0; i < n; i++) {
+        if (matches(&recs[i], f)) {
+            if (total >= first && total < first + f->page_size)
+                json_array_append_new(items, to_json(&recs[i], true));
+            total++;
+        }
+        kn_store_rec_free(&recs[i]);
+    }
+    free(recs);
+    long pages = (total + f->page_size - 1) / f->page_size;
+    *out = json_pack("{s:o, s:{s:I, s:I, s:I, s:I, s:b}}", "items", items, "pagination", "page",
+                     (json_int_t)f->page, "pageSize", (json_int_t)f->page_size, "totalItems",
+                     (json_int_t)total, "totalPages", (json_int_t)pages, "hasNextPage",
+                     f->page < pages);
+    return *out ? 0 : kn_error_set(err, ENOMEM, "list");
+}
+
+int
+kn_sbx_delete(kn_sbx_t *m, const char *id, const char *reason, kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    kn_store_rec_free(&r);
+    (void)reason;
+    return destroy(m, id, err);
+}
+
+int
+kn_sbx_pause(kn_sbx_t *m, const char *id, bool pause, kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    const char *need = pause ? "Running" : "Paused";
+    if (strcmp(r.state, need) != 0) {
+        kn_server_error(err, EBUSY, "sandbox %s is %s, not %s", id, r.state, need);
+        kn_store_rec_free(&r);
+        return -1;
+    }
+    kn_store_rec_free(&r);
+    char dir[PATH_MAX];
+    run_dir(m, id, dir, sizeof dir);
+    if (kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
+        return -1;
+    return kn_store_set_state(m->store, id, pause ? "Paused" : "Running",
+                              pause ? "CONTAINER_PAUSED" : "CONTAINER_RUNNING",
+                              pause ? "Sandbox paused." : "Sandbox running.", err);
+}
+
+int
+kn_sbx_renew(kn_sbx_t *m, const char *id, const json_t *body, json_t **out, kn_error_t *err)
+{
+    const char *s = json_string_value(json_object_get(body, "expiresAt"));
+    int64_t ms;
+    if (!json_is_object(body) || !s)
+        return kn_server_error(err, EINVAL,
+                               "the body must be {\"expiresAt\": \"<RFC 3339 time>\"}");
+    if (kn_sbx_parse_time(s, &ms) < 0)
+        return kn_server_error(err, EINVAL, "expiresAt '%s' is not an RFC 3339 time", s);
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    int ret = -1;
+    if (terminal(r.state))
+        kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
+    else if (!r.expires_ms)
+        kn_server_error(err, EBUSY, "sandbox %s has no expiration (manual cleanup)", id);
+    else if (ms <= now_ms())
+        kn_server_error(err, EINVAL, "expiresAt must be in the future");
+    else if (kn_store_set_expires(m->store, id, ms, err) == 0) {
+        char buf[40];
+        kn_sbx_format_time(ms, buf, sizeof buf);
+        *out = json_pack("{s:s}", "expiresAt", buf);
+        ret = 0;
+    }
+    kn_store_rec_free(&r);
+    return ret;
+}
+
+int
+kn_sbx_patch_metadata(kn_sbx_t *m, const char *id, const json_t *patch, json_t **out,
+                      kn_error_t *err)
+{
+    if (!json_is_object(patch))
+        return kn_server_error(err, EINVAL, "the body must be a JSON object (a merge patch)");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (!json_is_null(v) && !json_is_string(v))
+            return kn_server_error(err, EINVAL, "metadata.%s must be a string or null", k);
+        if (kn_spec_check_label(k, json_string_value(v), err) < 0)
+            return -1;
+    }
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    json_t *meta = json_loads(r.metadata, 0, NULL);
+    if (!meta)
+        meta = json_object();
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (json_is_null(v))
+            json_object_del(meta, k);
+        else
+            json_object_set(meta, k, v);
+    }
+    int ret = -1;
+    char *text = json_dumps(meta, JSON_COMPACT);
+    if (text && kn_store_set_metadata(m->store, id, text, err) == 0) {
+        free(r.metadata);
+        r.metadata = text;
+        text = NULL;
+        *out = to_json(&r, true);
+        ret = 0;
+    }
+    free(text);
+    json_decref(meta);
+    kn_store_rec_free(&r);
+    return ret;
+}
+
+int
+kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidns, size_t nslen,
+             kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    int ret = -1;
+    if (strcmp(r.state, "Running") != 0) {
+        kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
+    } else {
+        char dir[PATH_MAX];
+        run_dir(m, id, dir, sizeof dir);
+        json_t *st = kn_shim_state(dir);
+        const char *ns = json_string_value(json_object_get(st, "pidns"));
+        snprintf(pidns, nslen, "%s", ns ? ns : "");
+        snprintf(sock, socklen, "%s/%s", dir, KN_SHIM_EXECD_SOCK);
+        json_decref(st);
+        ret = ns && ns[0] ? 0 : kn_error_set(err, EIO, "sandbox %s: no recorded namespace", id);
+    }
+    kn_store_rec_free(&r);
+    return ret;
+}
+
+int
+kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
+{
+    kn_store_rec_t *recs = NULL;
+    size_t n = 0;
+    kn_error_t err = {0};
+    int64_t now = now_ms(), next = now + max_wait_ms;
+    if (kn_store_list(m->store, &recs, &n, &err) < 0)
+        return max_wait_ms;
+    for (size_t i = 0; i < n; i++) {
+        kn_store_rec_t *r = &recs[i];
+        if (r->expires_ms && r->expires_ms <= now && strcmp(r->state, "Pending") != 0) {
+            kn_error_t e = {0};
+            if (destroy(m, r->id, &e) < 0)
+                fprintf(stderr, "{\"level\":\"error\",\"msg\":\"expire %s: %s\"}\n", r->id, e.msg);
+            else
+                fprintf(stderr, "{\"level\":\"info\",\"msg\":\"expired\",\"sandboxId\":\"%s\"}\n",
+                        r->id);
+        } else {
+            refresh(m, r);
+            if (r->expires_ms && r->expires_ms < next)
+                next = r->expires_ms;
+        }
+        kn_store_rec_free(r);
+    }
+    free(recs);
+    int64_t wait = next - now;
+    return wait < 10 ? 10 : (int)wait;
+}
+
+void
+kn_sbx_count_states(kn_sbx_t *m, void (*fn)(const char *state, long n, void *ctx), void *ctx)
+{
+    static const char *const states[] = {"Pending", "Running", "Paused", "Terminated", "Failed"};
+    long counts[5] = {0};
+    kn_store_rec_t *recs = NULL;
+    size_t n = 0;
+    kn_error_t err = {0};
+    if (kn_store_list(m->store, &recs, &n, &err) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < 5; k++)
+            if (!strcmp(recs[i].state, states[k]))
+                counts[k]++;
+        kn_store_rec_free(&recs[i]);
+    }
+    free(recs);
+    for (int k = 0; k < 5; k++)
+        fn(states[k], counts[k], ctx);
+}
+
+/* After a restart: keep what the shims kept alive, clean the rest. Rows
+ * still Pending were never acknowledged to a client; a live, ready shim
+ * makes them Running, otherwise they go. Run directories without a row
+ * are leftovers of an interrupted create or delete. */
+static void
+adopt(kn_sbx_t *m)
+{
+    kn_store_rec_t *recs = NULL;
+    size_t n = 0;
+    kn_error_t err = {0};
+    if (kn_store_list(m->store, &recs, &n, &err) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        kn_store_rec_t *r = &recs[i];
+        char dir[PATH_MAX];
+        run_dir(m, r->id, dir, sizeof dir);
+        if (!strcmp(r->state, "Pending")) {
+            json_t *st = kn_shim_state(dir);
+            const char *s = json_string_value(json_object_get(st, "state"));
+            if (kn_shim_alive(dir) && s && !strcmp(s, "Running"))
+                kn_store_set_state(m->store, r->id, "Running", "CONTAINER_RUNNING",
+                                   "Sandbox adopted after a server restart.", &err);
+            else
+                destroy(m, r->id, &err);
+            json_decref(st);
+        } else {
+            refresh(m, r);
+        }
+        kn_store_rec_free(r);
+    }
+    free(recs);
+    DIR *d = opendir(m->cfg->run_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || !id_ok(e->d_name))
+            continue;
+        kn_store_rec_t r;
+        bool found = false;
+        if (kn_store_get(m->store, e->d_name, &r, &found, &err) == 0 && found) {
+            kn_store_rec_free(&r);
+            continue;
+        }
+        char dir[PATH_MAX];
+        run_dir(m, e->d_name, dir, sizeof dir);
+        if (kn_shim_alive(dir))
+            kn_shim_call(dir, "kill", 20000, &err);
+        remove_run_dir(m, e->d_name);
+    }
+    if (d)
+        closedir(d);
+}
+
+int
+kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
+{
+    kn_sbx_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return kn_error_set(err, ENOMEM, "manager");
+    m->cfg = cfg;
+    if (kn_mkdir_p(cfg->run_dir, 0711, err) < 0 || chmod(cfg->run_dir, 0711) < 0 ||
+        kn_store_open(cfg->db_path, &m->store, err) < 0) {
+        free(m);
+        return -1;
+    }
+    adopt(m);
+    *out = m;
+    return 0;
+}
+
+void
+kn_sbx_close(kn_sbx_t *m)
+{
+    if (!m)
+        return;
+    kn_store_close(m->store);
+    free(m);
+}

@@ -1,0 +1,296 @@
+/* server.c - `kennel serve`: options, the daemon, the reaper, shutdown. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http.h"
+
+void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
+void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                       enum MHD_RequestTerminationCode toe);
+enum MHD_Result kn_http_access(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **req_cls);
+
+int
+kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    err->code = code;
+    errno = code;
+    return -1;
+}
+
+void
+kn_server_cfg_init(kn_server_cfg_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->ready_timeout_ms = 30000;
+    cfg->max_body = 1024 * 1024;
+    cfg->log_requests = true;
+}
+
+void
+kn_server_cfg_free(kn_server_cfg_t *cfg)
+{
+    free(cfg->db_path);
+    free(cfg->run_dir);
+    free(cfg->execd_path);
+    free(cfg->self_path);
+    for (int i = 0; i < cfg->n_keys; i++)
+        free(cfg->api_keys[i]);
+    for (int i = 0; i < cfg->n_aliases; i++) {
+        free(cfg->alias_name[i]);
+        free(cfg->alias_image[i]);
+    }
+    for (int i = 0; i < cfg->n_host_paths; i++)
+        free(cfg->host_paths[i]);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+static int
+set_str(char **field, const char *v, kn_error_t *err)
+{
+    char *c = strdup(v);
+    if (!c)
+        return kn_error_set(err, ENOMEM, "config");
+    free(*field);
+    *field = c;
+    return 0;
+}
+
+int
+kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *v;
+    if (!j)
+        return kn_error_set(err, EINVAL, "%s:%d: %s", path, je.line, je.text);
+    int ret = -1;
+    const char *s, *k;
+    size_t i;
+    if (!json_is_object(j)) {
+        kn_error_set(err, EINVAL, "%s: not a JSON object", path);
+        goto out;
+    }
+    if ((s = json_string_value(json_object_get(j, "listen")))) {
+        char *colon = strrchr(s, ':');
+        if (!colon || (size_t)(colon - s) >= sizeof cfg->listen_host) {
+            kn_error_set(err, EINVAL, "%s: listen must be HOST:PORT", path);
+            goto out;
+        }
+        snprintf(cfg->listen_host, sizeof cfg->listen_host, "%.*s", (int)(colon - s), s);
+        cfg->listen_port = atoi(colon + 1);
+    }
+    if ((s = json_string_value(json_object_get(j, "db"))) && set_str(&cfg->db_path, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "runDir"))) && set_str(&cfg->run_dir, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "execd"))) &&
+        set_str(&cfg->execd_path, s, err) < 0)
+        goto out;
+    json_array_foreach(json_object_get(j, "apiKeys"), i, v)
+    {
+        if (!json_string_value(v) || !json_string_value(v)[0] ||
+            cfg->n_keys == KN_SERVER_MAX_KEYS) {
+            kn_error_set(err, EINVAL, "%s: apiKeys must be at most %d non-empty strings", path,
+                         KN_SERVER_MAX_KEYS);
+            goto out;
+        }
+        cfg->api_keys[cfg->n_keys++] = strdup(json_string_value(v));
+    }
+    json_object_foreach(json_object_get(j, "imageAliases"), k, v)
+    {
+        if (!json_string_value(v) || cfg->n_aliases == KN_SERVER_MAX_ALIASES) {
+            kn_error_set(err, EINVAL, "%s: imageAliases must map names to images", path);
+            goto out;
+        }
+        cfg->alias_name[cfg->n_aliases] = strdup(k);
+        cfg->alias_image[cfg->n_aliases++] = strdup(json_string_value(v));
+    }
+    json_array_foreach(json_object_get(j, "allowedHostPaths"), i, v)
+    {
+        if (!json_string_value(v) || json_string_value(v)[0] != '/' ||
+            cfg->n_host_paths == KN_SERVER_MAX_HOSTPATHS) {
+            kn_error_set(err, EINVAL, "%s: allowedHostPaths must be absolute paths", path);
+            goto out;
+        }
+        cfg->host_paths[cfg->n_host_paths++] = strdup(json_string_value(v));
+    }
+    if ((v = json_object_get(j, "maxTimeoutSeconds")))
+        cfg->max_timeout_s = json_integer_value(v);
+    if ((v = json_object_get(j, "readyTimeoutMs")))
+        cfg->ready_timeout_ms = (int)json_integer_value(v);
+    ret = 0;
+out:
+    json_decref(j);
+    return ret;
+}
+
+typedef struct reaper {
+    kn_sbx_t *mgr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+} reaper_t;
+
+static void *
+reap_loop(void *arg)
+{
+    reaper_t *rp = arg;
+    pthread_mutex_lock(&rp->mu);
+    while (!rp->stop) {
+        pthread_mutex_unlock(&rp->mu);
+        int wait = kn_sbx_reap(rp->mgr, 1000);
+        pthread_mutex_lock(&rp->mu);
+        if (wait > 1000)
+            wait = 1000;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)wait * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        if (!rp->stop)
+            pthread_cond_timedwait(&rp->cv, &rp->mu, &ts);
+    }
+    pthread_mutex_unlock(&rp->mu);
+    return NULL;
+}
+
+static int
+fill_paths(kn_server_cfg_t *cfg, kn_error_t *err)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return kn_error_set(err, errno, "readlink /proc/self/exe");
+    self[n] = '\0';
+    if (!cfg->self_path && set_str(&cfg->self_path, self, err) < 0)
+        return -1;
+    if (!cfg->execd_path) {
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/kennel-execd", dirname(self));
+        if (set_str(&cfg->execd_path, path, err) < 0)
+            return -1;
+    }
+    if (access(cfg->execd_path, X_OK) < 0)
+        return kn_error_set(err, errno, "kennel-execd at %s", cfg->execd_path);
+    if (!cfg->run_dir && set_str(&cfg->run_dir, "/run/kennel", err) < 0)
+        return -1;
+    if (!cfg->db_path && set_str(&cfg->db_path, "/var/lib/kennel/kennel.db", err) < 0)
+        return -1;
+    return 0;
+}
+
+static struct MHD_Daemon *
+start_daemon(kn_srv_t *s, kn_error_t *err)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, s->cfg->listen_host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)s->cfg->listen_port);
+        len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, s->cfg->listen_host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)s->cfg->listen_port);
+        len = sizeof *a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        kn_error_set(err, EINVAL, "listen address '%s' is not a numeric IP address",
+                     s->cfg->listen_host);
+        return NULL;
+    }
+    (void)len;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)s->cfg->listen_port, NULL, NULL, kn_http_access, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, kn_http_uri_log, s,
+        MHD_OPTION_NOTIFY_COMPLETED, kn_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 120U,
+        MHD_OPTION_CONNECTION_LIMIT, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+    if (!d)
+        kn_error_set(err, EADDRINUSE, "cannot listen on %s:%d", s->cfg->listen_host,
+                     s->cfg->listen_port);
+    return d;
+}
+
+int
+kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
+{
+    kn_srv_t s = {.cfg = cfg};
+    reaper_t rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t reaper;
+    bool reaping = false;
+    int ret = -1;
+    if (fill_paths(cfg, err) < 0)
+        return -1;
+    /* Specs hold the request's environment, which may hold secrets: files
+     * the server and its shims make are private unless made otherwise. */
+    umask(077);
+    /* Every thread inherits this mask; the main thread takes the signals. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (kn_sbx_open(cfg, &s.mgr, err) < 0)
+        goto out;
+    rp.mgr = s.mgr;
+    if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {
+        kn_error_set(err, EAGAIN, "reaper thread");
+        goto out;
+    }
+    reaping = true;
+    if (!(s.daemon = start_daemon(&s, err)))
+        goto out;
+    fprintf(stderr,
+            "{\"level\":\"info\",\"msg\":\"serving\",\"listen\":\"%s:%d\",\"db\":\"%s\","
+            "\"runDir\":\"%s\",\"auth\":%s}\n",
+            cfg->listen_host, cfg->listen_port, cfg->db_path, cfg->run_dir,
+            cfg->n_keys ? "true" : "false");
+    int sig = 0;
+    while (sigwait(&stop, &sig) != 0 || sig == SIGHUP)
+        ;
+    fprintf(stderr,
+            "{\"level\":\"info\",\"msg\":\"signal %d: stopping; sandboxes keep running\"}\n", sig);
+    ret = 0;
+out:
+    if (s.daemon)
+        MHD_stop_daemon(s.daemon);
+    if (reaping) {
+        pthread_mutex_lock(&rp.mu);
+        rp.stop = true;
+        pthread_cond_signal(&rp.cv);
+        pthread_mutex_unlock(&rp.mu);
+        pthread_join(reaper, NULL);
+    }
+    kn_sbx_close(s.mgr);
+    return ret;
+}

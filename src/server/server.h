@@ -1,0 +1,58 @@
+/* server.h - `kennel serve`: the OpenSandbox lifecycle API over HTTP.
+ *
+ * The server answers /v1 (and the same routes without the prefix) from the
+ * store, asks one detached shim per sandbox to do the work, and proxies
+ * /sandboxes/{id}/proxy/{port}/... to the sandbox's execd. Its options are
+ * filled from the command line, a JSON config file and the environment. */
+#ifndef KN_SERVER_H
+#define KN_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define KN_SERVER_MAX_KEYS 16
+#define KN_SERVER_MAX_ALIASES 32
+#define KN_SERVER_MAX_HOSTPATHS 16
+
+typedef struct kn_server_cfg {
+    char listen_host[64]; /* numeric IPv4 or IPv6 address */
+    int listen_port;
+    char *db_path;    /* SQLite file */
+    char *run_dir;    /* the shims' run directories live under it */
+    char *execd_path; /* host path of kennel-execd */
+    char *self_path;  /* host path of the kennel binary (runs `kennel shim`) */
+    char *api_keys[KN_SERVER_MAX_KEYS];
+    int n_keys;
+    /* Image names the API accepts, mapped to a kennel image ("host" or an
+     * absolute rootfs directory). "host" always maps to itself. */
+    char *alias_name[KN_SERVER_MAX_ALIASES];
+    char *alias_image[KN_SERVER_MAX_ALIASES];
+    int n_aliases;
+    /* Host-path volumes must resolve under one of these prefixes. */
+    char *host_paths[KN_SERVER_MAX_HOSTPATHS];
+    int n_host_paths;
+    int64_t max_timeout_s; /* 0: no maximum */
+    int ready_timeout_ms;  /* create gives up when execd does not answer by then */
+    size_t max_body;       /* lifecycle request bodies */
+    bool log_requests;
+} kn_server_cfg_t;
+
+/* Sets err to an error meant for an API client: the message as given, with
+ * no strerror suffix, and code for the HTTP layer's mapping. Returns -1. */
+int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fills defaults. */
+void kn_server_cfg_init(kn_server_cfg_t *cfg);
+/* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
+ * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds). */
+int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
+void kn_server_cfg_free(kn_server_cfg_t *cfg);
+
+/* Serves until SIGTERM or SIGINT. Sandboxes keep running after it returns. */
+int kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err);
+
+#endif

@@ -1,0 +1,452 @@
+/* shim.c - see shim.h. One thread; everything goes through one poll loop. */
+#include "shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+#include "spec.h"
+#include "uclient.h"
+#include "util.h"
+
+typedef struct shim {
+    const char *dir;
+    char path[PATH_MAX]; /* scratch */
+    kn_sandbox_t *sb;
+    kn_config_t cfg;
+    json_t *spec;
+    int ready_fd;
+    int listen_fd;
+    int sig_fd;
+    bool paused;
+    char state[16];
+    char entrypoint_id[80];
+    char pidns[64];
+} shim_t;
+
+static const char *
+at(shim_t *s, const char *name)
+{
+    snprintf(s->path, sizeof s->path, "%s/%s", s->dir, name);
+    return s->path;
+}
+
+static void __attribute__((format(printf, 2, 3))) logf_(shim_t *s, const char *fmt, ...)
+{
+    (void)s;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    dprintf(STDERR_FILENO, "kennel-shim[%d] %lld.%03ld %s\n", getpid(), (long long)ts.tv_sec,
+            ts.tv_nsec / 1000000, buf);
+}
+
+/* Replaces state.json atomically. exit_code < -1000 means none. */
+static void
+write_state(shim_t *s, const char *state, const char *reason, const char *message, int exit_code)
+{
+    snprintf(s->state, sizeof s->state, "%s", state);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:b}", "state", state, "reason",
+                          reason ? reason : "", "message", message ? message : "", "pid",
+                          s->sb ? (int)kn_sandbox_pid(s->sb) : 0, "pidns", s->pidns, "entrypoint",
+                          s->entrypoint_id, "paused", s->paused);
+    if (!j)
+        return;
+    if (exit_code > -1000)
+        json_object_set_new(j, "exitCode", json_integer(exit_code));
+    char tmp[PATH_MAX], dst[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", s->dir, KN_SHIM_STATE);
+    snprintf(dst, sizeof dst, "%s/%s", s->dir, KN_SHIM_STATE);
+    if (json_dump_file(j, tmp, JSON_COMPACT) == 0)
+        rename(tmp, dst);
+    json_decref(j);
+}
+
+static void
+tell_ready(shim_t *s, const char *line)
+{
+    if (s->ready_fd < 0)
+        return;
+    kn_write_all(s->ready_fd, line, strlen(line));
+    close(s->ready_fd);
+    s->ready_fd = -1;
+}
+
+static int
+listen_control(shim_t *s, kn_error_t *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    const char *p = at(s, KN_SHIM_SOCK);
+    if (strlen(p) >= sizeof sa.sun_path)
+        return kn_error_set(err, ENAMETOOLONG, "control socket path %s", p);
+    memcpy(sa.sun_path, p, strlen(p) + 1);
+    unlink(p);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return kn_error_set(err, errno, "socket");
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(p, 0600) < 0 ||
+        listen(fd, 64) < 0) {
+        int e = errno;
+        close(fd);
+        return kn_error_set(err, e, "listen on %s", p);
+    }
+    return fd;
+}
+
+/* Waits until execd answers /ping, or the sandbox ends, or the deadline. */
+static int
+wait_ping(shim_t *s, int timeout_ms, kn_error_t *err)
+{
+    char sock[PATH_MAX];
+    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
+    uint64_t deadline = kn_now_us() + (uint64_t)timeout_ms * 1000;
+    for (;;) {
+        kn_uresp_t r;
+        kn_error_t e = {0};
+        if (access(sock, F_OK) == 0 &&
+            kn_uclient_request(sock, "GET", "/ping", NULL, NULL, 0, 2000, 4096, &r, &e) == 0) {
+            int st = r.status;
+            kn_uresp_free(&r);
+            if (st >= 200 && st < 300)
+                return 0;
+        }
+        if (kn_now_us() > deadline)
+            return kn_error_set(err, ETIMEDOUT, "execd did not answer /ping within %d ms",
+                                timeout_ms);
+        struct pollfd pfd = {kn_sandbox_syncfd(s->sb), POLLIN, 0};
+        if (poll(&pfd, 1, 1) > 0)
+            return kn_error_set(err, ECHILD, "the sandbox ended before execd was ready");
+    }
+}
+
+/* Starts the entrypoint as a background command of execd, which keeps the
+ * sandbox's environment for it, as OpenSandbox's execd does. */
+static int
+start_entrypoint(shim_t *s, kn_error_t *err)
+{
+    char *cmd = kn_spec_entrypoint_cmd(s->spec);
+    if (!cmd)
+        return kn_error_set(err, ENOMEM, "entrypoint");
+    json_t *body = json_pack("{s:s, s:b}", "command", cmd, "background", 1);
+    free(cmd);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return kn_error_set(err, ENOMEM, "entrypoint");
+    char sock[PATH_MAX];
+    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
+    kn_uresp_t r;
+    int rc = kn_uclient_request(sock, "POST", "/command", "application/json", text, strlen(text),
+                                10000, 1 << 20, &r, err);
+    free(text);
+    if (rc < 0)
+        return kn_error_prefix(err, "entrypoint");
+    if (r.status != 200) {
+        kn_error_set(err, EIO, "entrypoint: execd answered %d: %.200s", r.status, r.body);
+        kn_uresp_free(&r);
+        return -1;
+    }
+    /* Events are JSON objects separated by blank lines; the first is init. */
+    char *end = strstr(r.body, "\n\n");
+    if (end)
+        *end = '\0';
+    json_t *ev = json_loads(r.body, 0, NULL);
+    const char *id = json_string_value(json_object_get(ev, "text"));
+    if (id && !strcmp(json_string_value(json_object_get(ev, "type")) ?: "", "init"))
+        snprintf(s->entrypoint_id, sizeof s->entrypoint_id, "%s", id);
+    json_decref(ev);
+    kn_uresp_free(&r);
+    if (!s->entrypoint_id[0])
+        return kn_error_set(err, EPROTO, "entrypoint: execd gave no command id");
+    return 0;
+}
+
+static void
+record_pidns(shim_t *s)
+{
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/ns/pid", (int)kn_sandbox_pid(s->sb));
+    ssize_t n = readlink(link, s->pidns, sizeof s->pidns - 1);
+    s->pidns[n > 0 ? n : 0] = '\0';
+}
+
+static int
+start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
+{
+    json_error_t je;
+    if (!(s->spec = json_load_file(at(s, KN_SHIM_SPEC), 0, &je)))
+        return kn_error_set(err, EINVAL, "%s: %s", s->path, je.text);
+    char sbdir[PATH_MAX];
+    snprintf(sbdir, sizeof sbdir, "%s/%s", s->dir, KN_SHIM_SANDBOX);
+    if (kn_spec_config(s->spec, sbdir, execd_path, &s->cfg, err) < 0)
+        return -1;
+    if ((s->listen_fd = listen_control(s, err)) < 0)
+        return -1;
+    kn_stdio_t io = {-1, STDERR_FILENO, STDERR_FILENO};
+    if (kn_sandbox_spawn(&s->cfg, &io, &s->sb, err) < 0)
+        return kn_error_prefix(err, "spawn");
+    const kn_warnings_t *w = kn_sandbox_warnings(s->sb);
+    for (int i = 0; i < w->n; i++)
+        logf_(s, "warning: %s", w->msg[i]);
+    if (kn_sandbox_start(s->sb, err) < 0)
+        return kn_error_prefix(err, "start");
+    record_pidns(s);
+    if (wait_ping(s, ready_timeout_ms, err) < 0 || start_entrypoint(s, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* Ends the sandbox for good and records why. */
+static void
+finish(shim_t *s, const char *state, const char *reason, const char *message)
+{
+    kn_result_t res = {0};
+    int code = -1000;
+    if (s->sb) {
+        kn_sandbox_kill(s->sb, NULL);
+        if (s->paused)
+            kn_sandbox_freeze(s->sb, false, NULL);
+        kn_sandbox_finish(s->sb, &res);
+        code = res.exit_code;
+        kn_sandbox_destroy(s->sb);
+        s->sb = NULL;
+    }
+    s->paused = false;
+    write_state(s, state, reason, message, code);
+}
+
+/* Serves one control request. Returns 1 when the shim should exit. */
+static int
+serve_control(shim_t *s, int fd)
+{
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char line[64] = {0};
+    size_t len = 0;
+    while (len < sizeof line - 1) {
+        ssize_t n = read(fd, line + len, sizeof line - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (memchr(line, '\n', len))
+            break;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    char reply[KN_ERROR_MSG_MAX + 16] = "ok\n";
+    kn_error_t err = {0};
+    int quit = 0;
+    bool live = s->sb != NULL;
+    if (!strcmp(line, "pause") || !strcmp(line, "resume")) {
+        bool want = !strcmp(line, "pause");
+        if (!live)
+            snprintf(reply, sizeof reply, "error the sandbox has ended\n");
+        else if (s->paused == want)
+            snprintf(reply, sizeof reply, "error the sandbox is %s\n",
+                     want ? "already paused" : "not paused");
+        else if (kn_sandbox_freeze(s->sb, want, &err) < 0)
+            snprintf(reply, sizeof reply, "error %s\n", err.msg);
+        else {
+            s->paused = want;
+            write_state(s, want ? "Paused" : "Running",
+                        want ? "CONTAINER_PAUSED" : "CONTAINER_RUNNING",
+                        want ? "Sandbox paused." : "Sandbox running.", -1000);
+            logf_(s, "%s", want ? "paused" : "resumed");
+        }
+    } else if (!strcmp(line, "kill")) {
+        finish(s, "Terminated", "user_delete", "Sandbox deleted.");
+        logf_(s, "killed on request");
+        quit = 1;
+    } else if (strcmp(line, "ping") != 0) {
+        snprintf(reply, sizeof reply, "error unknown command\n");
+    }
+    kn_write_all(fd, reply, strlen(reply));
+    return quit;
+}
+
+static int
+loop(shim_t *s)
+{
+    for (;;) {
+        struct pollfd pfd[3] = {{s->listen_fd, POLLIN, 0},
+                                {s->sig_fd, POLLIN, 0},
+                                {s->sb ? kn_sandbox_syncfd(s->sb) : -1, POLLIN, 0}};
+        if (poll(pfd, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return 1;
+        }
+        if (pfd[1].revents) {
+            struct signalfd_siginfo si;
+            if (read(s->sig_fd, &si, sizeof si) == sizeof si) {
+                logf_(s, "signal %u: ending the sandbox", si.ssi_signo);
+                finish(s, "Terminated", "shim_signal", "The supervisor was told to stop.");
+                return 0;
+            }
+        }
+        if (pfd[2].revents && s->sb) {
+            bool done = false;
+            kn_sandbox_collect(s->sb, &done);
+            if (done) {
+                kn_result_t res = {0};
+                kn_sandbox_finish(s->sb, &res);
+                kn_sandbox_destroy(s->sb);
+                s->sb = NULL;
+                char msg[128];
+                snprintf(msg, sizeof msg, "execd ended with status %d%s", res.exit_code,
+                         res.oom_killed ? " (out of memory)" : "");
+                logf_(s, "%s", msg);
+                write_state(s, res.exit_code ? "Failed" : "Terminated",
+                            res.exit_code ? "CONTAINER_EXITED_ERROR" : "CONTAINER_EXITED", msg,
+                            res.exit_code);
+                return 0;
+            }
+        }
+        if (pfd[0].revents) {
+            int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                int quit = serve_control(s, c);
+                close(c);
+                if (quit)
+                    return 0;
+            }
+        }
+    }
+}
+
+int
+kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int ready_fd)
+{
+    shim_t s = {.dir = dir, .ready_fd = ready_fd, .listen_fd = -1, .sig_fd = -1};
+    char line[64];
+    snprintf(line, sizeof line, "pid %d\n", (int)getpid());
+    if (ready_fd >= 0)
+        kn_write_all(ready_fd, line, strlen(line));
+    int logfd = open(at(&s, KN_SHIM_LOG), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd >= 0) {
+        dup2(logfd, STDOUT_FILENO);
+        dup2(logfd, STDERR_FILENO);
+        close(logfd);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    s.sig_fd = signalfd(-1, &stop, SFD_CLOEXEC);
+
+    int rc = 1;
+    kn_error_t err = {0};
+    int lock = open(at(&s, KN_SHIM_LOCK), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        kn_error_set(&err, errno, "%s is held by another shim", s.path);
+        goto out;
+    }
+    uint64_t t0 = kn_now_us();
+    if (start(&s, execd_path, ready_timeout_ms, &err) < 0) {
+        finish(&s, "Failed", "provision_failed", err.msg);
+        goto out;
+    }
+    write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
+    logf_(&s, "ready in %.3f ms (sandbox pid %d)", (kn_now_us() - t0) / 1000.0,
+          (int)kn_sandbox_pid(s.sb));
+    tell_ready(&s, "ready\n");
+    rc = loop(&s);
+out:
+    if (err.msg[0]) {
+        logf_(&s, "error: %s", err.msg);
+        char reply[KN_ERROR_MSG_MAX + 16];
+        snprintf(reply, sizeof reply, "error %s\n", err.msg);
+        tell_ready(&s, reply);
+    }
+    if (s.listen_fd >= 0) {
+        close(s.listen_fd);
+        unlink(at(&s, KN_SHIM_SOCK));
+    }
+    if (s.sb)
+        finish(&s, "Failed", "runtime_error", "The supervisor stopped.");
+    kn_config_free(&s.cfg);
+    json_decref(s.spec);
+    if (s.sig_fd >= 0)
+        close(s.sig_fd);
+    if (lock >= 0)
+        close(lock);
+    return rc;
+}
+
+int
+kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_SOCK);
+    int fd = kn_uclient_connect(path, err);
+    if (fd < 0)
+        return kn_error_prefix(err, "supervisor");
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char line[64];
+    snprintf(line, sizeof line, "%s\n", cmd);
+    char reply[KN_ERROR_MSG_MAX + 16] = {0};
+    size_t len = 0;
+    if (kn_write_all(fd, line, strlen(line)) < 0) {
+        close(fd);
+        return kn_error_set(err, errno, "supervisor: send");
+    }
+    while (len < sizeof reply - 1) {
+        ssize_t n = read(fd, reply + len, sizeof reply - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    reply[strcspn(reply, "\n")] = '\0';
+    if (!strcmp(reply, "ok"))
+        return 0;
+    if (!strncmp(reply, "error ", 6))
+        return kn_error_set(err, EBUSY, "%s", reply + 6);
+    return kn_error_set(err, EIO, "supervisor: no answer to %s", cmd);
+}
+
+bool
+kn_shim_alive(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_LOCK);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
+json_t *
+kn_shim_state(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_STATE);
+    return json_load_file(path, 0, NULL);
+}

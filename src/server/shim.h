@@ -1,0 +1,51 @@
+/* shim.h - the per-sandbox supervisor (`kennel shim`) and how the server
+ * talks to it.
+ *
+ * One shim per sandbox, detached from the server (its own session, parent
+ * init), owns the sandbox for its whole life: it spawns a service sandbox
+ * whose PID 1 is kennel-execd, waits until execd answers /ping, starts the
+ * request's entrypoint through execd, then serves pause/resume/kill on a
+ * control socket and records the sandbox's state in its run directory.
+ * The server can die and come back: everything it needs is in the run
+ * directory and the store.
+ *
+ * Run directory <run_dir>/<id>/ (root, 0700):
+ *   spec.json   normalized create request (written by the server)
+ *   lock        flock'ed by the shim while it lives
+ *   shim.sock   control socket: one line in ("pause", "resume", "kill"),
+ *               one line out ("ok" or "error MESSAGE")
+ *   state.json  {"state", "reason", "message", "pid", "pidns", "entrypoint", "exitCode"}
+ *   shim.log    the shim's and execd's own output
+ *   sandbox/    owned by the sandbox's host uid, bound at /run/kennel inside;
+ *               holds execd.sock. Kept apart so that the sandbox cannot touch
+ *               the shim's files. */
+#ifndef KN_SHIM_H
+#define KN_SHIM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+#define KN_SHIM_SPEC "spec.json"
+#define KN_SHIM_LOCK "lock"
+#define KN_SHIM_SOCK "shim.sock"
+#define KN_SHIM_STATE "state.json"
+#define KN_SHIM_LOG "shim.log"
+#define KN_SHIM_SANDBOX "sandbox"
+#define KN_SHIM_EXECD_SOCK "sandbox/execd.sock"
+
+/* The shim's descriptor 3 (when ready_fd >= 0) gets "pid N\n" at once, then
+ * "ready\n" or "error MESSAGE\n", then is closed. Returns the exit status. */
+int kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int ready_fd);
+
+/* Server side. Sends cmd, waits for the answer (timeout_ms). An "error"
+ * answer becomes -1 with its message (EBUSY). */
+int kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err);
+/* True while a shim holds dir's lock. */
+bool kn_shim_alive(const char *dir);
+/* state.json as JSON, or NULL when missing or unreadable. */
+json_t *kn_shim_state(const char *dir);
+
+#endif

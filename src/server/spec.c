@@ -1,0 +1,598 @@
+/* spec.c - see spec.h. Every rejection names the field and says why. */
+#include "spec.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#define MiB (1024.0 * 1024.0)
+
+/* The kennel images a request may name: aliases from the config, and "host". */
+static const char *
+resolve_image(const kn_server_cfg_t *cfg, const char *uri)
+{
+    for (int i = 0; i < cfg->n_aliases; i++)
+        if (!strcmp(cfg->alias_name[i], uri))
+            return cfg->alias_image[i];
+    if (!strcmp(uri, "host"))
+        return "host";
+    return NULL;
+}
+
+/* A string without NUL bytes inside (jansson allows them). */
+static const char *
+plain_string(const json_t *v)
+{
+    if (!json_is_string(v))
+        return NULL;
+    const char *s = json_string_value(v);
+    return strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+static int
+check_string_map(const json_t *m, const char *field, kn_error_t *err)
+{
+    if (!json_is_object(m))
+        return kn_server_error(err, EINVAL, "%s must be an object of strings", field);
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)m, k, v)
+    {
+        if (!plain_string(v))
+            return kn_server_error(err, EINVAL, "%s.%s must be a string", field, k);
+    }
+    return 0;
+}
+
+static bool
+label_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && !((c == '-' || c == '_' || c == '.') && i > 0 && i + 1 < len))
+            return false;
+    }
+    return true;
+}
+
+static bool
+dns_subdomain_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && !((c == '-' || c == '.') && i > 0 && i + 1 < len))
+            return false;
+    }
+    return true;
+}
+
+int
+kn_spec_check_label(const char *key, const char *value, kn_error_t *err)
+{
+    const char *slash = strchr(key, '/');
+    const char *name = slash ? slash + 1 : key;
+    if (slash && !dns_subdomain_ok(key, (size_t)(slash - key)))
+        return kn_server_error(err, EINVAL, "metadata key '%s': bad prefix", key);
+    if (!label_name_ok(name, strlen(name)))
+        return kn_server_error(err, EINVAL,
+                               "metadata key '%s' must be at most 63 characters of [A-Za-z0-9-_.], "
+                               "starting and ending with a letter or digit",
+                               key);
+    if (!strncmp(key, "opensandbox.io/", 15))
+        return kn_server_error(err, EINVAL,
+                               "metadata key '%s': the prefix opensandbox.io/ is reserved", key);
+    if (value && value[0] && !label_name_ok(value, strlen(value)))
+        return kn_server_error(err, EINVAL,
+                               "metadata value of '%s' must be at most 63 characters of "
+                               "[A-Za-z0-9-_.], starting and ending with a letter or digit",
+                               key);
+    return 0;
+}
+
+/* Kubernetes quantities: "500m" CPUs, "512Mi" or "1G" bytes. */
+static int
+parse_quantity(const char *s, bool cpu, double *out)
+{
+    char *end = NULL;
+    if (!s[0] || s[0] == '-' || s[0] == '+' || s[0] == ' ')
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0)
+        return -1;
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1},
+                 {"m", 1e-3},
+                 {"k", 1e3},
+                 {"M", 1e6},
+                 {"G", 1e9},
+                 {"T", 1e12},
+                 {"Ki", 1024.0},
+                 {"Mi", 1024.0 * 1024},
+                 {"Gi", 1024.0 * 1024 * 1024},
+                 {"Ti", 1024.0 * 1024 * 1024 * 1024}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) != 0)
+            continue;
+        if (!cpu && !strcmp(end, "m"))
+            return -1; /* milli-bytes */
+        *out = v * units[i].mult;
+        return 0;
+    }
+    return -1;
+}
+
+static int
+check_limits(const json_t *rl, json_t *kennel, kn_error_t *err)
+{
+    if (check_string_map(rl, "resourceLimits", err) < 0)
+        return -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)rl, k, v)
+    {
+        const char *s = json_string_value(v);
+        double q;
+        if (!strcmp(k, "cpu")) {
+            if (parse_quantity(s, true, &q) < 0 || q < 0.01 || q > 1024)
+                return kn_server_error(err, EINVAL,
+                                       "resourceLimits.cpu '%s' must be a CPU quantity such as "
+                                       "\"500m\" or \"2\" (0.01 to 1024)",
+                                       s);
+            json_object_set_new(kennel, "cpus", json_real(q));
+        } else if (!strcmp(k, "memory")) {
+            if (parse_quantity(s, false, &q) < 0 || q < 4 * MiB || q > 1e15)
+                return kn_server_error(err, EINVAL,
+                                       "resourceLimits.memory '%s' must be a byte quantity such as "
+                                       "\"512Mi\" or \"2Gi\", at least 4Mi",
+                                       s);
+            json_object_set_new(kennel, "memory", json_integer((json_int_t)q));
+        } else if (!strcmp(k, "ephemeral-storage")) {
+            if (parse_quantity(s, false, &q) < 0 || q < 1 * MiB || q > 1e13)
+                return kn_server_error(err, EINVAL,
+                                       "resourceLimits.ephemeral-storage '%s' must be a byte "
+                                       "quantity of at least 1Mi",
+                                       s);
+            json_object_set_new(kennel, "rootSize", json_integer((json_int_t)q));
+        } else if (!strcmp(k, "pids")) {
+            if (parse_quantity(s, false, &q) < 0 || q < 8 || q > 4194304 || q != floor(q))
+                return kn_server_error(err, EINVAL, "resourceLimits.pids '%s' must be 8 to 4194304",
+                                       s);
+            json_object_set_new(kennel, "pids", json_integer((json_int_t)q));
+        } else {
+            return kn_server_error(err, EINVAL,
+                                   "resourceLimits.%s is not supported by Kennel (cpu, memory, "
+                                   "ephemeral-storage, pids)",
+                                   k);
+        }
+    }
+    return 0;
+}
+
+static bool
+dns_label_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 63 || s[0] == '-' || s[len - 1] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static bool
+has_dotdot(const char *p)
+{
+    for (const char *c = p; *c; c++)
+        if ((c == p || c[-1] == '/') && c[0] == '.' && c[1] == '.' && (c[2] == '/' || !c[2]))
+            return true;
+    return false;
+}
+
+static int
+check_volume(const json_t *vol, size_t i, const kn_server_cfg_t *cfg, json_t *binds,
+             kn_error_t *err)
+{
+    if (!json_is_object(vol))
+        return kn_server_error(err, EINVAL, "volumes[%zu] must be an object", i);
+    const char *name = plain_string(json_object_get(vol, "name"));
+    const char *mount = plain_string(json_object_get(vol, "mountPath"));
+    json_t *ro = json_object_get(vol, "readOnly");
+    json_t *sub = json_object_get(vol, "subPath");
+    json_t *host = json_object_get(vol, "host");
+    if (!name || !dns_label_ok(name))
+        return kn_server_error(err, EINVAL, "volumes[%zu].name must be a DNS label", i);
+    if (!mount || mount[0] != '/' || has_dotdot(mount) || strlen(mount) > 1024)
+        return kn_server_error(err, EINVAL, "volumes[%zu].mountPath must be an absolute path", i);
+    if (ro && !json_is_boolean(ro))
+        return kn_server_error(err, EINVAL, "volumes[%zu].readOnly must be a boolean", i);
+    if (sub && (!plain_string(sub) || json_string_value(sub)[0] == '/' ||
+                has_dotdot(json_string_value(sub))))
+        return kn_server_error(err, EINVAL, "volumes[%zu].subPath must be relative, without '..'",
+                               i);
+    int backends = !!host + !!json_object_get(vol, "pvc") + !!json_object_get(vol, "ossfs");
+    if (backends != 1)
+        return kn_server_error(err, EINVAL, "volumes[%zu] needs exactly one backend", i);
+    if (!host)
+        return kn_server_error(err, EINVAL,
+                               "volumes[%zu]: only host volumes are supported by Kennel (not pvc "
+                               "or ossfs)",
+                               i);
+    const char *path = json_is_object(host) ? plain_string(json_object_get(host, "path")) : NULL;
+    if (!path || path[0] != '/')
+        return kn_server_error(err, EINVAL, "volumes[%zu].host.path must be an absolute path", i);
+    char want[PATH_MAX], real[PATH_MAX];
+    if (snprintf(want, sizeof want, "%s%s%s", path, sub ? "/" : "",
+                 sub ? json_string_value(sub) : "") >= (int)sizeof want)
+        return kn_server_error(err, EINVAL, "volumes[%zu]: path too long", i);
+    if (!realpath(want, real))
+        return kn_server_error(err, EINVAL, "volumes[%zu]: host path %s does not exist", i, want);
+    bool allowed = false;
+    for (int k = 0; k < cfg->n_host_paths && !allowed; k++) {
+        size_t pl = strlen(cfg->host_paths[k]);
+        while (pl > 1 && cfg->host_paths[k][pl - 1] == '/')
+            pl--;
+        allowed =
+            !strncmp(real, cfg->host_paths[k], pl) && (real[pl] == '/' || !real[pl] || pl == 1);
+    }
+    if (!allowed)
+        return kn_server_error(err, EINVAL,
+                               "volumes[%zu]: host path %s is not under an allowed prefix "
+                               "(allowedHostPaths in the server config)",
+                               i, real);
+    json_array_append_new(binds, json_pack("{s:s, s:s, s:b}", "src", real, "dst", mount, "rw",
+                                           !(ro && json_is_true(ro))));
+    return 0;
+}
+
+static int
+check_network(const json_t *np, kn_error_t *err)
+{
+    if (json_is_null(np))
+        return 0;
+    if (!json_is_object(np))
+        return kn_server_error(err, EINVAL, "networkPolicy must be an object");
+    json_t *def = json_object_get(np, "defaultAction");
+    json_t *eg = json_object_get(np, "egress");
+    if (def && !(plain_string(def) && (!strcmp(json_string_value(def), "allow") ||
+                                       !strcmp(json_string_value(def), "deny"))))
+        return kn_server_error(err, EINVAL, "networkPolicy.defaultAction must be allow or deny");
+    if (eg && !json_is_array(eg) && !json_is_null(eg))
+        return kn_server_error(err, EINVAL, "networkPolicy.egress must be an array");
+    bool wants_net = def && !strcmp(json_string_value(def), "allow");
+    size_t i;
+    json_t *r;
+    json_array_foreach(eg, i, r)
+    {
+        const char *a = json_is_object(r) ? plain_string(json_object_get(r, "action")) : NULL;
+        const char *t = json_is_object(r) ? plain_string(json_object_get(r, "target")) : NULL;
+        if (!a || !t || (strcmp(a, "allow") && strcmp(a, "deny")))
+            return kn_error_set(
+                err, EINVAL, "networkPolicy.egress[%zu] needs action (allow|deny) and target", i);
+        if (!strcmp(a, "allow"))
+            wants_net = true;
+    }
+    if (wants_net)
+        return kn_server_error(err, EINVAL,
+                               "networkPolicy: egress is not supported yet; Kennel sandboxes have "
+                               "no network (only deny-all policies can be honoured)");
+    return 0;
+}
+
+static int
+check_platform(const json_t *p, kn_error_t *err)
+{
+    if (json_is_null(p))
+        return 0;
+    const char *os = json_is_object(p) ? plain_string(json_object_get(p, "os")) : NULL;
+    const char *arch = json_is_object(p) ? plain_string(json_object_get(p, "arch")) : NULL;
+    if (!os || !arch)
+        return kn_server_error(err, EINVAL, "platform needs os and arch");
+    struct utsname u;
+    uname(&u);
+    const char *host_arch = !strcmp(u.machine, "x86_64")    ? "amd64"
+                            : !strcmp(u.machine, "aarch64") ? "arm64"
+                                                            : u.machine;
+    if (strcmp(os, "linux") || strcmp(arch, host_arch))
+        return kn_server_error(err, EINVAL,
+                               "platform %s/%s cannot be satisfied (this host is linux/%s)", os,
+                               arch, host_arch);
+    return 0;
+}
+
+static int
+check_env(const json_t *env, kn_error_t *err)
+{
+    if (check_string_map(env, "env", err) < 0)
+        return -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)env, k, v)
+    {
+        if (!k[0] || strchr(k, '=') || strlen(k) > 1024)
+            return kn_server_error(err, EINVAL, "env key '%s' is not a valid variable name", k);
+    }
+    if (json_object_size(env) > KN_MAX_ENV / 2)
+        return kn_server_error(err, EINVAL, "env has more than %d entries", KN_MAX_ENV / 2);
+    return 0;
+}
+
+static int
+check_extensions(const json_t *ext, kn_error_t *err)
+{
+    if (check_string_map(ext, "extensions", err) < 0)
+        return -1;
+    if (json_object_get(ext, "poolRef"))
+        return kn_server_error(err, EINVAL, "extensions.poolRef: pools are not supported yet");
+    const char *renew = json_string_value(json_object_get(ext, "access.renew.extend.seconds"));
+    if (renew) {
+        char *end = NULL;
+        errno = 0;
+        long s = strtol(renew, &end, 10);
+        if (errno || end == renew || *end || s < 300 || s > 86400)
+            return kn_server_error(err, EINVAL,
+                                   "extensions.access.renew.extend.seconds must be 300 to 86400");
+    }
+    return 0;
+}
+
+static int
+check_entrypoint(const json_t *ep, kn_error_t *err)
+{
+    if (!json_is_array(ep) || json_array_size(ep) == 0 || json_array_size(ep) > 4096)
+        return kn_server_error(err, EINVAL, "entrypoint must be a non-empty array of strings");
+    size_t i;
+    json_t *w;
+    json_array_foreach(ep, i, w)
+    {
+        if (!plain_string(w))
+            return kn_server_error(err, EINVAL, "entrypoint[%zu] must be a string", i);
+    }
+    if (!json_string_value(json_array_get(ep, 0))[0])
+        return kn_server_error(err, EINVAL, "entrypoint[0] must not be empty");
+    return 0;
+}
+
+static int
+check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
+              kn_error_t *err)
+{
+    json_t *image = json_object_get(req, "image");
+    json_t *snap = json_object_get(req, "snapshotId");
+    json_t *v;
+    if (json_object_get(req, "extensions") &&
+        check_extensions(json_object_get(req, "extensions"), err) < 0)
+        return -1;
+    if (snap && !json_is_null(snap)) {
+        if (image && !json_is_null(image))
+            return kn_server_error(err, EINVAL, "give either image or snapshotId, not both");
+        return kn_server_error(err, EINVAL, "snapshotId %s: snapshots are not supported yet",
+                               plain_string(snap) ? json_string_value(snap) : "(not a string)");
+    }
+    if (!image || json_is_null(image))
+        return kn_server_error(err, EINVAL, "image is required");
+    const char *uri = json_is_object(image) ? plain_string(json_object_get(image, "uri")) : NULL;
+    if (!uri || !uri[0])
+        return kn_server_error(err, EINVAL, "image.uri must be a non-empty string");
+    const char *kimage = resolve_image(cfg, uri);
+    if (!kimage)
+        return kn_server_error(
+            err, EINVAL,
+            "image '%s' is not known to this server (use \"host\" or a name from "
+            "imageAliases in the server config)",
+            uri);
+    json_object_set_new(spec, "image", json_pack("{s:s}", "uri", uri));
+    json_object_set_new(kennel, "image", json_string(kimage));
+
+    json_t *ep = json_object_get(req, "entrypoint");
+    if (!ep)
+        return kn_server_error(err, EINVAL, "entrypoint is required with image");
+    if (check_entrypoint(ep, err) < 0)
+        return -1;
+    json_object_set(spec, "entrypoint", ep);
+
+    v = json_object_get(req, "timeout");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 60)
+            return kn_server_error(err, EINVAL,
+                                   "timeout must be an integer of at least 60 (seconds)");
+        if (cfg->max_timeout_s && json_integer_value(v) > cfg->max_timeout_s)
+            return kn_server_error(err, EINVAL, "timeout must be at most %lld seconds",
+                                   (long long)cfg->max_timeout_s);
+        if (json_integer_value(v) > 100LL * 365 * 86400)
+            return kn_server_error(err, EINVAL, "timeout is too large");
+        json_object_set(spec, "timeout", v);
+    } else {
+        json_object_set_new(spec, "timeout", json_null());
+    }
+
+    v = json_object_get(req, "resourceLimits");
+    if (!v)
+        return kn_server_error(err, EINVAL, "resourceLimits is required");
+    if (check_limits(v, kennel, err) < 0)
+        return -1;
+    json_object_set(spec, "resourceLimits", v);
+
+    if ((v = json_object_get(req, "env")) && !json_is_null(v)) {
+        if (check_env(v, err) < 0)
+            return -1;
+        json_object_set(spec, "env", v);
+    }
+    if ((v = json_object_get(req, "metadata")) && !json_is_null(v)) {
+        if (check_string_map(v, "metadata", err) < 0)
+            return -1;
+        const char *k;
+        json_t *mv;
+        json_object_foreach(v, k, mv)
+        {
+            if (kn_spec_check_label(k, json_string_value(mv), err) < 0)
+                return -1;
+        }
+        json_object_set(spec, "metadata", v);
+    }
+    if ((v = json_object_get(req, "extensions")) && !json_is_null(v))
+        json_object_set(spec, "extensions", v);
+    if ((v = json_object_get(req, "networkPolicy")) && check_network(v, err) < 0)
+        return -1;
+    if ((v = json_object_get(req, "platform")) && !json_is_null(v)) {
+        if (check_platform(v, err) < 0)
+            return -1;
+        json_object_set_new(spec, "platform",
+                            json_pack("{s:O, s:O}", "os", json_object_get(v, "os"), "arch",
+                                      json_object_get(v, "arch")));
+    }
+    v = json_object_get(req, "secureAccess");
+    if (v && !json_is_boolean(v) && !json_is_null(v))
+        return kn_server_error(err, EINVAL, "secureAccess must be a boolean");
+    if (json_is_true(v))
+        return kn_server_error(err, EINVAL,
+                               "secureAccess is not supported: endpoints are reached through the "
+                               "server proxy with the API key");
+    v = json_object_get(req, "credentialProxy");
+    if (json_is_object(v) && json_is_true(json_object_get(v, "enabled")))
+        return kn_server_error(err, EINVAL, "credentialProxy is not supported yet");
+    json_t *binds = json_array();
+    json_object_set_new(kennel, "binds", binds);
+    if ((v = json_object_get(req, "volumes")) && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) > 16)
+            return kn_server_error(err, EINVAL, "volumes must be an array of at most 16");
+        size_t i;
+        json_t *vol;
+        json_array_foreach(v, i, vol)
+        {
+            if (check_volume(vol, i, cfg, binds, err) < 0)
+                return -1;
+        }
+        json_object_set(spec, "volumes", v);
+    }
+    return 0;
+}
+
+json_t *
+kn_spec_parse(const json_t *req, const kn_server_cfg_t *cfg, kn_error_t *err)
+{
+    if (!json_is_object(req)) {
+        kn_server_error(err, EINVAL, "the body must be a JSON object");
+        return NULL;
+    }
+    json_t *spec = json_object();
+    json_t *kennel = json_object();
+    if (!spec || !kennel) {
+        json_decref(spec);
+        json_decref(kennel);
+        kn_error_set(err, ENOMEM, "spec");
+        return NULL;
+    }
+    json_object_set_new(spec, "kennel", kennel);
+    if (check_request(req, cfg, spec, kennel, err) < 0) {
+        json_decref(spec);
+        return NULL;
+    }
+    return spec;
+}
+
+static int
+add_env(kn_config_t *c, const char *k, const char *v, kn_error_t *err)
+{
+    size_t len = strlen(k) + strlen(v) + 2;
+    char *kv = malloc(len);
+    if (!kv)
+        return kn_error_set(err, ENOMEM, "env");
+    snprintf(kv, len, "%s=%s", k, v);
+    int r = kn_config_setenv(c, kv, err);
+    free(kv);
+    return r;
+}
+
+int
+kn_spec_config(const json_t *spec, const char *sandbox_dir, const char *execd_path,
+               kn_config_t *out, kn_error_t *err)
+{
+    kn_config_t c;
+    if (kn_profile_load(&c, "default", err) < 0)
+        return -1;
+    json_t *k = json_object_get(spec, "kennel");
+    json_t *v;
+    c.service = true;
+    /* Expiry is the server's reaper's job; the runtime leaves timeouts to its
+     * caller but wants a positive one in the config. */
+    c.timeout_ms = UINT64_C(1) << 62;
+    c.pids = 1024;
+    if (kn_config_set_str(&c.image, json_string_value(json_object_get(k, "image")), err) < 0)
+        goto fail;
+    if ((v = json_object_get(k, "cpus")))
+        c.cpus = json_real_value(v);
+    if ((v = json_object_get(k, "memory")))
+        c.memory = (uint64_t)json_integer_value(v);
+    if ((v = json_object_get(k, "pids")))
+        c.pids = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(k, "rootSize")))
+        c.root_size = (uint64_t)json_integer_value(v);
+    const char *key;
+    json_object_foreach(json_object_get(spec, "env"), key, v)
+    {
+        if (add_env(&c, key, json_string_value(v), err) < 0)
+            goto fail;
+    }
+    if (kn_config_add_bind(&c, sandbox_dir, KN_SPEC_RUN_INSIDE, true, err) < 0 ||
+        kn_config_add_bind(&c, execd_path, KN_SPEC_EXECD_INSIDE, false, err) < 0)
+        goto fail;
+    size_t i;
+    json_array_foreach(json_object_get(k, "binds"), i, v)
+    {
+        if (kn_config_add_bind(&c, json_string_value(json_object_get(v, "src")),
+                               json_string_value(json_object_get(v, "dst")),
+                               json_is_true(json_object_get(v, "rw")), err) < 0)
+            goto fail;
+    }
+    char *argv[] = {KN_SPEC_EXECD_INSIDE, "--socket", KN_SPEC_EXECD_SOCK, NULL};
+    if (kn_config_set_argv(&c, argv, err) < 0 || kn_config_validate(&c, err) < 0)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    kn_config_free(&c);
+    return -1;
+}
+
+char *
+kn_spec_entrypoint_cmd(const json_t *spec)
+{
+    json_t *ep = json_object_get(spec, "entrypoint");
+    size_t cap = 1, i;
+    json_t *w;
+    json_array_foreach(ep, i, w) cap += 4 * json_string_length(w) + 3;
+    char *out = malloc(cap), *p = out;
+    if (!out)
+        return NULL;
+    json_array_foreach(ep, i, w)
+    {
+        if (i)
+            *p++ = ' ';
+        *p++ = '\'';
+        for (const char *s = json_string_value(w); *s; s++) {
+            if (*s == '\'') {
+                memcpy(p, "'\\''", 4);
+                p += 4;
+            } else {
+                *p++ = *s;
+            }
+        }
+        *p++ = '\'';
+    }
+    *p = '\0';
+    return out;
+}

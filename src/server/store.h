@@ -1,0 +1,51 @@
+/* store.h - durable sandbox records (SQLite in WAL mode).
+ *
+ * The store owns the rows the lifecycle API answers from: one per sandbox
+ * the server acknowledged or is creating. Runtime facts (is the shim alive,
+ * did the sandbox end) live in the shim's run directory; the server copies
+ * them here when it sees them. All functions are safe to call from several
+ * threads at once. A networked store would implement this same header. */
+#ifndef KN_STORE_H
+#define KN_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct kn_store kn_store_t;
+
+/* One sandbox. Strings are owned by the record; kn_store_rec_free() frees
+ * them (not the record itself). Times are Unix milliseconds; 0 = none. */
+typedef struct kn_store_rec {
+    char id[40];
+    int64_t created_ms;
+    int64_t expires_ms;
+    int64_t transition_ms;
+    char state[16];
+    char *reason;
+    char *message;
+    char *spec;     /* the normalized create request, JSON text */
+    char *metadata; /* JSON object text */
+} kn_store_rec_t;
+
+/* Opens (creating) the database at path. */
+int kn_store_open(const char *path, kn_store_t **out, kn_error_t *err);
+void kn_store_close(kn_store_t *st);
+
+int kn_store_insert(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err);
+/* *found is false (and rec untouched) when there is no such id. */
+int kn_store_get(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_error_t *err);
+/* Every record, newest first. The caller frees each record and the array. */
+int kn_store_list(kn_store_t *st, kn_store_rec_t **recs, size_t *n, kn_error_t *err);
+/* Sets state, reason and message and stamps the transition time. Returns
+ * -1 with ENOENT when the id is gone. */
+int kn_store_set_state(kn_store_t *st, const char *id, const char *state, const char *reason,
+                       const char *message, kn_error_t *err);
+int kn_store_set_metadata(kn_store_t *st, const char *id, const char *metadata, kn_error_t *err);
+int kn_store_set_expires(kn_store_t *st, const char *id, int64_t expires_ms, kn_error_t *err);
+/* Removing a missing id is not an error. */
+int kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err);
+void kn_store_rec_free(kn_store_rec_t *rec);
+
+#endif

@@ -1,0 +1,161 @@
+/* uclient.c - see uclient.h. */
+#include "uclient.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+int
+kn_uclient_connect(const char *path, kn_error_t *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return kn_error_set(err, ENAMETOOLONG, "socket path %s", path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return kn_error_set(err, errno, "socket");
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (errno == EINTR)
+            continue;
+        int e = errno;
+        close(fd);
+        return kn_error_set(err, e, "connect %s", path);
+    }
+    return fd;
+}
+
+struct collect {
+    kn_uresp_t *r;
+    size_t cap;
+    bool done, over;
+};
+
+static int
+on_body(http_parser *p, const char *at, size_t len)
+{
+    struct collect *c = p->data;
+    if (c->r->len + len > c->cap) {
+        c->over = true;
+        return 1;
+    }
+    char *g = realloc(c->r->body, c->r->len + len + 1);
+    if (!g)
+        return 1;
+    c->r->body = g;
+    memcpy(g + c->r->len, at, len);
+    c->r->len += len;
+    g[c->r->len] = '\0';
+    return 0;
+}
+
+static int
+on_complete(http_parser *p)
+{
+    ((struct collect *)p->data)->done = true;
+    return 0;
+}
+
+static int64_t
+mono_ms(void)
+{
+    return (int64_t)(kn_now_us() / 1000);
+}
+
+int
+kn_uclient_request(const char *path, const char *method, const char *target, const char *ctype,
+                   const char *body, size_t blen, int timeout_ms, size_t cap, kn_uresp_t *out,
+                   kn_error_t *err)
+{
+    kn_uresp_t r = {0};
+    int fd = kn_uclient_connect(path, err);
+    if (fd < 0)
+        return -1;
+    char head[1024];
+    int hl = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                      "Content-Length: %zu\r\n%s%s%s\r\n",
+                      method, target, body ? blen : 0, ctype ? "Content-Type: " : "",
+                      ctype ? ctype : "", ctype ? "\r\n" : "");
+    if (hl < 0 || (size_t)hl >= sizeof head) {
+        close(fd);
+        return kn_error_set(err, E2BIG, "request head too long");
+    }
+    if (kn_write_all(fd, head, (size_t)hl) < 0 || (body && kn_write_all(fd, body, blen) < 0)) {
+        int e = errno;
+        close(fd);
+        return kn_error_set(err, e, "send to %s", path);
+    }
+    http_parser_settings set = {0};
+    set.on_body = on_body;
+    set.on_message_complete = on_complete;
+    http_parser p;
+    http_parser_init(&p, HTTP_RESPONSE);
+    struct collect c = {.r = &r, .cap = cap};
+    p.data = &c;
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (!c.done) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0) {
+            kn_error_set(err, ETIMEDOUT, "%s %s: no answer", method, target);
+            goto fail;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int pr = poll(&pfd, 1, (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue;
+        char buf[16384];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            kn_error_set(err, errno, "read from %s", path);
+            goto fail;
+        }
+        size_t used = http_parser_execute(&p, &set, buf, (size_t)n);
+        if (c.over) {
+            kn_error_set(err, E2BIG, "%s %s: answer larger than %zu bytes", method, target, cap);
+            goto fail;
+        }
+        if (HTTP_PARSER_ERRNO(&p) != HPE_OK || used != (size_t)n) {
+            kn_error_set(err, EPROTO, "%s %s: bad answer: %s", method, target,
+                         http_errno_description(HTTP_PARSER_ERRNO(&p)));
+            goto fail;
+        }
+        if (n == 0 && !c.done) {
+            kn_error_set(err, ECONNRESET, "%s %s: connection closed early", method, target);
+            goto fail;
+        }
+    }
+    close(fd);
+    r.status = (int)p.status_code;
+    if (!r.body && !(r.body = calloc(1, 1)))
+        return kn_error_set(err, ENOMEM, "response");
+    *out = r;
+    return 0;
+fail:
+    close(fd);
+    free(r.body);
+    return -1;
+}
+
+void
+kn_uresp_free(kn_uresp_t *r)
+{
+    if (r) {
+        free(r->body);
+        r->body = NULL;
+    }
+}
