@@ -412,6 +412,19 @@ typedef struct run {
     bool timed_out;
 } run_t;
 
+/* The run is over: the repl takes the next run at once, before the client has
+ * even seen the end of this stream. */
+static void
+run_finish(run_t *f)
+{
+    if (f->phase == 2)
+        return;
+    f->phase = 2;
+    pthread_mutex_lock(&f->r->store->lock);
+    f->r->busy = false;
+    pthread_mutex_unlock(&f->r->store->lock);
+}
+
 static void
 pump(int *fd, kn_lines_t *l, kn_buf_t *out)
 {
@@ -444,7 +457,6 @@ static int
 run_done(run_t *f, kn_buf_t *out, int status)
 {
     drain_outputs(f, out);
-    f->phase = 2;
     if (f->error) {
         json_t *tb = json_object_get(f->error, "traceback");
         kn_stream_event(out, "error",
@@ -452,6 +464,7 @@ run_done(run_t *f, kn_buf_t *out, int status)
                                   json_object_get(f->error, "ename"), "evalue",
                                   json_object_get(f->error, "evalue"), "traceback",
                                   json_is_array(tb) ? tb : json_array()));
+        run_finish(f);
         return 1;
     }
     if (status != 0) {
@@ -459,10 +472,12 @@ run_done(run_t *f, kn_buf_t *out, int status)
         snprintf(ev, sizeof ev, "%d", status);
         snprintf(tb, sizeof tb, "command exited with code %d", status);
         kn_stream_error(out, "CommandExecError", ev, tb);
+        run_finish(f);
         return 1;
     }
     kn_stream_event(out, "execution_complete",
                     json_pack("{s:I}", "execution_time", (json_int_t)(kn_util_mono_ms() - f->t0)));
+    run_finish(f);
     return 1;
 }
 
@@ -473,7 +488,6 @@ run_lost(run_t *f, kn_buf_t *out)
     int code = -1;
     kn_child_wait(f->r->child, 1000, &code);
     drain_outputs(f, out);
-    f->phase = 2;
     char msg[300];
     const char *rt = f->r->drv->runtime;
     if (f->timed_out) {
@@ -497,6 +511,7 @@ run_lost(run_t *f, kn_buf_t *out)
         kn_stream_error(out, "ContextReset", msg, msg);
     }
     repl_reset(f->r);
+    run_finish(f);
     return 1;
 }
 
@@ -602,8 +617,10 @@ settle_abandoned(run_t *f)
             break;
         sink.len = 0;
     }
-    if (f->phase != 2)
+    if (f->phase != 2) {
         repl_reset(r);
+        run_finish(f);
+    }
     kn_buf_free(&sink);
 }
 
@@ -613,9 +630,9 @@ run_destroy(void *self)
     run_t *f = self;
     if (f->phase != 2 && f->r->child)
         settle_abandoned(f);
+    run_finish(f);
     struct kn_replstore *s = f->ex->repls;
     pthread_mutex_lock(&s->lock);
-    f->r->busy = false;
     bool removed = f->r->removed;
     pthread_mutex_unlock(&s->lock);
     if (removed)
