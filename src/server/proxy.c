@@ -28,6 +28,8 @@ struct kn_proxy {
     int body_mode;
     http_parser parser;
     bool head_done, complete, failed, is_head;
+    bool sized;    /* the backend sent Content-Length (not chunked) */
+    uint64_t clen; /* its value, kept: the parser counts it down */
     char *names[MAX_HEADERS];
     char *values[MAX_HEADERS];
     int n_headers;
@@ -251,6 +253,8 @@ on_headers_complete(http_parser *hp)
 {
     kn_proxy_t *p = hp->data;
     p->head_done = true;
+    p->sized = !(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX;
+    p->clen = p->sized ? hp->content_length : 0;
     return p->is_head ? 1 : 0;
 }
 
@@ -349,12 +353,12 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     }
     *status = p->parser.status_code;
     struct MHD_Response *r;
-    bool sized = !(p->parser.flags & F_CHUNKED) && p->parser.content_length != ULLONG_MAX;
-    if (p->is_head || *status == 204 || *status == 304 || (sized && p->parser.content_length == 0))
+    bool sized = p->sized;
+    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     else
-        r = MHD_create_response_from_callback(sized ? p->parser.content_length : MHD_SIZE_UNKNOWN,
-                                              64 * 1024, reader, p, reader_free);
+        r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, 64 * 1024, reader,
+                                              p, reader_free);
     if (!r) {
         kn_error_set(err, ENOMEM, "response");
         return NULL;
@@ -362,7 +366,7 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     for (int i = 0; i < p->n_headers; i++)
         if (p->names[i] && p->values[i] && !skipped(p->names[i]))
             MHD_add_response_header(r, p->names[i], p->values[i]);
-    if (p->is_head || *status == 204 || *status == 304 || (sized && p->parser.content_length == 0))
+    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
         kn_proxy_free(p);
     return r;
 }
