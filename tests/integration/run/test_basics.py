@@ -5,6 +5,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import time
 
 import pytest
@@ -367,3 +368,26 @@ def test_large_source(kn, hostdir, how):
     else:
         r = kn.run("-", input=code.encode())
     assert r.rc == 0 and r.out == "big\n", r
+
+
+def test_reader_going_away_ends_the_run(kn, marker):
+    """`kennel run -- yes | head -1`: when the caller stops reading, the
+    program sees a broken pipe as it would without kennel, and the run ends
+    long before its timeout, leaving nothing behind."""
+    from .conftest import host_processes_matching, kennel_cgroups, new_leaked_cgroups
+    cgroups_before = kennel_cgroups()
+    proc = subprocess.Popen([kn.binary, "run", "-t", "8", "--", "bash", "-c", f"exec -a {marker} yes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.readline() == b"y\n"
+        proc.stdout.close()
+        start = time.monotonic()
+        proc.wait(timeout=15)
+        waited = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert waited < 5, f"kennel ran on for {waited:.1f}s after its reader went away"
+    assert host_processes_matching(marker) == []
+    assert new_leaked_cgroups(cgroups_before) == []
