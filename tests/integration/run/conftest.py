@@ -271,3 +271,43 @@ def remove_cgroups_of(pid, wait=3.0):
         if not left or time.monotonic() > deadline:
             return
         time.sleep(0.1)
+
+
+def proc_status(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {"uid": int(fields["Uid"].split()[0]), "ppid": int(fields["PPid"].strip())}
+
+
+def cmdline_of(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def orphaned_sandbox_processes(min_uid=100000):
+    """Processes running as a mapped sandbox uid (>= min_uid on the host)
+    whose nearest ancestor outside that range is not a kennel launcher: a
+    sandbox process that outlived its run, whoever started it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = proc_status(int(entry))
+        if not st or st["uid"] < min_uid:
+            continue
+        p = st["ppid"]
+        while p > 1:
+            pst = proc_status(p)
+            if pst is None or pst["uid"] < min_uid:
+                break
+            p = pst["ppid"]
+        if p <= 1 or "kennel" not in cmdline_of(p):
+            found.append((int(entry), cmdline_of(int(entry))))
+    return sorted(found)

@@ -5,7 +5,7 @@ import os
 import time
 
 from .conftest import (descendants, host_processes_matching, is_foreign_cgroup,
-                       kennel_cgroups)
+                       kennel_cgroups, orphaned_sandbox_processes)
 
 FILE_DIRS = ["/tmp", "/run", "/var/tmp", "/dev/shm", "/run/kennel", "/var/run/kennel", "/var/lib/kennel"]
 
@@ -64,6 +64,7 @@ def test_nothing_left_after_a_batch_of_runs(kn, hostdir, marker):
     upload.chmod(0o644)
     before = snapshot(marker)
     my_children_before = descendants(os.getpid())
+    orphans_before = orphaned_sandbox_processes()
 
     results = [
         kn.probe_run("caps"),
@@ -87,5 +88,7 @@ def test_nothing_left_after_a_batch_of_runs(kn, hostdir, marker):
     leftovers = host_processes_matching(marker)
     assert leftovers == [], f"processes left: {leftovers}"
     assert descendants(os.getpid()) == my_children_before, "child processes left behind"
+    orphans = sorted(set(orphaned_sandbox_processes()) - set(orphans_before))
+    assert orphans == [], f"sandbox processes without a kennel parent: {orphans}"
     diff = settled_diff(before, marker)
     assert not diff, f"host state changed (gone, new): {diff}"
