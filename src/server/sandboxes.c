@@ -741,6 +741,26 @@ adopt(kn_sbx_t *m)
         closedir(d);
 }
 
+/* The runtime resolves bind sources as the sandbox's user: every directory
+ * above the run directory must let others pass. */
+static int
+check_reachable(const char *dir, kn_error_t *err)
+{
+    char path[PATH_MAX];
+    if (!realpath(dir, path))
+        return kn_error_set(err, errno, "run directory %s", dir);
+    for (char *slash = path + strlen(path); slash > path; slash = strrchr(path, '/')) {
+        struct stat st;
+        if (stat(path, &st) == 0 && !(st.st_mode & S_IXOTH))
+            return kn_server_error(err, EACCES,
+                                   "%s is not searchable by others (chmod o+x): sandboxes could "
+                                   "not reach their run directories under %s",
+                                   path, dir);
+        *slash = '\0';
+    }
+    return 0;
+}
+
 int
 kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
 {
@@ -749,7 +769,7 @@ kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
         return kn_error_set(err, ENOMEM, "manager");
     m->cfg = cfg;
     if (kn_mkdir_p(cfg->run_dir, 0711, err) < 0 || chmod(cfg->run_dir, 0711) < 0 ||
-        kn_store_open(cfg->db_path, &m->store, err) < 0) {
+        check_reachable(cfg->run_dir, err) < 0 || kn_store_open(cfg->db_path, &m->store, err) < 0) {
         free(m);
         return -1;
     }

@@ -1,0 +1,357 @@
+"""The lifecycle API of specs/sandbox-lifecycle.yml against a real server:
+shapes, states, filters, the proxy to execd, auth, and bad input."""
+import http.client
+import json
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from .conftest import API_KEY
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def assert_error(r, status, code=None):
+    assert r.status == status, r
+    body = r.json()
+    assert isinstance(body.get("code"), str) and body["code"], body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if code:
+        assert body["code"] == code, body
+    assert r.header("X-Request-ID")
+
+
+def test_health_needs_no_key(server):
+    r = server.request("GET", "/health", key=False)
+    assert r.status == 200 and r.json() == {"status": "healthy"}
+
+
+@pytest.mark.parametrize("key,code", [(None, "MISSING_API_KEY"), ("wrong", "INVALID_API_KEY")])
+def test_auth_401_shape(server, key, code):
+    h = {"X-Request-ID": "req-401"}
+    if key:
+        h["OPEN-SANDBOX-API-KEY"] = key
+    for path in ["/v1/sandboxes", "/sandboxes/x/proxy/44772/ping"]:
+        r = server.request("GET", path, key=False, headers=h)
+        assert_error(r, 401, code)
+        assert r.header("X-Request-ID") == "req-401"
+
+
+def test_create_get_shapes(server):
+    before = datetime.now(timezone.utc)
+    body = {"image": {"uri": "host"}, "entrypoint": ["tail", "-f", "/dev/null"],
+            "resourceLimits": {"cpu": "500m", "memory": "256Mi"}, "env": {"A": "1"},
+            "metadata": {"tag": "shape"}, "timeout": 300, "extensions": {}, "secureAccess": False}
+    r = server.request("POST", "/v1/sandboxes", body, headers={"X-Request-ID": "req-create"})
+    assert r.status == 202, r
+    assert r.header("X-Request-ID") == "req-create"
+    c = r.json()
+    server.note_cgroups(c["id"])
+    assert r.header("Location").endswith(f"/sandboxes/{c['id']}")
+    assert c["status"]["state"] == "Running"
+    assert c["metadata"] == {"tag": "shape"}
+    assert c["entrypoint"] == ["tail", "-f", "/dev/null"]
+    assert "image" not in c
+    created = parse_time(c["createdAt"])
+    assert before - timedelta(seconds=1) <= created <= datetime.now(timezone.utc)
+    assert parse_time(c["expiresAt"]) - created == timedelta(seconds=300)
+    g = server.request("GET", f"/v1/sandboxes/{c['id']}")
+    assert g.status == 200
+    s = g.json()
+    assert s["image"] == {"uri": "host"}
+    assert s["id"] == c["id"] and s["createdAt"] == c["createdAt"]
+    # The same routes answer without the /v1 prefix, as the reference does.
+    assert server.request("GET", f"/sandboxes/{c['id']}").json()["id"] == c["id"]
+    # env reaches the sandbox; the entrypoint runs through execd.
+    out, _ = server.run(c["id"], "echo $A; ps -eo args | grep -c '^tail -f /dev/null'")
+    assert out == ["1", "1"]
+    assert server.request("DELETE", f"/v1/sandboxes/{c['id']}").status == 204
+
+
+def test_manual_cleanup_has_no_expiry(server):
+    sid = server.create(timeout=None)
+    s = server.request("GET", f"/v1/sandboxes/{sid}").json()
+    assert "expiresAt" not in s
+    r = server.request("POST", f"/v1/sandboxes/{sid}/renew-expiration",
+                       {"expiresAt": rfc3339(datetime.now(timezone.utc) + timedelta(hours=1))})
+    assert_error(r, 409)
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_proxy_streams_sse_unbuffered(server):
+    sid = server.create()
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    c.request("POST", f"/sandboxes/{sid}/proxy/44772/command",
+              body=json.dumps({"command": "echo first; sleep 1; echo second"}),
+              headers={"OPEN-SANDBOX-API-KEY": API_KEY, "Content-Type": "application/json"})
+    t0 = time.monotonic()
+    r = c.getresponse()
+    assert r.status == 200
+    assert r.getheader("Content-Type").startswith("text/event-stream")
+    seen = {}
+    buf = b""
+    while True:
+        chunk = r.read1(65536)
+        if not chunk:
+            break
+        buf += chunk
+        for text in (b"first", b"second"):
+            if text in buf and text not in seen:
+                seen[text] = time.monotonic() - t0
+    c.close()
+    assert seen[b"first"] < 0.7, seen  # arrived before the command ended
+    assert seen[b"second"] >= 0.9, seen
+    # Empty execd answers keep Content-Length: 0 (the SDK needs it).
+    p = server.execd(sid, "GET", "/ping")
+    assert p.status == 200 and p.header("Content-Length") == "0"
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_proxy_relays_bodies_both_ways(server):
+    sid = server.create()
+    boundary = "kennelboundary"
+    data = os.urandom(300000)
+    parts = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"; "
+             f"filename=\"metadata\"\r\nContent-Type: application/json\r\n\r\n"
+             f"{{\"path\":\"/tmp/blob\",\"mode\":644}}\r\n--{boundary}\r\n"
+             f"Content-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n"
+             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    r = server.request("POST", f"/sandboxes/{sid}/proxy/44772/files/upload", raw=parts,
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status == 200, r
+    d = server.execd(sid, "GET", "/files/download?path=%2Ftmp%2Fblob")
+    assert d.status == 200 and d.body == data
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_list_filters_and_pagination(server):
+    ids = [server.create(metadata={"suite": "list", "n": str(i), "team": "a-b"}) for i in range(3)]
+    r = server.request("GET", "/v1/sandboxes?metadata=suite%3Dlist&pageSize=2")
+    assert r.status == 200
+    page1 = r.json()
+    assert page1["pagination"] == {"page": 1, "pageSize": 2, "totalItems": 3, "totalPages": 2,
+                                   "hasNextPage": True}
+    # Newest first.
+    assert [s["id"] for s in page1["items"]] == ids[::-1][:2]
+    page2 = server.request("GET", "/v1/sandboxes?metadata=suite%3Dlist&pageSize=2&page=2").json()
+    assert [s["id"] for s in page2["items"]] == [ids[0]]
+    assert page2["pagination"]["hasNextPage"] is False
+    one = server.request("GET", "/v1/sandboxes?metadata=suite%3Dlist%26n%3D1%26team%3Da-b").json()
+    assert [s["id"] for s in one["items"]] == [ids[1]]
+    server.request("POST", f"/v1/sandboxes/{ids[2]}/pause")
+    st = server.request("GET", "/v1/sandboxes?state=paused&metadata=suite%3Dlist").json()
+    assert [s["id"] for s in st["items"]] == [ids[2]]
+    both = server.request(
+        "GET", "/v1/sandboxes?state=Paused&state=RUNNING&metadata=suite%3Dlist").json()
+    assert both["pagination"]["totalItems"] == 3
+    for bad in ["metadata=novalue", "metadata=a%3D1%26%26b%3D2", "metadata=%25zz%3D1",
+                "page=0", "pageSize=x", "page=-1"]:
+        assert_error(server.request("GET", f"/v1/sandboxes?{bad}"), 400)
+    for sid in ids:
+        assert server.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
+
+
+def test_pause_resume(server):
+    sid = server.create()
+    r = server.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert r.status == 202 and r.body == b"" and r.header("Content-Length") == "0"
+    assert server.request("GET", f"/v1/sandboxes/{sid}").json()["status"]["state"] == "Paused"
+    assert_error(server.request("POST", f"/v1/sandboxes/{sid}/pause"), 409)
+    assert_error(server.execd(sid, "GET", "/ping"), 409)
+    r = server.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert r.status == 202 and r.header("Content-Length") == "0"
+    assert server.request("GET", f"/v1/sandboxes/{sid}").json()["status"]["state"] == "Running"
+    assert_error(server.request("POST", f"/v1/sandboxes/{sid}/resume"), 409)
+    assert server.run(sid, "echo alive")[0] == ["alive"]
+    # A paused sandbox can be deleted.
+    server.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert server.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
+
+
+def test_renew_and_expiry(server):
+    sid = server.create(timeout=60)
+    url = f"/v1/sandboxes/{sid}/renew-expiration"
+    past = rfc3339(datetime.now(timezone.utc) - timedelta(seconds=5))
+    assert_error(server.request("POST", url, {"expiresAt": past}), 400)
+    for bad in [{}, {"expiresAt": "tomorrow"}, {"expiresAt": 5}, []]:
+        assert_error(server.request("POST", url, bad), 400)
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    r = server.request("POST", url, {"expiresAt": later.isoformat(timespec="milliseconds")})
+    assert r.status == 200
+    assert abs(parse_time(r.json()["expiresAt"]) - later) < timedelta(milliseconds=2)
+    # The reaper deletes a sandbox whose time is up, like DELETE does.
+    soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert server.request("POST", url, {"expiresAt": rfc3339(soon)}).status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if server.request("GET", f"/v1/sandboxes/{sid}").status == 404:
+            break
+        time.sleep(0.1)
+    assert server.request("GET", f"/v1/sandboxes/{sid}").status == 404
+    assert not os.path.exists(os.path.join(server.run_dir, sid))
+
+
+def test_metadata_patch(server):
+    sid = server.create(metadata={"keep": "1", "drop": "2"})
+    r = server.request("PATCH", f"/v1/sandboxes/{sid}/metadata",
+                       {"add": "3", "drop": None, "absent": None})
+    assert r.status == 200
+    assert r.json()["metadata"] == {"keep": "1", "add": "3"}
+    assert server.request("PATCH", f"/v1/sandboxes/{sid}/metadata", {}).json()["metadata"] == \
+        {"keep": "1", "add": "3"}
+    for bad in [{"opensandbox.io/x": "1"}, {"k": 5}, {"k": "not valid!"}, ["x"], {"-k": "1"}]:
+        assert_error(server.request("PATCH", f"/v1/sandboxes/{sid}/metadata", bad), 400)
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_endpoints(server):
+    sid = server.create()
+    for port in [44772, 18080]:
+        for proxy in ["false", "true"]:
+            r = server.request("GET", f"/v1/sandboxes/{sid}/endpoints/{port}?use_server_proxy={proxy}")
+            assert r.status == 200, r
+            ep = r.json()["endpoint"]
+            assert "://" not in ep
+            assert ep == f"127.0.0.1:{server.port}/sandboxes/{sid}/proxy/{port}"
+    for bad in ["0", "65536", "x"]:
+        assert_error(server.request("GET", f"/v1/sandboxes/{sid}/endpoints/{bad}"), 400)
+    assert_error(server.request("GET", "/v1/sandboxes/nope/endpoints/44772"), 404)
+    # Ports other than execd's are not proxied yet: a loud 501, not a hang.
+    assert_error(server.request("GET", f"/sandboxes/{sid}/proxy/8080/"), 501)
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_unknown_ids_and_routes(server):
+    for method, path in [("GET", "/v1/sandboxes/nope"), ("DELETE", "/v1/sandboxes/nope"),
+                         ("POST", "/v1/sandboxes/nope/pause"),
+                         ("POST", "/v1/sandboxes/0000/resume"),
+                         ("GET", "/sandboxes/nope/proxy/44772/ping"),
+                         ("GET", "/v1/sandboxes/../../etc/endpoints/1"),
+                         ("GET", "/v1/nothing-here")]:
+        assert_error(server.request(method, path), 404)
+    assert_error(server.request("PUT", "/v1/sandboxes"), 405)
+
+
+BAD_CREATES = [
+    (b"{not json", "invalid JSON"),
+    (b"[]", "JSON object"),
+    (b"", "required"),
+    ({"entrypoint": ["x"], "resourceLimits": {}}, "image"),
+    ({"image": {"uri": "ubuntu:22.04"}, "entrypoint": ["x"], "resourceLimits": {}}, "ubuntu:22.04"),
+    ({"image": {"uri": "host"}, "resourceLimits": {}}, "entrypoint"),
+    ({"image": {"uri": "host"}, "entrypoint": [], "resourceLimits": {}}, "entrypoint"),
+    ({"image": {"uri": "host"}, "entrypoint": [1], "resourceLimits": {}}, "entrypoint"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"]}, "resourceLimits"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {}, "timeout": 10}, "timeout"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {}, "timeout": "60"},
+     "timeout"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {"memory": "lots"}},
+     "memory"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {"cpu": "-1"}}, "cpu"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {"gpu": "1"}}, "gpu"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {}, "env": {"A": 1}},
+     "env"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "metadata": {"opensandbox.io/x": "y"}}, "reserved"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "networkPolicy": {"defaultAction": "deny", "egress": [{"action": "allow",
+                                                            "target": "pypi.org"}]}}, "egress"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "volumes": [{"name": "v", "host": {"path": "/etc"}, "mountPath": "/mnt"}]}, "allowed"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "volumes": [{"name": "v", "pvc": {"claimName": "c"}, "mountPath": "/mnt"}]}, "host"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "platform": {"os": "windows", "arch": "amd64"}}, "platform"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {}, "secureAccess": True},
+     "secureAccess"),
+    ({"snapshotId": "snap-1", "resourceLimits": {}}, "snapshot"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "extensions": {"poolRef": "p"}}, "pool"),
+    ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
+      "extensions": {"access.renew.extend.seconds": "5"}}, "renew"),
+]
+
+
+@pytest.mark.parametrize("body,words", BAD_CREATES)
+def test_bad_create_is_400_and_leaves_nothing(server, body, words):
+    before = sorted(os.listdir(server.run_dir))
+    listed = server.request("GET", "/v1/sandboxes?pageSize=1000").json()["pagination"]["totalItems"]
+    if isinstance(body, bytes):
+        r = server.request("POST", "/v1/sandboxes", raw=body,
+                           headers={"Content-Type": "application/json"})
+    else:
+        r = server.request("POST", "/v1/sandboxes", body)
+    assert_error(r, 400)
+    assert words.lower() in r.json()["message"].lower(), r.json()
+    assert sorted(os.listdir(server.run_dir)) == before
+    assert server.request("GET", "/v1/sandboxes?pageSize=1000").json()["pagination"][
+        "totalItems"] == listed
+
+
+def test_oversized_body_is_413(server):
+    r = server.request("POST", "/v1/sandboxes", raw=b"{" + b" " * (2 << 20) + b"}",
+                       headers={"Content-Type": "application/json"})
+    assert_error(r, 413)
+
+
+def test_concurrent_creates(server):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(lambda i: server.create(metadata={"suite": "conc"}), range(12)))
+    assert len(set(ids)) == 12
+    with ThreadPoolExecutor(8) as ex:
+        outs = list(ex.map(lambda sid: server.run(sid, "echo ok")[0], ids))
+    assert outs == [["ok"]] * 12
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(lambda sid: server.request("DELETE", f"/v1/sandboxes/{sid}").status,
+                            ids))
+    assert codes == [204] * 12
+
+
+def test_metrics_and_sdk_events(server):
+    r = server.request("POST", "/v1/metrics/events",
+                       {"eventType": "sandbox.create", "createDurationMs": 5, "success": True})
+    assert r.status == 204
+    m = server.request("GET", "/metrics")
+    assert m.status == 200
+    text = m.body.decode()
+    assert 'kennel_sandboxes{state="Running"}' in text
+    assert "kennel_create_seconds_bucket" in text
+
+
+def test_survives_kill9_and_adopts(fresh_server):
+    s = fresh_server()
+    s.start()
+    a = s.create(metadata={"who": "a"})
+    b = s.create(metadata={"who": "b"}, timeout=None)
+    s.request("POST", f"/v1/sandboxes/{b}/pause")
+    s.kill9()
+    # The sandboxes outlive the server...
+    assert s.shim_processes()
+    s.start()
+    # ...and a new server adopts them from SQLite and the run directories.
+    items = {x["id"]: x for x in s.request("GET", "/v1/sandboxes").json()["items"]}
+    assert items[a]["status"]["state"] == "Running"
+    assert items[b]["status"]["state"] == "Paused"
+    assert s.run(a, "echo still here")[0] == ["still here"]
+    assert s.request("POST", f"/v1/sandboxes/{b}/resume").status == 202
+    assert s.run(b, "echo b too")[0] == ["b too"]
+    assert s.request("DELETE", f"/v1/sandboxes/{a}").status == 204
+
+
+def test_no_key_means_loopback_only(kennel):
+    import subprocess
+    r = subprocess.run([kennel, "serve", "--listen", "0.0.0.0:1", "--db", "/nonexistent/x"],
+                       capture_output=True, text=True, timeout=10,
+                       env={"PATH": os.environ.get("PATH", "")})
+    assert r.returncode != 0
+    assert "loopback" in r.stderr

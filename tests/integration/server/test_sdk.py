@@ -1,0 +1,60 @@
+"""Conformance with the official OpenSandbox JavaScript SDK from npm.
+
+tests/sdk/js pins @alibaba-group/opensandbox in package-lock.json; `npm ci`
+installs it (from the npm cache when offline). The node script runs each
+family of SDK calls against a real `kennel serve` with an API key; known gaps
+must fail loudly (GAP lines), anything else failing fails this test."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import API_KEY, Server
+
+SDK_DIR = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "js"
+KNOWN_GAPS = {"egress policy (port 18080)", "snapshots"}
+
+
+@pytest.fixture(scope="module")
+def sdk():
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("node and npm are needed for the SDK conformance test")
+    mod = SDK_DIR / "node_modules" / "@alibaba-group" / "opensandbox" / "package.json"
+    if not mod.exists():
+        r = subprocess.run([npm, "ci", "--prefer-offline", "--no-audit", "--no-fund"],
+                           cwd=SDK_DIR, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0 or not mod.exists():
+            print(r.stdout[-2000:], r.stderr[-2000:])
+            pytest.skip(f"npm ci could not install the SDK (offline?): {r.stderr.strip()[-300:]}")
+    return node
+
+
+def test_official_js_sdk(kennel, sdk):
+    s = Server(kennel)
+    s.start()
+    try:
+        env = dict(os.environ, KENNEL_DOMAIN=f"127.0.0.1:{s.port}", KENNEL_CLIENT_KEY=API_KEY,
+                   OPENSANDBOX_DISABLE_METRICS="1")
+        r = subprocess.run([sdk, "conformance.mjs"], cwd=SDK_DIR, capture_output=True,
+                           text=True, timeout=120, env=env)
+        print(r.stdout)
+        print(r.stderr)
+        summary = None
+        for line in r.stdout.splitlines():
+            if line.startswith("SUMMARY "):
+                summary = json.loads(line[len("SUMMARY "):])
+        assert summary, f"no summary (exit {r.returncode})"
+        failed = [x for x in summary["results"] if x["status"] not in ("PASS", "GAP")]
+        assert not failed, failed
+        gaps = {x["name"] for x in summary["results"] if x["status"] == "GAP"}
+        assert gaps == KNOWN_GAPS, gaps
+        assert r.returncode == 0
+        assert summary["passed"] >= 14
+    finally:
+        problems = s.cleanup()
+    assert not problems, problems
