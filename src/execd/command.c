@@ -292,8 +292,11 @@ fg_final(fg_t *f, kn_buf_t *out, int code)
     kn_lines_flush(&f->le, out);
     char tb[160];
     if (f->timed_out) {
-        snprintf(tb, sizeof tb, "timed out after %ld ms; killed (exit status %d)", f->timeout_ms,
-                 code);
+        /* As exec-sandbox's table and the reference execd: a timeout is -1,
+         * distinct from a command that died of a signal on its own (128+N). */
+        snprintf(tb, sizeof tb, "timed out after %ld ms; the process group was killed",
+                 f->timeout_ms);
+        code = -1;
         cmd_finish(f->ex->cmds, f->cmd, code, "timeout");
     } else {
         snprintf(tb, sizeof tb, "exit status %d", code);
@@ -403,6 +406,8 @@ bg_waiter(void *arg)
         error = "timeout";
     }
     kn_child_wait(w->cmd->child, -1, &code);
+    if (error)
+        code = -1;
     if (!error && code != 0)
         error = "non-zero exit status";
     cmd_finish(w->ex->cmds, w->cmd, code, error);

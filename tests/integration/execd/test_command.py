@@ -52,8 +52,17 @@ def test_timeout_kills(client):
     assert time.time() - t0 < 5
     assert texts(evs, "stdout") == ["start"]
     assert evs[-1]["type"] == "error"
-    assert evs[-1]["error"]["evalue"] == "137"
+    assert evs[-1]["error"]["evalue"] == "-1"  # exec-sandbox and the reference: timeout is -1
     assert "timed out" in evs[-1]["error"]["traceback"][0]
+    st, s = client.json("GET", f"/command/status/{evs[0]['text']}")
+    assert s["exit_code"] == -1 and s["error"] == "timeout"
+
+
+def test_background_timeout(client):
+    evs = run(client, {"command": "sleep 30", "background": True, "timeout": 300})
+    time.sleep(1.0)
+    st, s = client.json("GET", f"/command/status/{evs[0]['text']}")
+    assert s["running"] is False and s["exit_code"] == -1 and s["error"] == "timeout"
 
 
 def test_bad_cwd_is_error_event(client):
