@@ -17,6 +17,7 @@ Times are wall-clock from the caller's side, including fork+exec of the
 launcher, as a user of the command line would see them.
 """
 import argparse
+import json
 import math
 import os
 import platform
@@ -100,6 +101,25 @@ def throughput(argv, seconds, parallel=2):
     return sum(done) / elapsed, sum(done), sum(errors), elapsed
 
 
+def setup_phases(kennel, rounds):
+    """Median and p90 of each set-up phase kennel reports in --json
+    (timing.setup_phases_us), if it reports them."""
+    phases = {}
+    for _ in range(rounds):
+        p = subprocess.run([kennel, "run", "-q", "--json", "--", "/bin/true"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True)
+        try:
+            timing = json.loads(p.stdout)["timing"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        for name, us in (timing.get("setup_phases_us") or {}).items():
+            phases.setdefault(name, []).append(us / 1000.0)
+        for name in ("setup_ms", "execute_ms", "teardown_ms", "total_ms"):
+            if name in timing:
+                phases.setdefault(name, []).append(timing[name])
+    return phases
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -181,6 +201,14 @@ def main():
     if r:
         print(f"\nkennel/bwrap median ratio: **{r:.2f}x**")
     print()
+
+    phases = setup_phases(kennel, args.rounds)
+    if phases:
+        print("### Where `kennel run -- /bin/true` spends its time (--json timing)\n")
+        print("| phase | median ms | p90 ms | max ms |\n|---|---:|---:|---:|")
+        for name, v in phases.items():
+            print(f"| {name} | {statistics.median(v):.2f} | {p90(v):.2f} | {max(v):.2f} |")
+        print()
 
     print("### Python one-liner\n")
     k_py = "kennel run -q -l python -c 'print(1)'"
