@@ -73,7 +73,9 @@ def test_capabilities_gone_and_root_is_not_host_root(kn):
 def test_setuid_gives_nothing(kn):
     r, p = kn.probe("setuid")
     assert int(p["CapEff"], 16) == 0, p
-    assert p["setgroups"] != "ok" or p["uid"] == p["uid_before"], p
+    assert p["setgroups"] == "EPERM", p  # no CAP_SETGID, even as root inside
+    r, p = kn.probe("setuid", opts=("--profile", "deny-by-default"))
+    assert p["result"] == "EPERM" and p["euid"] == 65532, p
 
 
 @pytest.fixture
