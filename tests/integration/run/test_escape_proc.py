@@ -368,3 +368,16 @@ def test_setuid_mount_helper_gives_nothing(kn):
         pytest.skip("the host has no /usr/bin/mount")
     r = kn.run("--profile", "deny-by-default", "--", "/usr/bin/mount", "-t", "tmpfs", "kennel", "/tmp")
     assert r.rc != 0, r
+
+
+def test_host_ptys_invisible(kn):
+    master, slave = pty.openpty()
+    try:
+        name = os.ttyname(slave)
+        r, p = kn.probe("ls", "/dev/pts")
+        assert os.path.basename(name) not in p["entries"], f"host {name} visible inside: {p}"
+        r, p = kn.probe("open-w", name)
+        assert p["result"] != "ok", p
+    finally:
+        os.close(master)
+        os.close(slave)
