@@ -26,6 +26,7 @@
 #define MAX_SOURCES 32
 #define MAX_XFER 32
 #define MAX_INLINE_CODE (64 * 1024)
+#define MAX_NET_FDS 40
 
 typedef struct source {
     const char *lang; /* python, javascript, bash; NULL for a command */
@@ -59,6 +60,7 @@ typedef struct run_opts {
     int n_downloads;
     bool json, quiet;
     uint64_t stdout_cap, stderr_cap;
+    kn_net_policy_t net;
 } run_opts_t;
 
 typedef struct stream {
@@ -70,6 +72,7 @@ typedef struct stream {
     size_t len, size;
     char line[4096]; /* several sources: the pending partial line */
     size_t line_len;
+    bool broken; /* our own stdout/stderr reader went away (EPIPE) */
 } stream_t;
 
 typedef struct job {
@@ -78,7 +81,7 @@ typedef struct job {
     kn_sandbox_t *sb;
     stream_t s[2];
     uint64_t t0, deadline_us;
-    bool program_done, finished, failed, download_failed;
+    bool program_done, finished, failed, download_failed, broken_pipe;
     char error[KN_ERROR_MSG_MAX];
     kn_result_t res;
 } job_t;
@@ -107,6 +110,14 @@ usage(FILE *f)
             "      --ro-bind SRC:DST  bind a host path read-only\n"
             "      --bind SRC:DST     bind a host path writable\n"
             "      --stdout-limit SIZE, --stderr-limit SIZE  output caps (1m, 100k)\n"
+            "      --network          give the sandbox egress (default: only lo)\n"
+            "      --allow-domain D   allow a name (*.example.com for subdomains); implies\n"
+            "                         --network and makes egress an allowlist\n"
+            "      --allow-cidr C, --deny-domain D, --deny-cidr C   more rules (deny wins)\n"
+            "      --dns-upstream A   resolver behind kennel's DNS proxy (default: the\n"
+            "                         host's; also KENNEL_DNS_UPSTREAM)\n"
+            "      --expose I[:E]     relay host 127.0.0.1:E to port I inside (no egress\n"
+            "                         needed)\n"
             "      --json             print a JSON result instead of streaming\n"
             "  -q, --quiet            no warnings\n"
             "\n"
@@ -219,6 +230,8 @@ build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
         cfg->cpus = o->cpus;
     if (o->have_pids)
         cfg->pids = (uint32_t)o->pids;
+    if (o->net.enabled || o->net.n_expose)
+        cfg->net = o->net;
     for (int i = 0; i < o->n_env; i++)
         if (kn_config_setenv(cfg, o->env[i], err) < 0)
             return -1;
@@ -358,7 +371,8 @@ emit(stream_t *s, const char *data, size_t n, const char *label, bool json)
         return;
     }
     if (!label) {
-        kn_write_all(s->out, data, n);
+        if (kn_write_all(s->out, data, n) < 0 && errno == EPIPE)
+            s->broken = true;
         return;
     }
     /* Several sources: whole lines, each with its source's label. */
@@ -366,7 +380,9 @@ emit(stream_t *s, const char *data, size_t n, const char *label, bool json)
         if (s->line_len < sizeof s->line)
             s->line[s->line_len++] = data[i];
         if (data[i] == '\n' || s->line_len == sizeof s->line) {
-            dprintf(s->out, "[%s] %.*s", label, (int)s->line_len, s->line);
+            if (dprintf(s->out, "[%s] %.*s", label, (int)s->line_len, s->line) < 0 &&
+                errno == EPIPE)
+                s->broken = true;
             s->line_len = 0;
         }
     }
@@ -412,6 +428,11 @@ pump(job_t *j, int k, const char *label, bool json)
     }
     emit(s, buf, keep, label, json);
     s->n += keep;
+    if (s->broken && !j->broken_pipe) {
+        /* Nobody reads what the program prints: end it, as SIGPIPE would. */
+        j->broken_pipe = true;
+        kn_sandbox_kill(j->sb, NULL);
+    }
 }
 
 static void
@@ -447,8 +468,8 @@ drive(job_t *jobs, int n, const run_opts_t *o, int sigfd)
     const bool labels = n > 1 && !o->json;
     int got_signal = 0;
     for (;;) {
-        struct pollfd pfd[MAX_SOURCES * 3 + 1];
-        int map[MAX_SOURCES * 3 + 1][2];
+        struct pollfd pfd[MAX_SOURCES * (3 + MAX_NET_FDS) + 1];
+        int map[MAX_SOURCES * (3 + MAX_NET_FDS) + 1][2];
         int np = 0;
         if (sigfd >= 0 && !got_signal) {
             pfd[np] = (struct pollfd){sigfd, POLLIN, 0};
@@ -466,6 +487,15 @@ drive(job_t *jobs, int n, const run_opts_t *o, int sigfd)
                     map[np][0] = i;
                     map[np++][1] = k;
                 }
+            kn_netns_t *net = !j->program_done ? kn_sandbox_net(j->sb) : NULL;
+            if (net) {
+                int k = kn_net_pollfds(net, pfd + np, MAX_NET_FDS);
+                for (int q = 0; q < k; q++) {
+                    map[np + q][0] = i;
+                    map[np + q][1] = 3 + q;
+                }
+                np += k;
+            }
             if (!j->program_done) {
                 if (now >= j->deadline_us && !j->res.timed_out) {
                     kn_sandbox_mark_timed_out(j->sb);
@@ -478,7 +508,10 @@ drive(job_t *jobs, int n, const run_opts_t *o, int sigfd)
                     next = j->deadline_us;
             }
         }
-        if (np == 0 || (np == 1 && map[0][0] == -1))
+        bool waiting = false;
+        for (int p = 0; p < np; p++)
+            waiting |= map[p][0] >= 0 && map[p][1] <= 2;
+        if (!waiting)
             return got_signal;
         int timeout = -1;
         if (next != UINT64_MAX)
@@ -499,6 +532,15 @@ drive(job_t *jobs, int n, const run_opts_t *o, int sigfd)
             }
             job_t *j = &jobs[map[p][0]];
             const char *label = labels ? j->src->label : NULL;
+            if (map[p][1] >= 3) {
+                /* This job's network descriptors are contiguous: hand them over once. */
+                int first = p;
+                while (p + 1 < np && map[p + 1][0] == map[first][0] && map[p + 1][1] >= 3)
+                    p++;
+                if (!j->program_done)
+                    kn_net_handle(kn_sandbox_net(j->sb), pfd + first, p - first + 1);
+                continue;
+            }
             if (map[p][1] < 2) {
                 pump(j, map[p][1], label, o->json);
                 continue;
@@ -614,6 +656,13 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         {"help", no_argument, 0, 'h'},
         {"stdout-limit", required_argument, 0, 266},
         {"stderr-limit", required_argument, 0, 267},
+        {"network", no_argument, 0, 268},
+        {"allow-domain", required_argument, 0, 269},
+        {"allow-cidr", required_argument, 0, 270},
+        {"deny-domain", required_argument, 0, 271},
+        {"deny-cidr", required_argument, 0, 272},
+        {"expose", required_argument, 0, 273},
+        {"dns-upstream", required_argument, 0, 274},
         {0, 0, 0, 0},
     };
     int dd = argc; /* index of "--" */
@@ -723,6 +772,40 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             if (kn_parse_size(optarg, c == 266 ? &o->stdout_cap : &o->stderr_cap) < 0)
                 return fail("invalid output limit '%s'", optarg);
             break;
+        case 268:
+            o->net.enabled = true;
+            break;
+        case 269:
+        case 270:
+        case 271:
+        case 272: {
+            if (o->net.n_rules >= KN_MAX_NET_RULES)
+                return fail("too many network rules");
+            kn_net_rule_t *r = &o->net.rules[o->net.n_rules++];
+            r->allow = c == 269 || c == 270;
+            if (snprintf(r->target, sizeof r->target, "%s", optarg) >= (int)sizeof r->target)
+                return fail("network rule '%s' is too long", optarg);
+            o->net.enabled = true;
+            break;
+        }
+        case 273: {
+            unsigned in = 0, out = 0;
+            char extra;
+            int k = sscanf(optarg, "%u:%u%c", &in, &out, &extra);
+            if (k < 1 || k > 2 || in == 0 || in > 65535 || out > 65535 ||
+                (k == 1 && strchr(optarg, ':')))
+                return fail("invalid --expose '%s' (INTERNAL[:EXTERNAL])", optarg);
+            if (o->net.n_expose >= KN_MAX_EXPOSE)
+                return fail("too many --expose");
+            o->net.expose[o->net.n_expose].inside = (uint16_t)in;
+            o->net.expose[o->net.n_expose++].outside = (uint16_t)out;
+            break;
+        }
+        case 274:
+            if (snprintf(o->net.dns_upstream, sizeof o->net.dns_upstream, "%s", optarg) >=
+                (int)sizeof o->net.dns_upstream)
+                return fail("--dns-upstream '%s' is too long", optarg);
+            break;
         case 'h':
             usage(stdout);
             return -1;
@@ -731,6 +814,17 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         default:
             return fail("unknown option '%s' (see kennel run --help)", argv[optind - 1]);
         }
+    }
+    if (o->net.enabled) {
+        /* --network alone opens egress (private ranges stay closed); any
+         * --allow-* turns it into an allowlist. */
+        bool any_allow = false;
+        for (size_t i = 0; i < o->net.n_rules; i++)
+            any_allow |= o->net.rules[i].allow;
+        o->net.default_allow = !any_allow;
+        const char *up = getenv("KENNEL_DNS_UPSTREAM");
+        if (!o->net.dns_upstream[0] && up)
+            snprintf(o->net.dns_upstream, sizeof o->net.dns_upstream, "%s", up);
     }
     int n = 0;
     bool stdin_used = false;
@@ -852,6 +946,8 @@ kn_cmd_run(int argc, char **argv)
         job_t *j = &jobs[i];
         if (j->failed)
             rc = KN_EXIT_KENNEL;
+        else if (j->broken_pipe)
+            rc = 128 + SIGPIPE;
         else if (j->res.timed_out) {
             if (!o.json)
                 fprintf(stderr, "kennel: %s: timed out after %gs; the sandbox was killed\n",

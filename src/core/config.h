@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "netpolicy.h"
 
 #define KN_MAX_BINDS 64
 #define KN_MAX_ENV 1024
@@ -54,10 +55,10 @@ typedef struct kn_config {
     uint64_t nofile;     /* RLIMIT_NOFILE */
 
     /* Security layers. Each is on unless a profile says otherwise. */
-    bool network;      /* false: a network namespace with only lo */
-    bool deny_sockets; /* seccomp: socket family calls fail EPERM */
-    bool deny_exec;    /* seccomp: execve after the entry process fails */
-    bool landlock;     /* apply a landlock ruleset where the kernel has it */
+    kn_net_policy_t net; /* disabled: a network namespace with only lo */
+    bool deny_sockets;   /* seccomp: socket family calls fail EPERM */
+    bool deny_exec;      /* seccomp: execve after the entry process fails */
+    bool landlock;       /* apply a landlock ruleset where the kernel has it */
 
     /* A long-lived sandbox driven through execd (the server's kind): it can
      * be paused (cgroup freezer) and sees its own cgroup, read-only, at

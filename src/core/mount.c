@@ -87,6 +87,9 @@ bind_at(const char *src, const char *dst, bool ro, kn_error_t *err)
     if (S_ISDIR(st.st_mode)) {
         if (kn_mkdir_p(dst, 0755, err) < 0)
             return -1;
+    } else if (lstat(dst, &st) == 0) {
+        if (S_ISLNK(st.st_mode))
+            return kn_error_set(err, ELOOP, "mountpoint %s is a symlink", dst);
     } else {
         char parent[PATH_MAX];
         snprintf(parent, sizeof parent, "%s", dst);
@@ -261,7 +264,7 @@ setup_sys(const kn_cgroup_t *cg, kn_error_t *err)
 }
 
 int
-kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *err)
+kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id, kn_error_t *err)
 {
     /* 1. Nothing we do may propagate back to the host. */
     if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
@@ -309,9 +312,10 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *e
         tmpfs_at(NEWROOT "/work", cfg->root_size, 0755, 0, cfg, true, err) < 0)
         return -1;
     if (cfg->in_out) {
+        /* Writable until the program starts, so that inputs can be copied
+         * in; kn_mount_seal_inputs() makes it read-only then. */
         if (!has_bind_at(cfg, "/in") &&
-            (tmpfs_at(NEWROOT "/in", 1 << 20, 0755, 0, cfg, false, err) < 0 ||
-             lock_down(NEWROOT "/in", true, false, err) < 0))
+            tmpfs_at(NEWROOT "/in", cfg->root_size, 0755, 0, cfg, true, err) < 0)
             return -1;
         if (!has_bind_at(cfg, "/out") &&
             tmpfs_at(NEWROOT "/out", cfg->root_size, 0755, 0, cfg, true, err) < 0)
@@ -321,6 +325,14 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *e
         return -1;
     if (cfg->service && cg && setup_sys(cg, err) < 0)
         return -1;
+    if (cfg->net.enabled) {
+        char src[PATH_MAX], path[PATH_MAX];
+        if (kn_net_resolv_conf_path(id, path, sizeof path) < 0)
+            return kn_error_set(err, ENAMETOOLONG, "resolv.conf path");
+        snprintf(src, sizeof src, OLDROOT "%s", path);
+        if (bind_at(src, NEWROOT "/etc/resolv.conf", true, err) < 0)
+            return kn_error_prefix(err, "resolv.conf");
+    }
     if (cfg->in_out && has_bind_at(cfg, "/in") && lock_down(NEWROOT "/in", true, false, err) < 0)
         return -1;
 
@@ -358,4 +370,15 @@ kn_mount_writable_paths(const kn_config_t *cfg, const char **out, size_t cap)
             out[n++] = cfg->binds[i].dst;
     out[n] = NULL;
     return (int)n;
+}
+
+int
+kn_mount_seal_inputs(const kn_config_t *cfg, kn_error_t *err)
+{
+    if (!cfg->in_out)
+        return 0;
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (kn_sys_mount_setattr(AT_FDCWD, "/in", AT_RECURSIVE, &ro) < 0)
+        return kn_error_set(err, errno, "make /in read-only");
+    return 0;
 }

@@ -16,7 +16,14 @@
 /* cg (may be NULL): with cfg->service, its directories are bound read-only
  * at /sys/fs/cgroup (v2) or /sys/fs/cgroup/<controller> (v1). */
 typedef struct kn_cgroup kn_cgroup_t;
-int kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, kn_error_t *err);
+/* id: the sandbox's id; with a network policy, the resolv.conf that
+ * kn_net_attach() wrote for it is bound at /etc/resolv.conf. */
+int kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
+                        kn_error_t *err);
+
+/* Called by init, inside the finished root, when the program is about to
+ * start: /in (deny-by-default's inputs) becomes read-only. */
+int kn_mount_seal_inputs(const kn_config_t *cfg, kn_error_t *err);
 
 /* Writable places of the finished view (for the landlock allowlist);
  * NULL-terminated, static storage plus the config's rw binds. */

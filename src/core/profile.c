@@ -126,7 +126,7 @@ kn_profile_load(kn_config_t *cfg, const char *name, kn_error_t *err)
         goto fail;
 
     /* Shared by both: every layer on. */
-    cfg->network = false;
+    cfg->net.enabled = false;
     cfg->landlock = true;
     cfg->hide_home = true;
     cfg->nofile = 1024;
@@ -262,6 +262,14 @@ kn_config_validate(kn_config_t *cfg, kn_error_t *err)
         return kn_error_set(err, EINVAL, "timeout must be positive");
     if (cfg->uid > 65535 || cfg->gid > 65535)
         return kn_error_set(err, EINVAL, "uid/gid inside must be below 65536");
+    if (cfg->net.enabled && cfg->deny_sockets)
+        return kn_error_set(err, EINVAL, "profile '%s' denies sockets: it cannot have a network",
+                            cfg->profile);
+    for (size_t i = 0; i < cfg->net.n_rules; i++)
+        if (kn_net_rule_check(cfg->net.rules[i].target, err) < 0)
+            return -1;
+    if (cfg->net.n_expose && !cfg->net.enabled)
+        cfg->net.enabled = true; /* exposed ports need the relay, not egress */
     for (size_t i = 0; i < cfg->n_binds; i++) {
         kn_bind_t *b = &cfg->binds[i];
         char resolved[PATH_MAX];

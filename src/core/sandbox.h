@@ -89,6 +89,9 @@ const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
 /* True when the named layer ("cgroup", "landlock") is not enforced. */
 bool kn_sandbox_unenforced(const kn_sandbox_t *sb, const char *layer);
 int kn_sandbox_pidfd(const kn_sandbox_t *sb);
+/* The sandbox's network attachment (DNS proxy, port relays) for the caller's
+ * poll loop, or NULL when it has only lo. See netpolicy.h. */
+kn_netns_t *kn_sandbox_net(const kn_sandbox_t *sb);
 pid_t kn_sandbox_pid(const kn_sandbox_t *sb);
 /* Kills what is left, reaps, removes the cgroup, frees sb. NULL is a no-op. */
 void kn_sandbox_destroy(kn_sandbox_t *sb);

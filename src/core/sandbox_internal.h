@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include "cgroup.h"
+#include "netpolicy.h"
 #include "sandbox.h"
 
 /* Exit code of the sandbox's init when set-up failed (reported over sync). */
@@ -31,6 +32,7 @@ struct kn_sandbox {
     int pidfd;
     int sync; /* SOCK_SEQPACKET to init */
     kn_cgroup_t *cg;
+    kn_netns_t *net; /* NULL: no network beyond lo */
     uint64_t t_start, t_exec, t_end;
     int status; /* the program's wait status */
     bool have_status, timed_out, setup_failed;

@@ -102,6 +102,7 @@ typedef struct child_ctx {
     const kn_stdio_t *io;
     int sync;
     bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
+    const char *id;
     const kn_cgroup_t *cg;
     bool no_cgroup; /* set at EXEC: limit memory with RLIMIT_AS instead */
     const kn_bpf_t *filter;
@@ -164,7 +165,7 @@ contain(const child_ctx_t *c, char *report, size_t rlen, kn_error_t *err)
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
     lap(report, rlen, "ids", &t);
-    if (kn_mount_setup_root(cfg, c->cg, err) < 0)
+    if (kn_mount_setup_root(cfg, c->cg, c->id, err) < 0)
         return -1;
     lap(report, rlen, "mounts", &t);
     if (kn_net_loopback_up(err) < 0)
@@ -403,6 +404,9 @@ child_main(child_ctx_t *c)
      * root is built): the cgroup namespace is rooted there. */
     if (unshare(CLONE_NEWCGROUP) < 0)
         child_fail(c->sync, &(kn_error_t){errno, "unshare cgroup namespace"});
+    kn_error_t err2 = {0};
+    if (kn_mount_seal_inputs(c->cfg, &err2) < 0)
+        child_fail(c->sync, &err2);
     init_main(c);
 }
 
@@ -548,6 +552,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .io = io,
                      .sync = sp[1],
                      .rootmap = geteuid() == 0,
+                     .id = sb->id,
                      .cg = sb->cg,
                      .filter = &filter,
                      .exec_notify = cfg->deny_exec ? &notify : NULL};
@@ -574,6 +579,15 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     if (write_id_maps(sb->pid, cfg, c.rootmap, err) < 0) {
         kn_error_prefix(err, "user namespace id maps");
         goto fail;
+    }
+    if (cfg->net.enabled) {
+        if (geteuid() != 0) {
+            kn_error_set(err, EPERM, "a network policy needs kennel to run as root");
+            goto fail;
+        }
+        if (!(sb->net = kn_net_attach(&cfg->net, sb->pid, sb->id, err)))
+            goto fail;
+        phase(sb, "network", &t);
     }
     if (send_msg(sb->sync, MSG_GO, 0, NULL) < 0) {
         kn_error_set(err, errno, "start the sandbox");
@@ -736,6 +750,8 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
         kn_cgroup_destroy(sb->cg);
         sb->cg = NULL;
     }
+    kn_net_detach(sb->net);
+    sb->net = NULL;
     res->teardown_us = kn_now_us() - t_fin;
     return 0;
 }
@@ -768,6 +784,7 @@ kn_sandbox_destroy(kn_sandbox_t *sb)
     if (sb->pidfd >= 0)
         close(sb->pidfd);
     kn_cgroup_destroy(sb->cg);
+    kn_net_detach(sb->net);
     free(sb);
 }
 
@@ -781,6 +798,12 @@ int
 kn_sandbox_pidfd(const kn_sandbox_t *sb)
 {
     return sb->pidfd;
+}
+
+kn_netns_t *
+kn_sandbox_net(const kn_sandbox_t *sb)
+{
+    return sb->net;
 }
 
 int

@@ -49,7 +49,7 @@ test_profiles(void **state)
     kn_config_t c;
     kn_error_t err = {0};
     assert_int_equal(kn_profile_load(&c, "default", &err), 0);
-    assert_false(c.network);
+    assert_false(c.net.enabled);
     assert_false(c.deny_exec);
     assert_int_equal(c.uid, 0);
     assert_true(c.n_env >= 2);
