@@ -93,6 +93,21 @@ emit_line(kn_lines_t *l, kn_buf_t *out)
     return rc;
 }
 
+/* How many bytes at the end of s start a UTF-8 sequence that is not complete
+ * yet (0..3). */
+static size_t
+utf8_incomplete_tail(const char *s, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)s[n - k];
+        if ((c & 0xc0) == 0x80)
+            continue; /* continuation byte: look further back */
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
 int
 kn_lines_feed(kn_lines_t *l, kn_buf_t *out, const char *data, size_t n)
 {
@@ -105,23 +120,40 @@ kn_lines_feed(kn_lines_t *l, kn_buf_t *out, const char *data, size_t n)
     }
     l->total += n;
     if (l->raw) {
-        if (n && kn_stream_text(out, l->type, data, n) < 0)
+        /* Chunks are sent as they come, but a UTF-8 character split between
+         * two reads is held back and completed by the next one. */
+        if (kn_buf_append(&l->part, data, n) < 0)
             return -1;
+        size_t keep = over ? 0 : utf8_incomplete_tail(l->part.data, l->part.len);
+        size_t send = l->part.len - keep;
+        if (send && kn_stream_text(out, l->type, l->part.data, send) < 0)
+            return -1;
+        kn_buf_consume(&l->part, send);
     } else {
-        for (size_t i = 0; i < n; i++) {
+        size_t i = 0;
+        while (i < n) {
             char c = data[i];
             if (c == '\n' && l->last_cr) {
                 l->last_cr = false;
+                i++;
                 continue;
             }
-            l->last_cr = c == '\r';
+            l->last_cr = false;
             if (c == '\n' || c == '\r') {
+                l->last_cr = c == '\r';
                 if (emit_line(l, out) < 0)
                     return -1;
+                i++;
                 continue;
             }
-            if (kn_buf_append(&l->part, &c, 1) < 0)
+            /* Copy the run of ordinary bytes up to the next terminator at once. */
+            size_t j = i;
+            while (j < n && data[j] != '\n' && data[j] != '\r' &&
+                   l->part.len + (j - i) < KN_STREAM_MAX_LINE)
+                j++;
+            if (kn_buf_append(&l->part, data + i, j - i) < 0)
                 return -1;
+            i = j;
             if (l->part.len >= KN_STREAM_MAX_LINE && emit_line(l, out) < 0)
                 return -1;
         }

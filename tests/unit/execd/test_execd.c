@@ -187,6 +187,29 @@ test_lines(void **state)
 }
 
 static void
+test_raw_chunks_keep_utf8_whole(void **state)
+{
+    kn_lines_t l;
+    kn_buf_t out = {0};
+    kn_lines_init(&l, "stdout", 0);
+    l.raw = true;
+    kn_lines_feed(&l, &out, "a\xc3", 2);
+    kn_lines_feed(&l, &out,
+                  "\xa5"
+                  "b",
+                  2);
+    kn_lines_flush(&l, &out);
+    char t[4][64];
+    int n = texts(&out, t, 4);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0], "a");
+    assert_string_equal(t[1], "\xc3\xa5"
+                              "b");
+    kn_lines_free(&l);
+    kn_buf_free(&out);
+}
+
+static void
 test_error_event(void **state)
 {
     kn_buf_t out = {0};
@@ -213,6 +236,7 @@ main(void)
         cmocka_unit_test(test_modes),
         cmocka_unit_test(test_lines),
         cmocka_unit_test(test_error_event),
+        cmocka_unit_test(test_raw_chunks_keep_utf8_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
