@@ -946,7 +946,10 @@ kn_cmd_run(int argc, char **argv)
         job_t *j = &jobs[i];
         if (j->failed)
             rc = KN_EXIT_KENNEL;
-        else if (j->broken_pipe)
+        else if (j->res.error[0]) {
+            fprintf(stderr, "kennel: %s\n", j->res.error);
+            rc = KN_EXIT_KENNEL;
+        } else if (j->broken_pipe)
             rc = 128 + SIGPIPE;
         else if (j->res.timed_out) {
             if (!o.json)

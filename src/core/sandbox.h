@@ -39,6 +39,7 @@ typedef struct kn_result {
     uint64_t cpu_user_us, cpu_sys_us; /* host-side accounting of the whole tree */
     uint64_t peak_memory;             /* bytes: cgroup peak where there is one, else max RSS */
     uint64_t teardown_us;             /* end of the program until everything is gone */
+    char error[KN_ERROR_MSG_MAX];     /* set-up failed after start (e.g. sealing /in): why */
 } kn_result_t;
 
 /* Where the set-up time went, in microseconds, in order: launcher steps

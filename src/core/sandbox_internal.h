@@ -41,6 +41,7 @@ struct kn_sandbox {
     bool unenforced_cgroup, unenforced_landlock;
     kn_warnings_t warnings;
     kn_phases_t phases;
+    char late_error[KN_ERROR_MSG_MAX]; /* an ERROR from init after READY */
 };
 
 #endif

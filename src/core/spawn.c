@@ -660,6 +660,10 @@ kn_sandbox_collect(kn_sandbox_t *sb, bool *done)
         sb->status = m.value;
         sb->have_status = true;
     }
+    if (r == 1 && m.type == MSG_ERROR) {
+        snprintf(sb->late_error, sizeof sb->late_error, "sandbox set-up: %s", m.text);
+        return 0; /* init exits next: EOF ends the wait */
+    }
     if (r == 1 && m.type != MSG_STATUS)
         return 0;
     sb->t_end = kn_now_us();
@@ -714,6 +718,7 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
     if (!sb->t_end)
         sb->t_end = kn_now_us();
     res->timed_out = sb->timed_out;
+    snprintf(res->error, sizeof res->error, "%s", sb->late_error);
     if (sb->have_status) {
         if (WIFSIGNALED(sb->status)) {
             res->term_signal = WTERMSIG(sb->status);
