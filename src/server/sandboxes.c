@@ -402,7 +402,7 @@ kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
     rec.message = strdup("Sandbox is being provisioned.");
     rec.spec = json_dumps(spec, JSON_COMPACT);
     json_t *meta = json_object_get(spec, "metadata");
-    rec.metadata = json_dumps(meta ? meta : json_object(), JSON_COMPACT);
+    rec.metadata = meta ? json_dumps(meta, JSON_COMPACT) : strdup("{}");
     if (!rec.spec || !rec.metadata || !rec.reason || !rec.message) {
         kn_error_set(err, ENOMEM, "create");
         goto out;
@@ -632,7 +632,7 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
         snprintf(pidns, nslen, "%s", ns ? ns : "");
         snprintf(sock, socklen, "%s/%s", dir, KN_SHIM_EXECD_SOCK);
         json_decref(st);
-        ret = ns && ns[0] ? 0 : kn_error_set(err, EIO, "sandbox %s: no recorded namespace", id);
+        ret = pidns[0] ? 0 : kn_error_set(err, EIO, "sandbox %s: no recorded namespace", id);
     }
     kn_store_rec_free(&r);
     return ret;

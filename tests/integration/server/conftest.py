@@ -62,6 +62,9 @@ class Server:
 
     def start(self):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # Sanitizer builds: their options (log_path, ...) reach server and shims.
+        env.update({k: v for k, v in os.environ.items()
+                    if k.split("_")[0] in ("ASAN", "UBSAN", "LSAN")})
         if self.key:
             env["KENNEL_API_KEY"] = self.key
         self.proc = subprocess.Popen(
