@@ -283,17 +283,64 @@ serve_control(shim_t *s, int fd)
     return quit;
 }
 
+/* The entrypoint is the sandbox's main process, as a container's is: when
+ * it ends, the sandbox ends, Terminated for status 0 and Failed otherwise.
+ * execd offers no way to wait on a command, so its status is polled, more
+ * rarely as the sandbox gets older. Returns 1 when the entrypoint ended. */
+static int
+check_entrypoint(shim_t *s)
+{
+    char sock[PATH_MAX], target[128];
+    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
+    snprintf(target, sizeof target, "/command/status/%s", s->entrypoint_id);
+    kn_uresp_t r;
+    kn_error_t err = {0};
+    if (kn_uclient_request(sock, "GET", target, NULL, NULL, 0, 2000, 65536, &r, &err) < 0)
+        return 0;
+    json_t *st = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+    kn_uresp_free(&r);
+    json_t *running = json_object_get(st, "running");
+    int ended = json_is_false(running);
+    if (ended) {
+        json_t *code = json_object_get(st, "exit_code");
+        int c = json_is_integer(code) ? (int)json_integer_value(code) : -1;
+        char msg[160];
+        snprintf(msg, sizeof msg, "The entrypoint exited with status %d.", c);
+        logf_(s, "entrypoint ended with status %d: ending the sandbox", c);
+        finish(s, c == 0 ? "Terminated" : "Failed",
+               c == 0 ? "CONTAINER_EXITED" : "CONTAINER_EXITED_ERROR", msg);
+        write_state(s, c == 0 ? "Terminated" : "Failed",
+                    c == 0 ? "CONTAINER_EXITED" : "CONTAINER_EXITED_ERROR", msg, c);
+    }
+    json_decref(st);
+    return ended;
+}
+
 static int
 loop(shim_t *s)
 {
+    int interval = 100;
+    uint64_t next_check = kn_now_us() + (uint64_t)interval * 1000;
     for (;;) {
         struct pollfd pfd[3] = {{s->listen_fd, POLLIN, 0},
                                 {s->sig_fd, POLLIN, 0},
                                 {s->sb ? kn_sandbox_syncfd(s->sb) : -1, POLLIN, 0}};
-        if (poll(pfd, 3, -1) < 0) {
+        uint64_t now = kn_now_us();
+        int wait = next_check > now ? (int)((next_check - now) / 1000) + 1 : 0;
+        int pr = poll(pfd, 3, wait);
+        if (pr < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
+        }
+        if (pr == 0) {
+            /* A frozen execd cannot answer: no check while paused. */
+            if (!s->paused && check_entrypoint(s))
+                return 0;
+            if (interval < 2000)
+                interval = interval * 2 > 2000 ? 2000 : interval * 2;
+            next_check = kn_now_us() + (uint64_t)interval * 1000;
+            continue;
         }
         if (pfd[1].revents) {
             struct signalfd_siginfo si;

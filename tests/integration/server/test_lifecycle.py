@@ -357,3 +357,23 @@ def test_no_key_means_loopback_only(kennel):
                        env={"PATH": os.environ.get("PATH", "")})
     assert r.returncode != 0
     assert "loopback" in r.stderr
+
+
+@pytest.mark.parametrize("entrypoint,state,reason", [
+    (["sh", "-c", "sleep 0.2; exit 0"], "Terminated", "CONTAINER_EXITED"),
+    (["sh", "-c", "sleep 0.2; exit 3"], "Failed", "CONTAINER_EXITED_ERROR"),
+])
+def test_entrypoint_end_ends_the_sandbox(server, entrypoint, state, reason):
+    sid = server.create(entrypoint=entrypoint)
+    deadline = time.monotonic() + 8
+    s = None
+    while time.monotonic() < deadline:
+        s = server.request("GET", f"/v1/sandboxes/{sid}").json()
+        if s["status"]["state"] == state:
+            break
+        time.sleep(0.1)
+    assert s["status"]["state"] == state, s
+    assert s["status"]["reason"] == reason
+    assert_error(server.execd(sid, "GET", "/ping"), 409)
+    assert server.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
+    assert not os.path.exists(os.path.join(server.run_dir, sid))
