@@ -15,8 +15,9 @@
  * is written so that running a probe on the host by mistake does no harm:
  * privileged calls are made with arguments that fail after the permission
  * check (a missing path, a bogus magic number), so the host sees ENOENT or
- * EINVAL where a sandbox must see EPERM. `mount`, `umount` and `remount` are
- * the exception and must only run inside a sandbox. */
+ * EINVAL where a sandbox must see EPERM. `mount`, `umount`, `remount`,
+ * `hostname` and `tiocsti` are the exception and must only run inside a
+ * sandbox: --unless-ns makes sure of that. */
 #include "probe.h"
 
 static const struct probe {
@@ -90,18 +91,54 @@ static const struct probe {
     {"hostname", p_hostname, "[NAME]  sethostname"},
 };
 
+/* --unless-ns KIND:[INODE] (repeatable, before the probe name): refuse to
+ * run when this process is in that namespace, i.e. the caller's own. The
+ * tests pass the host's pid, mnt, uts and net namespaces, so that a runtime
+ * that failed to isolate never lets a probe (umount /proc, sethostname,
+ * kill -1, ...) act on the host. Returns the first non-option index. */
+static int
+guard_namespaces(int argc, char **argv, const char **refused)
+{
+    int i = 1;
+    *refused = NULL;
+    while (i + 1 < argc && !strcmp(argv[i], "--unless-ns")) {
+        const char *spec = argv[i + 1];
+        const char *colon = strchr(spec, ':');
+        char path[64], link[64];
+        ssize_t n;
+        if (colon && (size_t)(colon - spec) < 16) {
+            snprintf(path, sizeof path, "/proc/self/ns/%.*s", (int)(colon - spec), spec);
+            n = readlink(path, link, sizeof link - 1);
+            link[n > 0 ? n : 0] = 0;
+            if (n > 0 && !strcmp(link, spec))
+                *refused = spec;
+        }
+        i += 2;
+    }
+    return i;
+}
+
 int
 main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        printf("usage: kennel-probe PROBE [ARGS...]\n\n");
+    const char *refused;
+    int first = guard_namespaces(argc, argv, &refused);
+    if (first >= argc || !strcmp(argv[first], "--help")) {
+        printf("usage: kennel-probe [--unless-ns KIND:[INODE]]... PROBE [ARGS...]\n\n");
         for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
             printf("  %-15s %s\n", probes[i].name, probes[i].help);
-        return argc < 2 ? 2 : 0;
+        return first >= argc ? 2 : 0;
+    }
+    if (refused) {
+        j_begin(argv[first]);
+        j_str("result", "refused");
+        j_str("reason", "running in the caller's namespace");
+        j_str("namespace", refused);
+        return j_end();
     }
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
-        if (!strcmp(argv[1], probes[i].name))
-            return probes[i].fn(argc - 2, argv + 2);
+        if (!strcmp(argv[first], probes[i].name))
+            return probes[i].fn(argc - first - 1, argv + first + 1);
     }
-    return usage_error(argv[1], "unknown probe");
+    return usage_error(argv[first], "unknown probe");
 }

@@ -22,6 +22,28 @@ HARD_TIMEOUT = 60
 
 PROBE_IN_SANDBOX = "/probe/kennel-probe"
 
+# The caller's namespaces. Every probe run gets --unless-ns for each, and the
+# tests' own destructive scripts (kill -1, a fork bomb) check them first: if
+# a runtime under development fails to isolate, the probe refuses instead of
+# unmounting the host's /proc or renaming the host.
+GUARDED_NAMESPACES = ("pid", "mnt", "uts", "net")
+HOST_NS = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in GUARDED_NAMESPACES}
+
+
+def probe_guard_args():
+    args = []
+    for link in HOST_NS.values():
+        args += ["--unless-ns", link]
+    return args
+
+
+# Shell and python preludes that stop a script running in the host's pid namespace.
+SH_GUARD = (f'[ "$(readlink /proc/self/ns/pid)" != "{HOST_NS["pid"]}" ] || '
+            '{ echo "kennel-test: refusing to run in the host pid namespace" >&2; exit 99; }; ')
+PY_GUARD = (f"import os, sys\n"
+            f"if os.readlink('/proc/self/ns/pid') == {HOST_NS['pid']!r}:\n"
+            f"    sys.exit('kennel-test: refusing to run in the host pid namespace')\n")
+
 
 class Result:
     """What one `kennel run` did, seen from the caller."""
@@ -109,7 +131,7 @@ class Kennel:
     def probe_run(self, *probe_args, opts=(), **kw):
         """Runs the probe inside a sandbox (opts go before `--`)."""
         return self.run("--ro-bind", f"{self.probe_dir}:/probe", *opts, "--", PROBE_IN_SANDBOX,
-                        *probe_args, **kw)
+                        *probe_guard_args(), *probe_args, **kw)
 
     def probe(self, *probe_args, opts=(), **kw):
         """Runs the probe inside a sandbox; returns (Result, probe JSON)."""

@@ -15,13 +15,14 @@ import tty
 
 import pytest
 
-from .conftest import PROBE_IN_SANDBOX, make_world_dir, remove_tree, run_cmd
+from .conftest import (PROBE_IN_SANDBOX, PY_GUARD, SH_GUARD, make_world_dir, probe_guard_args,
+                       remove_tree, run_cmd)
 
 
 def test_host_processes_invisible_and_unkillable(kn):
     sleeper = subprocess.Popen(["sleep", "300"])
     try:
-        code = ("import json, os, signal\n"
+        code = PY_GUARD + ("import json, os, signal\n"
                 "pid = %d\n"
                 "res = {'visible': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}\n"
                 "res['cmdlines'] = [open('/proc/%%d/cmdline' %% p, 'rb').read().decode(errors='replace')\n"
@@ -209,7 +210,7 @@ def test_no_terminal_injection(kn, probe_dir):
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     argv = [kn.binary, "run", "--ro-bind", f"{probe_dir}:/probe", "--", PROBE_IN_SANDBOX,
-            "tiocsti"]
+            *probe_guard_args(), "tiocsti"]
     try:
         proc = subprocess.run(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               preexec_fn=become_session_with_ctty, timeout=30)
@@ -236,7 +237,7 @@ def test_no_controlling_terminal_inside(kn, probe_dir):
     master, slave = pty.openpty()
     try:
         argv = [kn.binary, "run", "--ro-bind", f"{probe_dir}:/probe", "--", PROBE_IN_SANDBOX,
-                "open-w", "/dev/tty"]
+                *probe_guard_args(), "open-w", "/dev/tty"]
 
         def ctty():
             os.setsid()
@@ -307,7 +308,7 @@ def test_init_cannot_be_stopped_or_killed_from_inside(kn):
     # Whatever pid 1 inside is, stopping or killing it from inside must not
     # keep the timeout from ending the run.
     r = kn.run("-t", "1", "--", "bash", "-c",
-               "kill -STOP 1; kill -KILL 1; kill -STOP -1; sleep 30", timeout=30)
+               SH_GUARD + "kill -STOP 1; kill -KILL 1; kill -STOP -1; sleep 30", timeout=30)
     assert r.rc == 124, r
     assert r.elapsed < 5, r
 
@@ -366,7 +367,8 @@ def test_host_su_gives_nothing(kn, profile):
 def test_setuid_mount_helper_gives_nothing(kn):
     if not os.path.exists("/usr/bin/mount"):
         pytest.skip("the host has no /usr/bin/mount")
-    r = kn.run("--profile", "deny-by-default", "--", "/usr/bin/mount", "-t", "tmpfs", "kennel", "/tmp")
+    # /out: a target that does not exist on the host, should this ever run there
+    r = kn.run("--profile", "deny-by-default", "--", "/usr/bin/mount", "-t", "tmpfs", "kennel", "/out")
     assert r.rc != 0, r
 
 

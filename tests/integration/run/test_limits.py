@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from .conftest import (host_processes_matching, kennel_cgroups, new_leaked_cgroups,
-                       remove_cgroups_of)
+from .conftest import (SH_GUARD, host_processes_matching, kennel_cgroups, new_leaked_cgroups,
+                       probe_guard_args, remove_cgroups_of)
 
 MiB = 1024 * 1024
 
@@ -25,7 +25,11 @@ def host_fork_latency(n=10):
 
 
 def test_fork_bomb_contained(kn, marker):
-    bomb = "bomb() { bomb | bomb & }; bomb; sleep 30"
+    # The classic bomb, except that it stops at 400 visible processes: bounded
+    # even if the runtime failed to apply --pids, and a no-op in the host's
+    # pid namespace (far more than 400 processes there, and SH_GUARD).
+    bomb = (SH_GUARD + "bomb() { local p=(/proc/[0-9]*); [ ${#p[@]} -lt 400 ] || return; "
+            "bomb | bomb & }; bomb; sleep 30")
     proc = subprocess.Popen([kn.binary, "run", "--pids", "32", "-t", "4", "--", "bash", "-c", bomb,
                              marker], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -139,7 +143,7 @@ def test_tmp_filler_with_small_memory_limit(kn):
 
 def start_orphans(kn, marker):
     proc = subprocess.Popen([kn.binary, "run", "--ro-bind", f"{kn.probe_dir}:/probe", "--",
-                             "/probe/kennel-probe", "orphans", marker, "3"],
+                             "/probe/kennel-probe", *probe_guard_args(), "orphans", marker, "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while len(host_processes_matching(marker)) < 4 and time.monotonic() < deadline:

@@ -6,7 +6,7 @@ the same call works outside.
 """
 import pytest
 
-from .conftest import run_cmd
+from .conftest import probe_guard_args, run_cmd
 
 EPERM = {"EPERM"}
 KILLED_OR_EPERM = {"killed:SIGSYS", "EPERM"}
@@ -110,3 +110,11 @@ def test_only_ordinary_socket_families(kn, probe_dir):
     r, p = kn.probe("socket-families")
     extra = sorted(set(p["opened"]) - {1, 2, 10, 16})
     assert not extra, f"address families open inside: {extra} (host: {host['opened']})"
+
+
+@pytest.mark.parametrize("probe", [["umount", "/proc"], ["hostname", "kennel-evil-name"], ["tiocsti"]])
+def test_probe_refuses_to_act_on_the_host(probe_dir, probe):
+    # The safety net of this suite: with the guards every sandboxed probe
+    # gets, a probe that finds itself in the host's namespaces does nothing.
+    r = run_cmd([str(probe_dir / "kennel-probe"), *probe_guard_args(), *probe])
+    assert r.probe()["result"] == "refused", r
