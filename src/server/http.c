@@ -164,10 +164,14 @@ log_request(kn_req_t *r)
         return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    json_t *j = json_pack("{s:f, s:s, s:s, s:s, s:i, s:f, s:s}", "ts", ts.tv_sec + ts.tv_nsec / 1e9,
-                          "level", "info", "method", r->method, "path",
-                          r->raw_uri ? r->raw_uri : "", "status", (int)r->status, "ms",
-                          (kn_now_us() - r->t0) / 1000.0, "requestId", r->rid);
+    char when[40];
+    kn_sbx_format_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when, sizeof when);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:s}", "ts", when, "level", "info", "method",
+                  r->method, "path", r->raw_uri ? r->raw_uri : "", "status", (int)r->status, "us",
+                  (json_int_t)(kn_now_us() - r->t0), "requestId", r->rid);
+    if (j && r->sandbox_id[0])
+        json_object_set_new(j, "sandboxId", json_string(r->sandbox_id));
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (line)
         fprintf(stderr, "%s\n", line);
@@ -200,12 +204,22 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                   enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)toe;
     kn_req_t *r = *req_cls;
     if (!r)
         return;
     (void)c;
     log_request(r);
+    if (r->srv->observe && r->started) {
+        kn_http_action_t a = {.request_id = r->rid,
+                              .method = r->method,
+                              .path = r->raw_uri ? r->raw_uri : "",
+                              .sandbox_id = r->sandbox_id,
+                              .status = r->status,
+                              .proxied = r->is_proxy,
+                              .completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+                              .duration_us = kn_now_us() - r->t0};
+        r->srv->observe(&a, r->srv->observe_ctx);
+    }
     kn_proxy_free(r->proxy);
     free(r->body);
     free(r->raw_uri);
@@ -220,6 +234,7 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     kn_error_t err = {0};
     char sock[4096], pidns[64], target[8192];
     s->proxied++;
+    snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
     if (port != KN_HTTP_EXECD_PORT) {
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);

@@ -18,11 +18,29 @@
 
 #define KN_HTTP_LATENCY_BUCKETS 10
 
+/* A finished request, as the receipts module will see it (DESIGN §6: the
+ * server signs a receipt for every lifecycle action and every execd call it
+ * proxies). Strings are valid during the call only. */
+typedef struct kn_http_action {
+    const char *request_id;
+    const char *method;
+    const char *path;       /* the raw URI, query included */
+    const char *sandbox_id; /* "" when the request names no sandbox */
+    unsigned status;        /* 0 when no response was sent */
+    bool proxied;           /* relayed to execd */
+    bool completed;         /* the response was sent in full */
+    uint64_t duration_us;
+} kn_http_action_t;
+
+typedef void (*kn_http_observer_fn)(const kn_http_action_t *action, void *ctx);
+
 /* The server: shared by every connection thread. */
 typedef struct kn_srv {
     kn_server_cfg_t *cfg;
     kn_sbx_t *mgr;
     struct MHD_Daemon *daemon;
+    kn_http_observer_fn observe; /* receipts hook; NULL for none */
+    void *observe_ctx;
     atomic_long requests, creates, create_errors, proxied;
     atomic_long create_bucket[KN_HTTP_LATENCY_BUCKETS + 1]; /* +Inf last */
     atomic_llong create_us_sum;
@@ -44,6 +62,7 @@ typedef struct kn_req {
     kn_proxy_t *proxy;
     unsigned status;
     char method[16];
+    char sandbox_id[40];
 } kn_req_t;
 
 enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body);

@@ -212,6 +212,8 @@ create(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r)
     char *text = json_dumps(out, JSON_COMPACT);
     char loc[128];
     snprintf(loc, sizeof loc, "/v1/sandboxes/%s", json_string_value(json_object_get(out, "id")));
+    snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s",
+             json_string_value(json_object_get(out, "id")));
     json_decref(out);
     if (text)
         resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -334,6 +336,7 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
     kn_error_t err = {0};
     json_t *out = NULL, *body = NULL;
     const char *id = segs[1];
+    snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
     if (n == 2) {
         if (!strcmp(m, "GET"))
             return kn_sbx_get(s->mgr, id, &out, &err) < 0 ? kn_http_fail(c, r, &err)

@@ -242,6 +242,7 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
 int
 kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
 {
+    /* s.observe is where the receipts module (src/trust) will attach. */
     kn_srv_t s = {.cfg = cfg};
     reaper_t rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t reaper;
