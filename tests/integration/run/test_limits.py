@@ -90,11 +90,24 @@ def disk_free():
     return out
 
 
-@pytest.mark.parametrize("target", ["/tmp/filler", "/work/filler", "/var/tmp/filler"])
-def test_disk_filler_bounded(kn, target):
+@pytest.fixture
+def host_cleanup():
+    """Paths a broken sandbox might create on the host: removed afterwards."""
+    paths = []
+    yield paths
+    for p in paths:
+        if os.path.lexists(p):
+            os.unlink(p)
+
+
+@pytest.mark.parametrize("directory", ["/tmp", "/work", "/var/tmp"])
+def test_disk_filler_bounded(kn, directory, marker, host_cleanup):
+    target = f"{directory}/filler-{marker}"
+    host_cleanup.append(target)
     before = disk_free()
     r, p = kn.probe("fill", target, "4096", opts=("-t", "30"))
     after = disk_free()
+    assert not os.path.exists(target), f"{target} was written on the host"
     assert r.rc == 0, r
     assert p["result"] in ("ENOSPC", "EFBIG", "EDQUOT"), \
         f"wrote {p['bytes'] // MiB} MiB to {target} without hitting a limit: {p}"
@@ -133,10 +146,11 @@ def test_timeout_kills_tree_started_by_bash(kn, marker):
     assert left == [], f"processes survived the timeout: {left}"
 
 
-def test_tmp_filler_with_small_memory_limit(kn):
+def test_tmp_filler_with_small_memory_limit(kn, marker, host_cleanup):
     # /tmp is memory: with -m 64 a full /tmp should be a full disk (ENOSPC),
     # not an OOM kill of a program that only wrote files.
-    r, p = kn.probe("fill", "/tmp/filler", "1024", opts=("-m", "64", "-t", "20"))
+    host_cleanup.append(f"/tmp/filler-{marker}")
+    r, p = kn.probe("fill", f"/tmp/filler-{marker}", "1024", opts=("-m", "64", "-t", "20"))
     assert r.rc == 0, f"the filler was killed instead of getting ENOSPC\n{r}"
     assert p["result"] in ("ENOSPC", "EFBIG", "EDQUOT"), p
 
