@@ -15,6 +15,8 @@
 #define KN_EXECD_MAX_BODY (8 * 1024 * 1024)
 /* Per-connection memory for headers and buffers; larger header blocks get a 431. */
 #define KN_EXECD_HEADER_MEMORY (64 * 1024)
+/* A kept-alive connection idle this long is closed (streams in progress are not idle). */
+#define KN_EXECD_IDLE_TIMEOUT_S 600
 
 struct kn_cmdstore;
 struct kn_replstore;

@@ -359,8 +359,9 @@ start_daemon(kn_http_t *h, int fd)
                             0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KN_EXECD_HEADER_MEMORY,
-                            MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT, 0U,
-                            MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)KN_EXECD_IDLE_TIMEOUT_S, MHD_OPTION_THREAD_STACK_SIZE,
+                            (size_t)(512 * 1024), MHD_OPTION_END);
 }
 
 kn_http_t *

@@ -76,8 +76,10 @@ class Daemon:
     def __init__(self, binary, tmp, args=(), root=None, pre_exec=None):
         self.sock = os.path.join(tmp, "execd.sock")
         cmd = [binary, "--socket", self.sock, *args]
-        if root:
-            cmd += ["--root", root]
+        if not root:
+            # Never let a test daemon serve the host's "/" through the files API.
+            root = tempfile.mkdtemp(prefix="root-", dir=tmp)
+        cmd += ["--root", root]
         self.log = open(os.path.join(tmp, "execd.log"), "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=pre_exec)
@@ -121,7 +123,13 @@ def tmpdir_path():
 
 @pytest.fixture
 def daemon(execd_bin, tmpdir_path):
-    d = Daemon(execd_bin, tmpdir_path)
+    # Even tests that only run commands get a throwaway --root: a files API
+    # call (DELETE /directories, mv, replace ...) from any test must never be
+    # able to reach the host's own files.
+    root = os.path.join(tmpdir_path, "droot")
+    os.makedirs(root)
+    d = Daemon(execd_bin, tmpdir_path, root=root)
+    d.root = root
     yield d
     d.stop()
     assert d.proc.returncode == 0, f"execd exited with {d.proc.returncode}: {d.output[-6000:]}"

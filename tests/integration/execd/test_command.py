@@ -218,3 +218,28 @@ def test_zombies_are_reaped(client, daemon):
 def test_uid_gid(client):
     evs = run(client, {"command": "id -u; id -g", "uid": 65534, "gid": 65534})
     assert texts(evs, "stdout") == ["65534", "65534"]
+
+
+def test_1000_sequential_commands_do_not_grow_rss_or_fds(client, daemon):
+    pid = daemon.proc.pid
+    c = client.conn()
+
+    def one():
+        c.request("POST", "/command", body=json.dumps({"command": "true"}),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        assert b"execution_complete" in data
+
+    def rss():
+        with open(f"/proc/{pid}/status") as f:
+            return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+
+    for _ in range(300):  # past the 256 finished commands kept for /command/status
+        one()
+    rss0, fds0 = rss(), fd_count(pid)
+    for _ in range(1000):
+        one()
+    c.close()
+    assert rss() - rss0 < 512, (rss0, rss())
+    assert fd_count(pid) <= fds0

@@ -26,8 +26,10 @@ def test_js_sdk_against_execd(execd_bin, tmpdir_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    d = Daemon(execd_bin, tmpdir_path, args=["--listen-tcp", f"127.0.0.1:{port}"])
-    files_dir = os.path.join(tmpdir_path, "sdkfiles")
+    root = os.path.join(tmpdir_path, "sdkroot")
+    os.makedirs(root)
+    d = Daemon(execd_bin, tmpdir_path, args=["--listen-tcp", f"127.0.0.1:{port}"], root=root)
+    files_dir = "/sdkfiles"  # inside the throwaway root
     try:
         r = subprocess.run([node, str(pathlib.Path(__file__).with_name("sdk_execd.mjs")),
                             str(SDK), f"http://127.0.0.1:{port}"],
