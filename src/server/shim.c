@@ -32,6 +32,7 @@ typedef struct shim {
     int ready_fd;
     int listen_fd;
     int sig_fd;
+    int kill_fd; /* a client that asked for kill while the sandbox was starting */
     bool paused;
     char state[16];
     char entrypoint_id[80];
@@ -111,6 +112,55 @@ listen_control(shim_t *s, kn_error_t *err)
     return fd;
 }
 
+/* Reads one control line from a client of the control socket. */
+static void
+read_line(int fd, char *line, size_t cap)
+{
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t len = 0;
+    memset(line, 0, cap);
+    while (len < cap - 1) {
+        ssize_t n = read(fd, line + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (memchr(line, '\n', len))
+            break;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+}
+
+/* While execd starts, a signal or a "kill" on the control socket cancels
+ * the start (the server gave up, or is cleaning up after a restart); other
+ * commands are refused. Returns -1 with ECANCELED to cancel. */
+static int
+starting_event(shim_t *s, struct pollfd *pfd, kn_error_t *err)
+{
+    if (pfd[1].revents) {
+        struct signalfd_siginfo si;
+        if (read(s->sig_fd, &si, sizeof si) == sizeof si)
+            return kn_error_set(err, ECANCELED, "signal %u while starting", si.ssi_signo);
+    }
+    if (pfd[2].revents) {
+        int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            return 0;
+        char line[64];
+        read_line(c, line, sizeof line);
+        if (!strcmp(line, "kill")) {
+            s->kill_fd = c;
+            return kn_error_set(err, ECANCELED, "deleted while starting");
+        }
+        const char *busy = "error the sandbox is still starting\n";
+        kn_write_all(c, busy, strlen(busy));
+        close(c);
+    }
+    return 0;
+}
+
 /* Waits until execd answers /ping, or the sandbox ends, or the deadline. */
 static int
 wait_ping(shim_t *s, int timeout_ms, kn_error_t *err)
@@ -131,9 +181,15 @@ wait_ping(shim_t *s, int timeout_ms, kn_error_t *err)
         if (kn_now_us() > deadline)
             return kn_error_set(err, ETIMEDOUT, "execd did not answer /ping within %d ms",
                                 timeout_ms);
-        struct pollfd pfd = {kn_sandbox_syncfd(s->sb), POLLIN, 0};
-        if (poll(&pfd, 1, 1) > 0)
-            return kn_error_set(err, ECHILD, "the sandbox ended before execd was ready");
+        struct pollfd pfd[3] = {{kn_sandbox_syncfd(s->sb), POLLIN, 0},
+                                {s->sig_fd, POLLIN, 0},
+                                {s->listen_fd, POLLIN, 0}};
+        if (poll(pfd, 3, 1) > 0) {
+            if (pfd[0].revents)
+                return kn_error_set(err, ECHILD, "the sandbox ended before execd was ready");
+            if (starting_event(s, pfd, err) < 0)
+                return -1;
+        }
     }
 }
 
@@ -237,21 +293,8 @@ finish(shim_t *s, const char *state, const char *reason, const char *message)
 static int
 serve_control(shim_t *s, int fd)
 {
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char line[64] = {0};
-    size_t len = 0;
-    while (len < sizeof line - 1) {
-        ssize_t n = read(fd, line + len, sizeof line - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (memchr(line, '\n', len))
-            break;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
+    char line[64];
+    read_line(fd, line, sizeof line);
     char reply[KN_ERROR_MSG_MAX + 16] = "ok\n";
     kn_error_t err = {0};
     int quit = 0;
@@ -383,8 +426,9 @@ loop(shim_t *s)
 int
 kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int ready_fd)
 {
-    shim_t s = {.dir = dir, .ready_fd = ready_fd, .listen_fd = -1, .sig_fd = -1};
+    shim_t s = {.dir = dir, .ready_fd = ready_fd, .listen_fd = -1, .sig_fd = -1, .kill_fd = -1};
     char line[64];
+    signal(SIGPIPE, SIG_IGN); /* the server may be gone already */
     snprintf(line, sizeof line, "pid %d\n", (int)getpid());
     if (ready_fd >= 0)
         kn_write_all(ready_fd, line, strlen(line));
@@ -394,7 +438,6 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
         dup2(logfd, STDERR_FILENO);
         close(logfd);
     }
-    signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     sigset_t stop;
     sigemptyset(&stop);
@@ -413,6 +456,10 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
     uint64_t t0 = kn_now_us();
     if (start(&s, execd_path, ready_timeout_ms, &err) < 0) {
         finish(&s, "Failed", "provision_failed", err.msg);
+        if (s.kill_fd >= 0) {
+            kn_write_all(s.kill_fd, "ok\n", 3);
+            close(s.kill_fd);
+        }
         goto out;
     }
     write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
