@@ -46,6 +46,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -138,6 +139,7 @@ int p_iopl(int argc, char **argv);
 int p_syslog(int argc, char **argv);
 int p_open_by_handle(int argc, char **argv);
 int p_landlock(int argc, char **argv);
+int p_clock(int argc, char **argv);
 int p_tiocsti(int argc, char **argv);
 int p_fds(int argc, char **argv);
 int p_env(int argc, char **argv);

@@ -212,3 +212,22 @@ def test_sigkill_of_kennel_kills_sandbox(kn, marker):
     time.sleep(0.1)
     remove_cgroups_of(proc.pid)
     assert left == [], f"processes outlived a SIGKILLed kennel: {left}"
+
+
+def test_inode_bomb_bounded_by_memory_limit(kn):
+    # Empty files cost no data blocks but kernel memory (inodes, dentries):
+    # -m must bound that too.
+    code = ("import os, errno\n"
+            "n = 0\n"
+            "try:\n"
+            "    while n < 3000000:\n"
+            "        os.close(os.open('/tmp/f%d' % n, os.O_CREAT | os.O_WRONLY, 0o644)); n += 1\n"
+            "    print('unbounded', n)\n"
+            "except OSError as e:\n"
+            "    print('stopped', n, errno.errorcode[e.errno])\n")
+    before = mem_available()
+    r = kn.run("--json", "-m", "64", "-t", "30", "-c", code)
+    j = r.json()
+    assert "unbounded" not in j["stdout"], j["stdout"]
+    assert j["exit_code"] == 137 or j["stdout"].startswith("stopped"), j
+    assert before - mem_available() < 256 * MiB, "the host lost memory to the sandbox's inodes"

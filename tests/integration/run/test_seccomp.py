@@ -50,6 +50,7 @@ DENIED = {
     "open_by_handle_at": (["open-by-handle"], {"result": EPERM}),
     "iopl": (["iopl"], {"result": EPERM}),
     "syslog": (["syslog"], {"result": EPERM}),
+    "clock_settime/adjtimex": (["clock"], {"result": EPERM, "adjtimex": EPERM}),
 }
 
 
