@@ -391,3 +391,12 @@ def test_reader_going_away_ends_the_run(kn, marker):
     assert waited < 5, f"kennel ran on for {waited:.1f}s after its reader went away"
     assert host_processes_matching(marker) == []
     assert new_leaked_cgroups(cgroups_before) == []
+
+
+def test_json_with_awkward_source_name(kn, hostdir):
+    src = hostdir / 'we"i\\rd\tnäme.py'
+    src.write_text("print('ok')\n")
+    src.chmod(0o644)
+    r = kn.run("--json", str(src))
+    j = r.json()  # the name must be escaped, not pasted
+    assert j["stdout"] == "ok\n" and j["source"].endswith(src.name), j
