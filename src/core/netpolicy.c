@@ -1,68 +1,701 @@
-/* netpolicy.c - placeholder until the network policy lands (issue 5).
- * Every entry point refuses plainly; nothing pretends to filter. */
-#include "netpolicy.h"
+/* netpolicy.c - a sandbox's way out, when it has one (DESIGN.md §5).
+ *
+ * kn_net_attach() builds, in this order: a /30 from 10.231.0.0/16 (a slot,
+ * held by an flock on /run/kennel/net/slots/N for as long as the sandbox
+ * lives, so concurrent launchers never collide and a crashed one frees its
+ * slot), a veth pair (host "knhN", sandbox "eth0") with a default route
+ * inside, the host table "inet kennel_N" (NAT, the host closed to the
+ * sandbox but for the DNS proxy, forwarding closed to blocked ranges), the
+ * sandbox's own table "inet kennel" (the policy proper, see inner_script),
+ * /run/kennel/net/ID/resolv.conf naming the proxy, the DNS proxy and the
+ * exposed ports' relays. kn_net_detach() undoes all of it.
+ *
+ * The policy is enforced inside the sandbox's namespace (the sandbox has no
+ * capabilities there and cannot change it) and, for the ranges that matter
+ * most, again on the host's forward path, which the sandbox cannot reach. */
+#include "netpolicy_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define NET_RUN_DIR "/run/kennel/net"
+#define SLOT_DIR NET_RUN_DIR "/slots"
+#define POOL_BASE 0x0ae70000u /* 10.231.0.0/16 */
+#define POOL_SLOTS 16384u     /* /30 each */
+#define TTL_MIN 5u            /* seconds: answers with TTL 0 still get used once */
+#define TTL_MAX 86400u
+#define MAX_OPENED 4096
+#define SCRIPT_MAX 65536
+
+/* Never reachable unless an allow CIDR names them: "this network",
+ * RFC 1918, shared address space, loopback, link-local (with the cloud
+ * metadata address 169.254.169.254), IETF protocol assignments,
+ * benchmarking, multicast and reserved/broadcast. */
+static const struct {
+    uint32_t addr;
+    int prefix;
+} blocked[] = {
+    {0x00000000u, 8},  {0x0a000000u, 8},  {0x64400000u, 10}, {0x7f000000u, 8},
+    {0xa9fe0000u, 16}, {0xac100000u, 12}, {0xc0000000u, 24}, {0xc0a80000u, 16},
+    {0xc6120000u, 15}, {0xe0000000u, 4},  {0xf0000000u, 4},
+};
+
+typedef struct opened {
+    uint32_t addr;
+    uint64_t expires_us;
+    char name[256];
+} opened_t;
+
+struct kn_netns {
+    kn_net_policy_t pol;
+    char id[128];
+    char dir[PATH_MAX];
+    int slot;
+    int slot_fd;
+    int netns_fd;
+    char host_if[IFNAMSIZ];
+    uint32_t host_ip, sb_ip;
+    bool veth, host_table, dir_made;
+    kn_dnsproxy_t *dns;
+    kn_relay_t *relays[KN_MAX_EXPOSE];
+    size_t n_relays;
+    opened_t *opened;
+    size_t n_opened;
+};
+
+/* ---- rules ---- */
+
+static uint32_t
+mask_of(int prefix)
+{
+    return prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
+}
+
+static bool
+in_cidr(uint32_t a, uint32_t net, int prefix)
+{
+    return (a & mask_of(prefix)) == net;
+}
+
+int
+kn_net_parse_cidr(const char *s, uint32_t *addr, int *prefix)
+{
+    char host[32];
+    const char *slash = strchr(s, '/');
+    size_t hl = slash ? (size_t)(slash - s) : strlen(s);
+    if (hl == 0 || hl >= sizeof host)
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    struct in_addr in;
+    if (inet_pton(AF_INET, host, &in) != 1)
+        return -1;
+    int pl = 32;
+    if (slash) {
+        const char *p = slash + 1;
+        if (!*p || strlen(p) > 2)
+            return -1;
+        pl = 0;
+        for (; *p; p++) {
+            if (*p < '0' || *p > '9')
+                return -1;
+            pl = pl * 10 + (*p - '0');
+        }
+        if (pl > 32)
+            return -1;
+    }
+    *prefix = pl;
+    *addr = ntohl(in.s_addr) & mask_of(pl);
+    return 0;
+}
+
+/* A name: labels of letters, digits, '-' and '_', 1-63 bytes, 253 in all,
+ * optionally behind "*." and with one trailing dot. */
+static bool
+valid_domain(const char *s)
+{
+    if (!strncmp(s, "*.", 2))
+        s += 2;
+    size_t len = strlen(s);
+    if (len && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || ++label > 63)
+            return false;
+    }
+    return label > 0;
+}
 
 int
 kn_net_rule_check(const char *target, kn_error_t *err)
 {
-    (void)target;
-    return kn_error_set(err, ENOTSUP, "network policies are not implemented yet");
+    uint32_t a;
+    int pl;
+    if (!target || !*target)
+        return kn_error_set(err, EINVAL, "empty network rule");
+    if (kn_net_parse_cidr(target, &a, &pl) == 0)
+        return 0;
+    if (strchr(target, ':'))
+        return kn_error_set(err, EINVAL,
+                            "network rule '%s': IPv6 rules are not supported (sandboxes get "
+                            "IPv4 egress only)",
+                            target);
+    if (!valid_domain(target))
+        return kn_error_set(err, EINVAL,
+                            "network rule '%s' is neither a domain, a wildcard domain "
+                            "(*.example.com) nor an IPv4 CIDR",
+                            target);
+    return 0;
 }
+
+static bool
+is_cidr_rule(const kn_net_rule_t *r, uint32_t *addr, int *prefix)
+{
+    return kn_net_parse_cidr(r->target, addr, prefix) == 0;
+}
+
+bool
+kn_net_domain_match(const char *pattern, const char *name)
+{
+    size_t pl = strlen(pattern), nl = strlen(name);
+    if (pl && pattern[pl - 1] == '.')
+        pl--;
+    if (nl && name[nl - 1] == '.')
+        nl--;
+    if (pl >= 2 && pattern[0] == '*' && pattern[1] == '.') {
+        /* "*.example.com": strictly below example.com. */
+        const char *suffix = pattern + 1; /* ".example.com" */
+        size_t sl = pl - 1;
+        return nl > sl && strncasecmp(name + nl - sl, suffix, sl) == 0;
+    }
+    return pl == nl && strncasecmp(pattern, name, pl) == 0;
+}
+
+kn_name_verdict_t
+kn_net_name_verdict(const kn_net_policy_t *p, const char *name)
+{
+    uint32_t a;
+    int pl;
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (!p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
+            kn_net_domain_match(p->rules[i].target, name))
+            return KN_NAME_REFUSE;
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
+            kn_net_domain_match(p->rules[i].target, name))
+            return KN_NAME_OPEN;
+    return p->default_allow ? KN_NAME_FORWARD : KN_NAME_REFUSE;
+}
+
+static bool
+in_rules(const kn_net_policy_t *p, bool allow, uint32_t addr)
+{
+    uint32_t a;
+    int pl;
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].allow == allow && is_cidr_rule(&p->rules[i], &a, &pl) &&
+            in_cidr(addr, a, pl))
+            return true;
+    return false;
+}
+
+bool
+kn_net_addr_openable(const kn_net_policy_t *p, uint32_t addr)
+{
+    if (in_rules(p, false, addr))
+        return false;
+    if (in_rules(p, true, addr))
+        return true;
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
+        if (in_cidr(addr, blocked[i].addr, blocked[i].prefix))
+            return false;
+    return true;
+}
+
+/* ---- nft scripts ---- */
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    bool overflow;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void
+put(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->cap - b->len)
+        b->overflow = true;
+    else
+        b->len += (size_t)n;
+}
+
+static void
+put_ip(sbuf_t *b, uint32_t a)
+{
+    put(b, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+}
+
+/* Writes "{ a/n, ... }" of the CIDR rules with this action, leaving out any
+ * block inside another (nft refuses overlapping intervals); false if none. */
+static bool
+put_cidrs(sbuf_t *b, const kn_net_policy_t *p, bool allow)
+{
+    bool any = false;
+    for (size_t i = 0; i < p->n_rules; i++) {
+        uint32_t a, a2;
+        int pl, pl2;
+        if (p->rules[i].allow != allow || !is_cidr_rule(&p->rules[i], &a, &pl))
+            continue;
+        bool covered = false;
+        for (size_t j = 0; j < p->n_rules && !covered; j++) {
+            if (j == i || p->rules[j].allow != allow || !is_cidr_rule(&p->rules[j], &a2, &pl2))
+                continue;
+            if (pl2 <= pl && in_cidr(a, a2, pl2) && (pl2 < pl || j < i))
+                covered = true;
+        }
+        if (covered)
+            continue;
+        put(b, any ? ", " : "{ ");
+        put_ip(b, a);
+        put(b, "/%d", pl);
+        any = true;
+    }
+    if (any)
+        put(b, " }");
+    return any;
+}
+
+static void
+put_blocked(sbuf_t *b)
+{
+    put(b, "{ ");
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
+        put(b, i ? ", " : "");
+        put_ip(b, blocked[i].addr);
+        put(b, "/%d", blocked[i].prefix);
+    }
+    put(b, " }");
+}
+
+#define REJECT "reject with icmpx type admin-prohibited"
+
+static void
+put_rule_cidrs(sbuf_t *b, const char *pre, const kn_net_policy_t *p, bool allow,
+               const char *verdict)
+{
+    size_t mark = b->len;
+    put(b, "\t\t%sip daddr ", pre);
+    if (put_cidrs(b, p, allow))
+        put(b, " %s\n", verdict);
+    else
+        b->len = mark, b->s[mark] = '\0';
+}
+
+static uint32_t
+ttl_left(const opened_t *o, uint64_t now)
+{
+    uint64_t s = (o->expires_us - now) / 1000000u;
+    return s < 1 ? 1 : (uint32_t)s;
+}
+
+/* The sandbox's table: output is decided per packet, not per connection, so
+ * a name removed from the policy stops at once even for open connections;
+ * input takes only loopback and replies. */
+static void
+inner_script(sbuf_t *b, const kn_netns_t *n)
+{
+    const kn_net_policy_t *p = &n->pol;
+    put(b, "table inet kennel\ndelete table inet kennel\ntable inet kennel {\n");
+    put(b, "\tset open4 { type ipv4_addr; flags timeout; }\n");
+    put(b, "\tchain output {\n\t\ttype filter hook output priority 0; policy drop;\n");
+    put(b, "\t\toifname \"lo\" accept\n");
+    put(b, "\t\tip daddr ");
+    put_ip(b, n->host_ip);
+    put(b, " meta l4proto { udp, tcp } th dport 53 accept\n");
+    put_rule_cidrs(b, "", p, false, REJECT);
+    put_rule_cidrs(b, "", p, true, "accept");
+    put(b, "\t\tip daddr ");
+    put_blocked(b);
+    put(b, " " REJECT "\n");
+    put(b, "\t\tip daddr @open4 accept\n");
+    if (p->default_allow)
+        put(b, "\t\tmeta nfproto ipv4 accept\n");
+    put(b, "\t\t" REJECT "\n\t}\n");
+    put(b, "\tchain input {\n\t\ttype filter hook input priority 0; policy drop;\n");
+    put(b, "\t\tiifname \"lo\" accept\n\t\tct state established,related accept\n\t}\n}\n");
+    uint64_t now = kn_now_us();
+    bool any = false;
+    for (size_t i = 0; i < n->n_opened; i++) {
+        const opened_t *o = &n->opened[i];
+        if (o->expires_us <= now || kn_net_name_verdict(p, o->name) != KN_NAME_OPEN ||
+            !kn_net_addr_openable(p, o->addr))
+            continue;
+        put(b, any ? ", " : "add element inet kennel open4 { ");
+        put_ip(b, o->addr);
+        put(b, " timeout %us", ttl_left(o, now));
+        any = true;
+    }
+    if (any)
+        put(b, " }\n");
+}
+
+/* The host's table for this sandbox. */
+static void
+host_script(sbuf_t *b, const kn_netns_t *n)
+{
+    const kn_net_policy_t *p = &n->pol;
+    char pre[48];
+    snprintf(pre, sizeof pre, "iifname \"%s\" ", n->host_if);
+    put(b, "table inet kennel_%d\ndelete table inet kennel_%d\ntable inet kennel_%d {\n", n->slot,
+        n->slot, n->slot);
+    put(b, "\tchain input {\n\t\ttype filter hook input priority -5; policy accept;\n");
+    put(b, "\t\t%sip daddr ", pre);
+    put_ip(b, n->host_ip);
+    put(b, " meta l4proto { udp, tcp } th dport 53 accept\n");
+    put(b, "\t\t%sdrop\n\t}\n", pre);
+    put(b, "\tchain forward {\n\t\ttype filter hook forward priority -5; policy accept;\n");
+    put(b, "\t\toifname \"%s\" ct state established,related accept\n", n->host_if);
+    put(b, "\t\toifname \"%s\" drop\n", n->host_if);
+    put(b, "\t\t%soifname \"knh*\" drop\n", pre);
+    put(b, "\t\t%smeta nfproto != ipv4 drop\n", pre);
+    put_rule_cidrs(b, pre, p, false, "drop");
+    put_rule_cidrs(b, pre, p, true, "accept");
+    put(b, "\t\t%sip daddr ", pre);
+    put_blocked(b);
+    put(b, " drop\n\t}\n");
+    put(b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy "
+           "accept;\n\t\tip saddr ");
+    put_ip(b, n->host_ip & ~3u);
+    put(b, "/30 oifname != \"%s\" masquerade\n\t}\n}\n", n->host_if);
+}
+
+static int
+load(kn_netns_t *n, bool host, kn_error_t *err)
+{
+    sbuf_t b = {.s = malloc(SCRIPT_MAX), .cap = SCRIPT_MAX};
+    if (!b.s)
+        return kn_error_set(err, ENOMEM, "nft script");
+    b.s[0] = '\0';
+    if (host)
+        host_script(&b, n);
+    else
+        inner_script(&b, n);
+    int rc = b.overflow ? kn_error_set(err, E2BIG, "nft script too long")
+                        : kn_nft_run(host ? -1 : n->netns_fd, b.s, err);
+    free(b.s);
+    if (rc < 0)
+        return kn_error_prefix(err, host ? "host firewall" : "sandbox firewall");
+    return 0;
+}
+
+/* ---- the DNS proxy's callback: open resolved addresses ---- */
+
+static void
+remember(kn_netns_t *n, const char *name, uint32_t addr, uint64_t expires)
+{
+    uint64_t now = kn_now_us();
+    size_t w = 0;
+    for (size_t i = 0; i < n->n_opened; i++)
+        if (n->opened[i].expires_us > now)
+            n->opened[w++] = n->opened[i];
+    n->n_opened = w;
+    for (size_t i = 0; i < n->n_opened; i++) {
+        opened_t *o = &n->opened[i];
+        if (o->addr == addr && !strcmp(o->name, name)) {
+            if (expires > o->expires_us)
+                o->expires_us = expires;
+            return;
+        }
+    }
+    if (n->n_opened < MAX_OPENED) {
+        opened_t *o = &n->opened[n->n_opened++];
+        o->addr = addr;
+        o->expires_us = expires;
+        snprintf(o->name, sizeof o->name, "%s", name);
+    }
+}
+
+static int
+open_addrs(void *ctx, const char *name, const uint32_t *addrs, const uint32_t *ttls, size_t k)
+{
+    kn_netns_t *n = ctx;
+    char script[8192];
+    sbuf_t b = {.s = script, .cap = sizeof script};
+    script[0] = '\0';
+    bool any = false;
+    uint64_t now = kn_now_us();
+    for (size_t i = 0; i < k; i++) {
+        if (!kn_net_addr_openable(&n->pol, addrs[i]))
+            continue; /* rebinding to a private or metadata address: not opened */
+        uint32_t ttl = ttls[i] < TTL_MIN ? TTL_MIN : ttls[i] > TTL_MAX ? TTL_MAX : ttls[i];
+        put(&b, any ? ", " : "add element inet kennel open4 { ");
+        put_ip(&b, addrs[i]);
+        put(&b, " timeout %us", ttl);
+        remember(n, name, addrs[i], now + (uint64_t)ttl * 1000000u);
+        any = true;
+    }
+    if (!any)
+        return 0;
+    put(&b, " }\n");
+    kn_error_t err;
+    if (b.overflow || kn_nft_run(n->netns_fd, script, &err) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- attach / detach ---- */
 
 int
 kn_net_resolv_conf_path(const char *id, char *buf, size_t len)
 {
-    return snprintf(buf, len, "/run/kennel/net/%s/resolv.conf", id) < (int)len ? 0 : -1;
+    return snprintf(buf, len, NET_RUN_DIR "/%s/resolv.conf", id) < (int)len ? 0 : -1;
+}
+
+static int
+take_slot(kn_netns_t *n, pid_t pid, kn_error_t *err)
+{
+    if (kn_mkdir_p(SLOT_DIR, 0755, err) < 0)
+        return -1;
+    uint32_t start = ((uint32_t)pid * 2654435761u) % POOL_SLOTS;
+    for (uint32_t k = 0; k < POOL_SLOTS; k++) {
+        uint32_t s = (start + k) % POOL_SLOTS;
+        if (s == 0)
+            continue; /* 10.231.0.0/30 stays unused: easier to read */
+        char path[64];
+        snprintf(path, sizeof path, SLOT_DIR "/%u", s);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return kn_error_set(err, errno, "open %s", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            n->slot = (int)s;
+            n->slot_fd = fd;
+            n->host_ip = POOL_BASE + s * 4 + 1;
+            n->sb_ip = POOL_BASE + s * 4 + 2;
+            snprintf(n->host_if, sizeof n->host_if, "knh%u", s);
+            return 0;
+        }
+        close(fd);
+    }
+    return kn_error_set(err, EAGAIN, "no free address in 10.231.0.0/16");
+}
+
+static int
+enable_forwarding(kn_error_t *err)
+{
+    char v[8] = "";
+    if (kn_read_file("/proc/sys/net/ipv4/ip_forward", v, sizeof v, err) < 0)
+        return -1;
+    if (v[0] == '1')
+        return 0;
+    return kn_write_file("/proc/sys/net/ipv4/ip_forward", "1", err);
+}
+
+static int
+write_resolv_conf(kn_netns_t *n, kn_error_t *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(n->dir, sizeof n->dir, NET_RUN_DIR "/%s", n->id) >= (int)sizeof n->dir ||
+        kn_net_resolv_conf_path(n->id, path, sizeof path) < 0)
+        return kn_error_set(err, ENAMETOOLONG, "resolv.conf path");
+    if (kn_mkdir_p(NET_RUN_DIR, 0755, err) < 0)
+        return -1;
+    if (mkdir(n->dir, 0755) < 0 && errno != EEXIST)
+        return kn_error_set(err, errno, "mkdir %s", n->dir);
+    n->dir_made = true;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return kn_error_set(err, errno, "create %s", path);
+    char buf[128];
+    uint32_t h = n->host_ip;
+    int len = snprintf(buf, sizeof buf, "nameserver %u.%u.%u.%u\noptions attempts:2 timeout:2\n",
+                       h >> 24, (h >> 16) & 255, (h >> 8) & 255, h & 255);
+    int rc = kn_write_all(fd, buf, (size_t)len);
+    int e = errno;
+    close(fd);
+    return rc < 0 ? kn_error_set(err, e, "write %s", path) : 0;
 }
 
 kn_netns_t *
 kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *err)
 {
-    (void)p;
-    (void)pid;
-    (void)id;
-    kn_error_set(err, ENOTSUP, "network policies are not implemented yet");
+    struct sockaddr_in upstream;
+    if (!id || !*id || strchr(id, '/') || strlen(id) >= sizeof((kn_netns_t *)0)->id ||
+        id[0] == '.') {
+        kn_error_set(err, EINVAL, "network: bad sandbox id");
+        return NULL;
+    }
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (kn_net_rule_check(p->rules[i].target, err) < 0)
+            return NULL;
+    if (kn_dns_upstream_parse(p->dns_upstream, &upstream, err) < 0) {
+        kn_error_prefix(err, "network");
+        return NULL;
+    }
+    kn_netns_t *n = calloc(1, sizeof *n);
+    opened_t *opened = calloc(MAX_OPENED, sizeof *opened);
+    if (!n || !opened) {
+        free(n);
+        free(opened);
+        kn_error_set(err, ENOMEM, "network");
+        return NULL;
+    }
+    n->opened = opened;
+    n->pol = *p;
+    n->slot_fd = n->netns_fd = -1;
+    snprintf(n->id, sizeof n->id, "%s", id);
+    char nspath[64];
+    snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int)pid);
+    n->netns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+    if (n->netns_fd < 0) {
+        kn_error_set(err, errno, "open %s", nspath);
+        goto fail;
+    }
+    if (take_slot(n, pid, err) < 0 || kn_link_delete(n->host_if, err) < 0)
+        goto fail;
+    if (kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err) < 0)
+        goto fail;
+    n->veth = true;
+    if (enable_forwarding(err) < 0) {
+        kn_error_prefix(err, "enable IPv4 forwarding");
+        goto fail;
+    }
+    n->host_table = true; /* from here on, detach removes it (even half made) */
+    if (load(n, true, err) < 0 || load(n, false, err) < 0)
+        goto fail;
+    if (write_resolv_conf(n, err) < 0)
+        goto fail;
+    if (!(n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &upstream, open_addrs, n, err)))
+        goto fail;
+    kn_dnsproxy_set_policy(n->dns, &n->pol);
+    for (size_t i = 0; i < p->n_expose; i++) {
+        kn_relay_t *r = kn_relay_new(n->netns_fd, p->expose[i].inside, p->expose[i].outside, err);
+        if (!r)
+            goto fail;
+        n->relays[n->n_relays++] = r;
+    }
+    return n;
+fail:
+    kn_error_prefix(err, "network");
+    kn_net_detach(n);
     return NULL;
 }
 
 int
 kn_net_pollfds(kn_netns_t *n, struct pollfd *fds, int max)
 {
-    (void)n;
-    (void)fds;
-    (void)max;
-    return 0;
+    if (!n)
+        return 0;
+    int k = n->dns ? kn_dnsproxy_pollfds(n->dns, fds, max) : 0;
+    for (size_t i = 0; i < n->n_relays && k < max; i++)
+        k += kn_relay_pollfds(n->relays[i], fds + k, max - k);
+    return k;
 }
 
 void
 kn_net_handle(kn_netns_t *n, const struct pollfd *fds, int nfds)
 {
-    (void)n;
-    (void)fds;
-    (void)nfds;
+    if (!n)
+        return;
+    for (int i = 0; i < nfds; i++) {
+        if (!fds[i].revents)
+            continue;
+        bool done = false;
+        for (size_t r = 0; r < n->n_relays && !done; r++)
+            done = kn_relay_handle(n->relays[r], fds[i].fd, fds[i].revents);
+        if (!done && n->dns)
+            kn_dnsproxy_handle(n->dns, fds[i].fd, fds[i].revents);
+    }
 }
 
 uint16_t
 kn_net_exposed_port(const kn_netns_t *n, size_t i)
 {
-    (void)n;
-    (void)i;
-    return 0;
+    return n && i < n->n_relays ? kn_relay_port(n->relays[i]) : 0;
 }
 
 int
 kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
 {
-    (void)n;
-    (void)p;
-    return kn_error_set(err, ENOTSUP, "network policies are not implemented yet");
+    if (!n)
+        return kn_error_set(err, EINVAL, "this sandbox has no network to update");
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (kn_net_rule_check(p->rules[i].target, err) < 0)
+            return -1;
+    kn_net_policy_t old = n->pol;
+    /* Rules and the default action change; the DNS upstream and exposed
+     * ports stay as attached. */
+    memcpy(n->pol.rules, p->rules, sizeof p->rules);
+    n->pol.n_rules = p->n_rules;
+    n->pol.default_allow = p->default_allow;
+    if (load(n, false, err) < 0 || load(n, true, err) < 0) {
+        n->pol = old;
+        kn_error_t e2;
+        (void)load(n, false, &e2);
+        (void)load(n, true, &e2);
+        return kn_error_prefix(err, "network update");
+    }
+    return 0;
 }
 
 void
 kn_net_detach(kn_netns_t *n)
 {
-    (void)n;
+    if (!n)
+        return;
+    kn_error_t err;
+    for (size_t i = 0; i < n->n_relays; i++)
+        kn_relay_free(n->relays[i]);
+    kn_dnsproxy_free(n->dns);
+    if (n->host_table) {
+        char script[128];
+        snprintf(script, sizeof script, "table inet kennel_%d\ndelete table inet kennel_%d\n",
+                 n->slot, n->slot);
+        (void)kn_nft_run(-1, script, &err);
+    }
+    if (n->veth || n->slot_fd >= 0)
+        (void)kn_link_delete(n->host_if, &err);
+    if (n->dir_made) {
+        char path[PATH_MAX];
+        if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)
+            unlink(path);
+        rmdir(n->dir);
+    }
+    if (n->netns_fd >= 0)
+        close(n->netns_fd);
+    /* The slot file stays (unlinking a file others may be opening would let
+     * two launchers lock different files for one slot); closing unlocks it. */
+    if (n->slot_fd >= 0)
+        close(n->slot_fd);
+    free(n->opened);
+    free(n);
 }

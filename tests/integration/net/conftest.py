@@ -1,0 +1,336 @@
+"""A small private internet for the network policy tests (issue 5).
+
+Nothing here ever reaches a real network:
+
+* the "internet" is a network namespace this suite creates, joined to the
+  host by a veth pair it creates, and every address a test contacts is
+  assigned inside that namespace (documentation ranges 198.51.100.0/24 and
+  203.0.113.0/24, plus stand-ins for what must stay unreachable: the cloud
+  metadata address 169.254.169.254 and private addresses). 192.0.2.0/24 is
+  not used: on some hosts (this one) it is the real uplink's subnet;
+* before any probe, `ip route get` must show that every test address is
+  routed through the suite's own veth, or the session stops;
+* for the whole session a guard nftables table drops, and counts, anything
+  the host sends or forwards through an interface it had before the suite
+  started (its real uplinks); the session fails if that count is not zero.
+
+A failed set-up step raises before any test runs.
+"""
+import json
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+NS = f"kn-tinet-{os.getpid()}"
+HOST_IF = "kntinet0"      # host end of the suite's veth
+NS_IF = "kntinet1"        # its end inside the internet namespace
+GUARD = "kn_nettest_guard"
+
+HOST_ADDR = "198.51.100.1"
+NS_ADDR = "198.51.100.2"
+DNS_ADDR = "198.51.100.53"
+
+# Names the test DNS serves, and their addresses (all inside the namespace).
+NAMES = {
+    "allowed.test": "203.0.113.10",
+    "other.test": "203.0.113.20",
+    "api.wild.test": "203.0.113.30",
+    "wild.test": "203.0.113.31",
+    "deep.a.wild.test": "203.0.113.32",
+    "bad.wild.test": "203.0.113.33",
+    "cidr.test": "203.0.113.40",
+    "rebind.test": "169.254.169.254",
+    "private.test": "10.99.0.1",
+    "mixed.test": "203.0.113.50",
+}
+# mixed.test also answers with a private address (rebinding inside one answer).
+EXTRA_RECORDS = [("mixed.test", "172.20.0.1")]
+# Addresses that must stay unreachable, assigned inside so that a leak lands
+# there and is seen (an HTTP server answers on all of them).
+UNREACHABLE = ["169.254.169.254", "10.99.0.1", "172.20.0.1", "192.168.77.1"]
+ROUTED = ["203.0.113.0/24", "169.254.169.254/32", "10.99.0.0/24", "172.20.0.0/24",
+          "192.168.77.0/24"]
+TEST_ADDRS = sorted(set(NAMES.values()) | set(UNREACHABLE) | {DNS_ADDR, NS_ADDR})
+
+HTTP_SERVER = textwrap.dedent("""
+    import http.server, socketserver, sys
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("served-by " + self.connection.getsockname()[0] + "\\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+    S(("0.0.0.0", 80), H).serve_forever()
+""")
+
+# One socket per address, so that each reply leaves from the address that
+# was asked (a wildcard socket would answer from the namespace's own address
+# and the host's NAT would not recognise the reply).
+UDP_ECHO = textwrap.dedent("""
+    import select, socket, sys
+    socks = []
+    for addr in sys.argv[1:]:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((addr, 7))
+        socks.append(s)
+    while True:
+        for s in select.select(socks, [], [])[0]:
+            d, a = s.recvfrom(2048)
+            s.sendto(d, a)
+""")
+
+
+def sh(*argv, check=True, ns=None):
+    if ns:
+        argv = ("ip", "netns", "exec", ns) + argv
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"set-up step failed: {' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def host_links():
+    return {l["ifname"] for l in json.loads(sh("ip", "-j", "link", "show"))}
+
+
+def nft_tables():
+    out = sh("nft", "list", "tables")
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def host_state():
+    """What teardown must give back: links, nft tables, routes, kennel files."""
+    routes = sh("ip", "route", "show", "table", "all")
+    slots_locked = sh("sh", "-c", "ls /run/kennel/net 2>/dev/null | grep -v '^slots$' || true")
+    return {
+        "links": host_links(),
+        "tables": nft_tables(),
+        "routes": set(routes.splitlines()),
+        "resolv_dirs": set(slots_locked.split()),
+    }
+
+
+def kennel_helpers(kennel):
+    """Processes a sandbox of this suite could leave behind: nft, or a
+    launcher of the kennel under test (other kennels may be running)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if exe == os.path.realpath(kennel) or os.path.basename(exe) == "nft":
+            found.add(pid)
+    return found
+
+
+def dns_query(server, name, timeout=2.0):
+    """A minimal A query from the host; returns the rcode."""
+    q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(q, (server, 53))
+        data, _ = s.recvfrom(4096)
+        return data[3] & 0x0F
+    finally:
+        s.close()
+
+
+def check_routes():
+    for addr in TEST_ADDRS:
+        r = json.loads(sh("ip", "-j", "route", "get", addr))
+        dev = r[0].get("dev")
+        if dev != HOST_IF:
+            raise RuntimeError(f"route to test address {addr} goes through {dev!r}, not the "
+                               f"suite's own {HOST_IF}: refusing to send anything")
+
+
+class Internet:
+    def __init__(self):
+        self.procs = []
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="kn-nettest-"))
+        self.uplinks = []
+        self.old_forward = None
+        self.guard_loaded = False
+
+    # -- guard ----------------------------------------------------------
+    def load_guard(self):
+        self.uplinks = sorted(host_links() - {"lo"})
+        if not self.uplinks:
+            return
+        names = ", ".join(f'"{u}"' for u in self.uplinks)
+        script = textwrap.dedent(f"""
+            table inet {GUARD} {{
+                chain guard_output {{
+                    type filter hook output priority -400; policy accept;
+                    oifname {{ {names} }} counter drop
+                }}
+                chain guard_forward {{
+                    type filter hook forward priority -400; policy accept;
+                    oifname {{ {names} }} counter drop
+                }}
+            }}
+        """)
+        subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True)
+        self.guard_loaded = True
+
+    def guard_count(self):
+        if not self.guard_loaded:
+            return 0
+        out = json.loads(sh("nft", "-j", "list", "table", "inet", GUARD))
+        total = 0
+        for item in out["nftables"]:
+            rule = item.get("rule")
+            if not rule:
+                continue
+            for e in rule["expr"]:
+                if "counter" in e:
+                    total += e["counter"]["packets"]
+        return total
+
+    def unload_guard(self):
+        if self.guard_loaded:
+            sh("nft", "delete", "table", "inet", GUARD, check=False)
+            self.guard_loaded = False
+
+    # -- the internet namespace ---------------------------------------------
+    def build(self):
+        self.load_guard()
+        self.old_forward = pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        sh("ip", "netns", "add", NS)
+        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        sh("ip", "link", "set", NS_IF, "netns", NS)
+        sh("ip", "addr", "add", f"{HOST_ADDR}/24", "dev", HOST_IF)
+        sh("ip", "link", "set", HOST_IF, "up")
+        sh("ip", "link", "set", "lo", "up", ns=NS)
+        sh("ip", "addr", "add", f"{NS_ADDR}/24", "dev", NS_IF, ns=NS)
+        sh("ip", "link", "set", NS_IF, "up", ns=NS)
+        for addr in sorted(set(NAMES.values()) | set(UNREACHABLE) | {DNS_ADDR}):
+            sh("ip", "addr", "add", f"{addr}/32", "dev", "lo", ns=NS)
+        for net in ROUTED:
+            sh("ip", "route", "add", net, "via", NS_ADDR, "dev", HOST_IF)
+        check_routes()
+
+        records = [f"--host-record={n},{a}" for n, a in NAMES.items()]
+        records += [f"--host-record={n},{a}" for n, a in EXTRA_RECORDS]
+        self.spawn(["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                    "--bind-interfaces", f"--listen-address={DNS_ADDR}", "--port=53",
+                    "--local=/test/", "--local-ttl=60", "--pid-file=", "--user=root",
+                    "--log-facility=/dev/null", *records])
+        (self.tmp / "kn_http_server.py").write_text(HTTP_SERVER)
+        (self.tmp / "kn_udp_echo.py").write_text(UDP_ECHO)
+        self.spawn(["/usr/bin/python3", str(self.tmp / "kn_http_server.py")])
+        self.spawn(["/usr/bin/python3", str(self.tmp / "kn_udp_echo.py"), *sorted(
+            set(NAMES.values()) | set(UNREACHABLE))])
+        self.wait_ready()
+
+    def spawn(self, argv):
+        p = subprocess.Popen(["ip", "netns", "exec", NS, *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        self.procs.append(p)
+        return p
+
+    def wait_ready(self):
+        deadline = time.time() + 10
+        last = None
+        while time.time() < deadline:
+            try:
+                if dns_query(DNS_ADDR, "allowed.test", 0.5) == 0:
+                    with socket.create_connection(("203.0.113.10", 80), timeout=0.5):
+                        return
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        raise RuntimeError(f"the test internet did not come up: {last}")
+
+    def teardown(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        sh("ip", "netns", "del", NS, check=False)
+        sh("ip", "link", "del", HOST_IF, check=False)
+        if self.old_forward is not None:
+            pathlib.Path("/proc/sys/net/ipv4/ip_forward").write_text(self.old_forward)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _skip_reason():
+    if os.geteuid() != 0:
+        return "network policy tests need root"
+    for tool in ("ip", "nft", "dnsmasq"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (scripts/setup installs it)"
+    return None
+
+
+_BUILD_FAILED = []
+
+
+@pytest.fixture(scope="session")
+def internet():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if _BUILD_FAILED:
+        pytest.fail(f"the test internet could not be built: {_BUILD_FAILED[0]}")
+    net = Internet()
+    try:
+        net.build()
+    except Exception as e:
+        _BUILD_FAILED.append(e)
+        count = net.guard_count()
+        net.teardown()
+        net.unload_guard()
+        assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
+        raise
+    yield net
+    count = net.guard_count()
+    net.teardown()
+    net.unload_guard()
+    assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
+
+
+@pytest.fixture
+def net_run(internet, kennel):
+    """Runs python code in a sandbox with the given kennel flags. The code
+    first refuses to run in the host's network namespace."""
+    host_net = os.readlink("/proc/self/ns/net")
+
+    def run(code, *flags, timeout=30, upstream=True):
+        check_routes()
+        guard = (f"import os, sys\n"
+                 f"if os.readlink('/proc/self/ns/net') == {host_net!r}:\n"
+                 f"    sys.exit('kennel-test: refusing to run in the host network namespace')\n")
+        argv = [kennel, "run", "-q"]
+        if upstream:
+            argv += ["--dns-upstream", DNS_ADDR]
+        argv += [*flags, "-c", guard + textwrap.dedent(code)]
+        env = {k: v for k, v in os.environ.items() if k != "KENNEL_DNS_UPSTREAM"}
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        return r
+
+    return run

@@ -1,0 +1,344 @@
+"""Network policy (issue 5): no network by default, allowlists by name and
+CIDR, deny over allow, rebinding, the host and metadata out of reach,
+exposed ports without egress, and a teardown that leaves nothing behind.
+
+Every probe runs inside a sandbox against the suite's private internet
+(conftest.py); results come back as one JSON line.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from .conftest import DNS_ADDR, HOST_ADDR, check_routes, host_state, kennel_helpers
+
+PRELUDE = r'''
+import json, socket
+out = {}
+def resolve(name):
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET,
+                                                            socket.SOCK_STREAM)})
+    except socket.gaierror as e:
+        return "gaierror"
+def get(addr, port=80, timeout=3):
+    try:
+        s = socket.create_connection((addr, port), timeout=timeout)
+    except OSError as e:
+        return "error:" + (type(e).__name__ if not e.errno else str(e.errno))
+    try:
+        s.settimeout(timeout)
+        s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+        return data.decode(errors="replace").split("\r\n\r\n", 1)[-1].strip()
+    except OSError as e:
+        return "error:" + type(e).__name__
+    finally:
+        s.close()
+def udp(addr, port=7, timeout=2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(b"ping", (addr, port))
+        return s.recvfrom(64)[0].decode()
+    except OSError as e:
+        return "error:" + type(e).__name__
+    finally:
+        s.close()
+'''
+DONE = "\nprint(json.dumps(out))\n"
+
+
+def probe(net_run, body, *flags, **kw):
+    r = net_run(PRELUDE + body + DONE, *flags, **kw)
+    assert r.returncode == 0, f"kennel run failed ({r.returncode}): {r.stderr}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def served(addr):
+    return f"served-by {addr}"
+
+
+def failed(v):
+    return isinstance(v, str) and (v.startswith("error:") or v == "gaierror")
+
+
+def test_no_network_by_default(net_run):
+    out = probe(net_run, r'''
+out["tcp"] = get("203.0.113.10", timeout=1)
+out["udp"] = udp("203.0.113.10", timeout=1)
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", ("203.0.113.10", 0))
+    out["raw"] = "sent"
+except OSError as e:
+    out["raw"] = "error:" + str(e.errno)
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", ("203.0.113.10", 0))
+    out["icmp"] = "sent"
+except OSError as e:
+    out["icmp"] = "error:" + str(e.errno)
+out["links"] = sorted(n for _, n in socket.if_nameindex())
+out["routes"] = open("/proc/net/route").read().strip().splitlines()[1:]
+out["dns"] = resolve("allowed.test")
+''', upstream=False)
+    assert failed(out["tcp"]) and failed(out["udp"]), out
+    assert failed(out["raw"]) and failed(out["icmp"]), out
+    # netlink sees a namespace with only lo and no routes: nothing to reach
+    assert out["links"] == ["lo"] and out["routes"] == [], out
+    assert out["dns"] == "gaierror", out
+
+
+def test_allowed_name_works_others_fail(net_run):
+    out = probe(net_run, r'''
+out["direct_before"] = get("203.0.113.10", timeout=1)
+out["allowed"] = resolve("allowed.test")
+out["get"] = get("allowed.test")
+out["other_dns"] = resolve("other.test")
+out["other_ip"] = get("203.0.113.20", timeout=1)
+out["other_udp"] = udp("203.0.113.20", timeout=1)
+out["resolv"] = open("/etc/resolv.conf").read()
+''', "--allow-domain", "allowed.test")
+    # before the name is resolved its address is closed, even though the
+    # name is allowed: only the proxy's answers open addresses
+    assert failed(out["direct_before"]), out
+    assert out["allowed"] == ["203.0.113.10"], out
+    assert out["get"] == served("203.0.113.10"), out
+    assert out["other_dns"] == "gaierror", out
+    assert failed(out["other_ip"]) and failed(out["other_udp"]), out
+    assert out["resolv"].startswith("nameserver 10.231."), out
+
+
+def test_proxy_refuses_with_refused(net_run):
+    out = probe(net_run, r'''
+import struct
+ns = open("/etc/resolv.conf").read().split()[1]
+def ask(name):
+    q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, (ns, 53))
+    d = s.recv(4096)
+    return [struct.unpack(">H", d[:2])[0], d[3] & 15, struct.unpack(">H", d[6:8])[0]]
+out["allowed"] = ask("allowed.test")
+out["other"] = ask("other.test")
+out["upper"] = ask("ALLOWED.Test")
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.sendto(b"\x00" * 3, (ns, 53))
+    s.recv(10)
+    out["garbage"] = "answered"
+except OSError:
+    out["garbage"] = "dropped"
+''', "--allow-domain", "allowed.test")
+    assert out["allowed"] == [0x4242, 0, 1], out
+    assert out["other"] == [0x4242, 5, 0], out      # REFUSED, no answer
+    assert out["upper"][1] == 0, out                # names match without case
+    assert out["garbage"] == "dropped", out
+
+
+def test_wildcard_semantics(net_run):
+    out = probe(net_run, r'''
+for n in ("api.wild.test", "deep.a.wild.test", "wild.test"):
+    out[n] = resolve(n)
+out["get_api"] = get("api.wild.test")
+out["get_apex_ip"] = get("203.0.113.31", timeout=1)
+''', "--allow-domain", "*.wild.test")
+    assert out["api.wild.test"] == ["203.0.113.30"], out
+    assert out["deep.a.wild.test"] == ["203.0.113.32"], out
+    # "*.wild.test" is strictly below wild.test: the apex is not included
+    assert out["wild.test"] == "gaierror", out
+    assert out["get_api"] == served("203.0.113.30"), out
+    assert failed(out["get_apex_ip"]), out
+
+
+def test_deny_beats_allow(net_run):
+    out = probe(net_run, r'''
+out["api"] = get("api.wild.test")
+out["bad"] = resolve("bad.wild.test")
+out["bad_ip"] = get("203.0.113.33", timeout=1)
+out["cidr_ok"] = get("203.0.113.40")
+out["cidr_denied"] = get("203.0.113.20", timeout=1)
+out["denied_name"] = resolve("other.test")
+''', "--allow-domain", "*.wild.test", "--deny-domain", "bad.wild.test",
+        "--allow-cidr", "203.0.113.0/24", "--deny-cidr", "203.0.113.20/32",
+        "--allow-domain", "other.test", "--deny-domain", "other.test")
+    assert out["api"] == served("203.0.113.30"), out
+    assert out["bad"] == "gaierror", out
+    assert out["cidr_ok"] == served("203.0.113.40"), out
+    assert failed(out["cidr_denied"]), out
+    assert out["denied_name"] == "gaierror", out
+
+
+def test_cidr_rules(net_run):
+    out = probe(net_run, r'''
+out["in"] = get("203.0.113.40")
+out["in_udp"] = udp("203.0.113.40")
+out["out"] = get("203.0.113.10", timeout=1)
+out["dns"] = resolve("allowed.test")
+''', "--allow-cidr", "203.0.113.40/32")
+    assert out["in"] == served("203.0.113.40"), out
+    assert out["in_udp"] == "ping", out
+    assert failed(out["out"]), out
+    assert out["dns"] == "gaierror", out  # no name is allowed
+
+
+def test_dns_rebinding_does_not_open_private_addresses(net_run):
+    out = probe(net_run, r'''
+out["rebind"] = resolve("rebind.test")
+out["rebind_get"] = get("rebind.test", timeout=1)
+out["private"] = resolve("private.test")
+out["private_get"] = get("10.99.0.1", timeout=1)
+out["mixed"] = resolve("mixed.test")
+out["mixed_public"] = get("203.0.113.50")
+out["mixed_private"] = get("172.20.0.1", timeout=1)
+''', "--allow-domain", "rebind.test", "--allow-domain", "private.test",
+        "--allow-domain", "mixed.test")
+    # The answer is relayed as the upstream gave it, but a private, loopback,
+    # link-local or metadata address in it is never opened.
+    assert out["rebind"] == ["169.254.169.254"], out
+    assert failed(out["rebind_get"]), out
+    assert out["private"] == ["10.99.0.1"] and failed(out["private_get"]), out
+    assert out["mixed"] == ["172.20.0.1", "203.0.113.50"], out
+    assert out["mixed_public"] == served("203.0.113.50"), out
+    assert failed(out["mixed_private"]), out
+
+
+@pytest.fixture
+def host_listener():
+    """A TCP listener on all of the host's addresses (loopback included)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 0))
+    s.listen(8)
+    s.setblocking(False)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_host_and_metadata_unreachable_with_open_egress(net_run, host_listener):
+    port = host_listener
+    out = probe(net_run, rf'''
+gw = open("/etc/resolv.conf").read().split()[1]
+out["public"] = get("203.0.113.20")
+out["public_dns"] = resolve("other.test")
+out["metadata"] = get("169.254.169.254", timeout=1)
+out["private10"] = get("10.99.0.1", timeout=1)
+out["private172"] = get("172.20.0.1", timeout=1)
+out["private192"] = get("192.168.77.1", timeout=1)
+out["host_gw"] = get(gw, {port}, timeout=1)
+out["host_gw80"] = get(gw, 80, timeout=1)
+out["host_addr"] = get("{HOST_ADDR}", {port}, timeout=1)
+out["host_lo"] = get("127.0.0.1", {port}, timeout=1)
+out["dns_direct"] = udp("{DNS_ADDR}", 53, timeout=1)
+''', "--network")
+    assert out["public"] == served("203.0.113.20"), out
+    assert out["public_dns"] == ["203.0.113.20"], out
+    for k in ("metadata", "private10", "private172", "private192", "host_gw", "host_gw80",
+              "host_addr", "host_lo"):
+        assert failed(out[k]), (k, out)
+    assert failed(out["dns_direct"]), out
+
+
+def test_a_rule_can_name_a_blocked_range(net_run):
+    out = probe(net_run, r'''
+out["metadata"] = get("169.254.169.254")
+out["private"] = get("10.99.0.1", timeout=1)
+''', "--network", "--allow-cidr", "169.254.169.254/32")
+    assert out["metadata"] == served("169.254.169.254"), out
+    assert failed(out["private"]), out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def test_exposed_port_without_egress(internet, kennel):
+    port = free_port()
+    code = r'''
+import http.server, json, socket
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            socket.create_connection(("203.0.113.10", 80), timeout=1)
+            egress = "open"
+        except OSError:
+            egress = "closed"
+        body = ("inside egress=" + egress).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 8080), H)
+s.handle_request()
+'''
+    check_routes()
+    p = subprocess.Popen([kennel, "run", "-q", "--expose", f"8080:{port}", "-c", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    body = None
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and body is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    data = b""
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            break
+                        data += d
+                    if data:
+                        body = data.decode().split("\r\n\r\n", 1)[-1]
+            except OSError:
+                time.sleep(0.1)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert body == "inside egress=closed", (body, err)
+    assert p.returncode == 0, err
+
+
+def test_concurrent_sandboxes_and_teardown(net_run, internet, kennel):
+    before = host_state()
+    helpers = kennel_helpers(kennel)
+    code = PRELUDE + 'out["get"] = get("allowed.test")' + DONE
+    r = net_run(code, "--allow-domain", "allowed.test", "-c", code, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(served("203.0.113.10")) == 3, r.stdout
+    # a failing program and a timed-out one tear down the same way
+    r = net_run("import sys; sys.exit(3)", "--allow-domain", "allowed.test")
+    assert r.returncode == 3, r.stderr
+    r = net_run("import time; time.sleep(30)", "--network", "--timeout", "1")
+    assert r.returncode == 124, r.stderr
+    after = host_state()
+    assert after == before, (before, after)
+    assert not (kennel_helpers(kennel) - helpers)
+    assert not [l for l in after["links"] if l.startswith("knh")], after
+    assert not [t for t in after["tables"] if "kennel_" in t], after
+
+
+def test_bad_rules_are_refused(net_run):
+    for bad in ("*", "exa mple.com", "a..b", "10.0.0.0/33", "::1/128", "*.*.x"):
+        r = net_run("print(1)", "--allow-domain", bad)
+        assert r.returncode == 125, (bad, r.stdout, r.stderr)
