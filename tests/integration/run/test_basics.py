@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from .conftest import host_processes_matching, kennel_cgroups, new_leaked_cgroups
+
 MiB = 1024 * 1024
 
 
@@ -320,7 +322,6 @@ def test_background_children_do_not_hold_the_run(kn, marker):
     assert r.rc == 0, r
     assert r.out == "started\n", r
     assert r.elapsed < 5, f"the run waited for a background child\n{r}"
-    from .conftest import host_processes_matching
     assert host_processes_matching(marker) == []
 
 
@@ -374,7 +375,6 @@ def test_reader_going_away_ends_the_run(kn, marker):
     """`kennel run -- yes | head -1`: when the caller stops reading, the
     program sees a broken pipe as it would without kennel, and the run ends
     long before its timeout, leaving nothing behind."""
-    from .conftest import host_processes_matching, kennel_cgroups, new_leaked_cgroups
     cgroups_before = kennel_cgroups()
     proc = subprocess.Popen([kn.binary, "run", "-t", "8", "--", "bash", "-c", f"exec -a {marker} yes"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

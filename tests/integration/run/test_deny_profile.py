@@ -9,6 +9,7 @@ own directory because there is no /app here.
 """
 import json
 import os
+import socket
 
 import pytest
 
@@ -118,7 +119,6 @@ def test_seed_attestation_probes(kn, in_out, tcp_listener_port):
 
 @pytest.fixture
 def tcp_listener_port():
-    import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(1)

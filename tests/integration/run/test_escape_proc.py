@@ -1,12 +1,12 @@
 """Trying to break out through processes and credentials: host processes,
 capabilities, setuid and file-capability binaries, inherited descriptors,
 the caller's environment and its terminal."""
+import ctypes
 import fcntl
 import json
 import os
 import pty
 import shutil
-import signal
 import socket
 import subprocess
 import termios
@@ -16,7 +16,7 @@ import tty
 import pytest
 
 from .conftest import (PROBE_IN_SANDBOX, PY_GUARD, SH_GUARD, make_world_dir, probe_guard_args,
-                       remove_tree, run_cmd)
+                       remove_tree)
 
 
 def test_host_processes_invisible_and_unkillable(kn):
@@ -275,7 +275,6 @@ def test_tiocsti_detector_works(probe_dir):
 
 
 def test_sysv_ipc_is_private(kn):
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     key = 0x6B6E6E6C  # "knnl"
     IPC_CREAT, IPC_RMID = 0o1000, 0
