@@ -1,6 +1,7 @@
 """After a run nothing is left: no mount, cgroup, process or file on the host,
 whether the run ended normally, by timeout, by the OOM killer, or failed
 while the sandbox was being set up."""
+import concurrent.futures
 import os
 import time
 
@@ -88,6 +89,31 @@ def test_nothing_left_after_a_batch_of_runs(kn, hostdir, marker):
     leftovers = host_processes_matching(marker)
     assert leftovers == [], f"processes left: {leftovers}"
     assert descendants(os.getpid()) == my_children_before, "child processes left behind"
+    orphans = sorted(set(orphaned_sandbox_processes()) - set(orphans_before))
+    assert orphans == [], f"sandbox processes without a kennel parent: {orphans}"
+    diff = settled_diff(before, marker)
+    assert not diff, f"host state changed (gone, new): {diff}"
+
+
+def test_nothing_left_after_concurrent_runs(kn, marker):
+    """Eight runs at once, of every ending, then the same checks."""
+    before = snapshot(marker)
+    orphans_before = orphaned_sandbox_processes()
+    jobs = [
+        lambda: kn.probe_run("orphans", marker, "2", opts=("-t", "0.7")),
+        lambda: kn.probe_run("mem", "512", opts=("-m", "32")),
+        lambda: kn.probe_run("forkmax", "100", opts=("--pids", "8")),
+        lambda: kn.probe_run("spin", "0.5"),
+        lambda: kn.run("--bind", f"/nonexistent/{marker}:/x", "-c", "pass"),
+        lambda: kn.run("-c", "print(1)", "-c", "print(2)"),
+        lambda: kn.run("--profile", "deny-by-default", "-t", "0.5", "--", "bash", "-c", "while :; do :; done"),
+        lambda: kn.probe_run("caps"),
+    ]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda job: job(), jobs))
+    assert [results[i].rc for i in (0, 1, 4, 6)] == [124, 137, 125, 124], \
+        [str(r) for r in results]
+    assert host_processes_matching(marker) == []
     orphans = sorted(set(orphaned_sandbox_processes()) - set(orphans_before))
     assert orphans == [], f"sandbox processes without a kennel parent: {orphans}"
     diff = settled_diff(before, marker)
