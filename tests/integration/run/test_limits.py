@@ -112,8 +112,9 @@ def test_disk_filler_bounded(kn, directory, marker, host_cleanup):
     assert p["result"] in ("ENOSPC", "EFBIG", "EDQUOT"), \
         f"wrote {p['bytes'] // MiB} MiB to {target} without hitting a limit: {p}"
     for path in before:
-        assert abs(before[path] - after[path]) < 256 * MiB, \
-            f"host free space on {path} changed by {(before[path] - after[path]) // MiB} MiB"
+        # one-sided: others on this host may free space meanwhile, not fill 256 MiB
+        assert before[path] - after[path] < 256 * MiB, \
+            f"host free space on {path} fell by {(before[path] - after[path]) // MiB} MiB"
 
 
 def test_cpu_limit(kn):
