@@ -338,3 +338,18 @@ def test_download_race_with_swapping_symlink(kn, hostdir):
                 assert token not in out.read_text(errors="replace"), f"run {i}: the secret was downloaded"
     finally:
         remove_tree(secret_dir)
+
+
+def test_upload_into_kernel_tunables_refused(kn, hostdir):
+    # Uploads are written with the sandbox's rights, never the caller's:
+    # /proc/sys inside is the host kernel's. The payload is the current
+    # value, so even a broken runtime changes nothing.
+    with open("/proc/sys/kernel/core_pattern") as f:
+        current = f.read()
+    src = hostdir / "core_pattern"
+    src.write_text(current)
+    src.chmod(0o644)
+    r = kn.run("--upload", f"{src}:/proc/sys/kernel/core_pattern", "-c", "print('RAN')")
+    assert r.rc == 125, r
+    with open("/proc/sys/kernel/core_pattern") as f:
+        assert f.read() == current
