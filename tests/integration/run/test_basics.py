@@ -400,3 +400,15 @@ def test_json_with_awkward_source_name(kn, hostdir):
     r = kn.run("--json", str(src))
     j = r.json()  # the name must be escaped, not pasted
     assert j["stdout"] == "ok\n" and j["source"].endswith(src.name), j
+
+
+def test_single_file_binds(kn, hostdir):
+    f = hostdir / "note.txt"
+    f.write_text("hello\n")
+    f.chmod(0o666)  # the sandbox's root is not the host's: it needs the mode to write
+    r = kn.run("--ro-bind", f"{f}:/work/note.txt", "--", "bash", "-c",
+               "cat /work/note.txt; echo x >> /work/note.txt || echo refused")
+    assert r.out == "hello\nrefused\n", r
+    r = kn.run("--bind", f"{f}:/data/note.txt", "--", "bash", "-c", "echo more >> /data/note.txt")
+    assert r.rc == 0, r
+    assert f.read_text() == "hello\nmore\n"
