@@ -336,9 +336,12 @@ walk_dir(struct walk *w, int dfd, const char *dpath, int depth)
                 break;
             names = nn;
         }
-        names[n++] = strdup(de->d_name);
+        if (!(names[n] = strdup(de->d_name)))
+            break;
+        n++;
     }
-    qsort(names, n, sizeof *names, name_cmp);
+    if (n > 1)
+        qsort(names, n, sizeof *names, name_cmp);
     for (size_t i = 0; i < n; i++) {
         if (!names[i] || json_array_size(w->out) >= KN_FILES_MAX_RESULTS)
             continue;

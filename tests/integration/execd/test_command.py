@@ -241,5 +241,10 @@ def test_1000_sequential_commands_do_not_grow_rss_or_fds(client, daemon):
     for _ in range(1000):
         one()
     c.close()
-    assert rss() - rss0 < 512, (rss0, rss())
+    if "libasan" not in open(f"/proc/{pid}/maps").read():
+        # (ASan's quarantine keeps freed memory resident by design.)
+        assert rss() - rss0 < 512, (rss0, rss())
+    deadline = time.time() + 3  # the server closes its end of the connection on its own time
+    while fd_count(pid) > fds0 and time.time() < deadline:
+        time.sleep(0.05)
     assert fd_count(pid) <= fds0

@@ -239,3 +239,12 @@ def test_directories_and_search(rooted):
     assert os.path.exists(os.path.join(root, "wl")) or True
     st, b = c.json("DELETE", "/directories?path=/")
     assert st == 400
+
+
+def test_empty_directory_list_and_search(rooted):
+    c, root = rooted.client, rooted.root
+    os.makedirs(os.path.join(root, "empty"))
+    st, res = c.json("GET", "/directories/list?path=/empty")
+    assert st == 200 and res == []
+    st, res = c.json("GET", "/files/search?path=/empty&pattern=*")
+    assert st == 200 and res == []

@@ -36,6 +36,7 @@ def test_js_sdk_against_execd(execd_bin, tmpdir_path):
                            env={**os.environ, "SDK_FILES_DIR": files_dir},
                            capture_output=True, text=True, timeout=120)
         print(r.stdout)
-        assert r.returncode == 0 and "ALL PASS" in r.stdout, r.stdout + r.stderr
     finally:
         d.stop()
+    assert r.returncode == 0 and "ALL PASS" in r.stdout, r.stdout + r.stderr + d.output[-4000:]
+    assert d.proc.returncode == 0, d.output[-6000:]
