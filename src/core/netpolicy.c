@@ -331,11 +331,23 @@ ttl_left(const opened_t *o, uint64_t now)
 /* The sandbox's table: output is decided per packet, not per connection, so
  * a name removed from the policy stops at once even for open connections;
  * input takes only loopback and replies. */
+/* How a script starts: "create" fails if the table exists (a fresh one is
+ * the common case, and deleting a table costs the kernel a grace period);
+ * "replace" swaps it in the same transaction. */
 static void
-inner_script(sbuf_t *b, const kn_netns_t *n)
+put_table_head(sbuf_t *b, const char *name, bool fresh)
+{
+    if (fresh)
+        put(b, "create table inet %s\ntable inet %s {\n", name, name);
+    else
+        put(b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", name, name, name);
+}
+
+static void
+inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
 {
     const kn_net_policy_t *p = &n->pol;
-    put(b, "table inet kennel\ndelete table inet kennel\ntable inet kennel {\n");
+    put_table_head(b, "kennel", fresh);
     put(b, "\tset open4 { type ipv4_addr; flags timeout; }\n");
     put(b, "\tchain output {\n\t\ttype filter hook output priority 0; policy drop;\n");
     put(b, "\t\toifname \"lo\" accept\n");
@@ -371,13 +383,13 @@ inner_script(sbuf_t *b, const kn_netns_t *n)
 
 /* The host's table for this sandbox. */
 static void
-host_script(sbuf_t *b, const kn_netns_t *n)
+host_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
 {
     const kn_net_policy_t *p = &n->pol;
-    char pre[48];
+    char pre[48], table[32];
     snprintf(pre, sizeof pre, "iifname \"%s\" ", n->host_if);
-    put(b, "table inet kennel_%d\ndelete table inet kennel_%d\ntable inet kennel_%d {\n", n->slot,
-        n->slot, n->slot);
+    snprintf(table, sizeof table, "kennel_%d", n->slot);
+    put_table_head(b, table, fresh);
     put(b, "\tchain input {\n\t\ttype filter hook input priority -5; policy accept;\n");
     put(b, "\t\t%sip daddr ", pre);
     put_ip(b, n->host_ip);
@@ -399,23 +411,69 @@ host_script(sbuf_t *b, const kn_netns_t *n)
     put(b, "/30 oifname != \"%s\" masquerade\n\t}\n}\n", n->host_if);
 }
 
-static int
-load(kn_netns_t *n, bool host, kn_error_t *err)
+static char *
+script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
 {
     sbuf_t b = {.s = malloc(SCRIPT_MAX), .cap = SCRIPT_MAX};
-    if (!b.s)
-        return kn_error_set(err, ENOMEM, "nft script");
+    if (!b.s) {
+        kn_error_set(err, ENOMEM, "nft script");
+        return NULL;
+    }
     b.s[0] = '\0';
     if (host)
-        host_script(&b, n);
+        host_script(&b, n, fresh);
     else
-        inner_script(&b, n);
-    int rc = b.overflow ? kn_error_set(err, E2BIG, "nft script too long")
-                        : kn_nft_run(host ? -1 : n->netns_fd, b.s, err);
-    free(b.s);
+        inner_script(&b, n, fresh);
+    if (b.overflow) {
+        free(b.s);
+        kn_error_set(err, E2BIG, "nft script too long");
+        return NULL;
+    }
+    return b.s;
+}
+
+static int
+load(kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
+{
+    char *s = script(n, host, fresh, err);
+    int rc = s ? kn_nft_run(host ? -1 : n->netns_fd, s, err) : -1;
+    free(s);
     if (rc < 0)
         return kn_error_prefix(err, host ? "host firewall" : "sandbox firewall");
     return 0;
+}
+
+/* Both tables at once: they live in different namespaces and nft spends
+ * most of its time waiting for the kernel. A host table left by a launcher
+ * that crashed holding this slot is replaced. */
+static int
+load_both_fresh(kn_netns_t *n, kn_error_t *err)
+{
+    kn_nft_proc_t hp, ip;
+    kn_error_t herr;
+    char *hs = script(n, true, true, err), *is = hs ? script(n, false, true, err) : NULL;
+    if (!is) {
+        free(hs);
+        return -1;
+    }
+    int rc = -1;
+    if (kn_nft_start(-1, hs, &hp, err) == 0) {
+        if (kn_nft_start(n->netns_fd, is, &ip, err) == 0) {
+            int irc = kn_nft_wait(&ip, err);
+            int hrc = kn_nft_wait(&hp, &herr);
+            if (irc < 0)
+                kn_error_prefix(err, "sandbox firewall");
+            else if (hrc < 0)
+                rc = load(n, true, false, err);
+            else
+                rc = 0;
+        } else {
+            (void)kn_nft_wait(&hp, &herr);
+        }
+    }
+    free(hs);
+    free(is);
+    return rc;
 }
 
 /* ---- the DNS proxy's callback: open resolved addresses ---- */
@@ -590,7 +648,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
         goto fail;
     }
     n->host_table = true; /* from here on, detach removes it (even half made) */
-    if (load(n, true, err) < 0 || load(n, false, err) < 0)
+    if (load_both_fresh(n, err) < 0)
         goto fail;
     if (write_resolv_conf(n, err) < 0)
         goto fail;
@@ -657,11 +715,11 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
     memcpy(n->pol.rules, p->rules, sizeof p->rules);
     n->pol.n_rules = p->n_rules;
     n->pol.default_allow = p->default_allow;
-    if (load(n, false, err) < 0 || load(n, true, err) < 0) {
+    if (load(n, false, false, err) < 0 || load(n, true, false, err) < 0) {
         n->pol = old;
         kn_error_t e2;
-        (void)load(n, false, &e2);
-        (void)load(n, true, &e2);
+        (void)load(n, false, false, &e2);
+        (void)load(n, true, false, &e2);
         return kn_error_prefix(err, "network update");
     }
     return 0;
@@ -676,14 +734,21 @@ kn_net_detach(kn_netns_t *n)
     for (size_t i = 0; i < n->n_relays; i++)
         kn_relay_free(n->relays[i]);
     kn_dnsproxy_free(n->dns);
+    /* The host table and the veth go in parallel (each waits for the
+     * kernel). The table may not exist if attach failed early: the idiom
+     * "table X; delete table X" deletes it either way. */
+    kn_nft_proc_t del;
+    bool deleting = false;
     if (n->host_table) {
-        char script[128];
-        snprintf(script, sizeof script, "table inet kennel_%d\ndelete table inet kennel_%d\n",
-                 n->slot, n->slot);
-        (void)kn_nft_run(-1, script, &err);
+        char s[128];
+        snprintf(s, sizeof s, "table inet kennel_%d\ndelete table inet kennel_%d\n", n->slot,
+                 n->slot);
+        deleting = kn_nft_start(-1, s, &del, &err) == 0;
     }
     if (n->veth || n->slot_fd >= 0)
         (void)kn_link_delete(n->host_if, &err);
+    if (deleting)
+        (void)kn_nft_wait(&del, &err);
     if (n->dir_made) {
         char path[PATH_MAX];
         if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "netpolicy.h"
 
@@ -39,6 +40,15 @@ bool kn_net_addr_openable(const kn_net_policy_t *p, uint32_t addr);
 /* Runs `nft -f -` with script on stdin, inside the network namespace netns_fd
  * (-1: the caller's). nft's own message becomes the error. */
 int kn_nft_run(int netns_fd, const char *script, kn_error_t *err);
+/* The same in two halves, so that independent rulesets load in parallel:
+ * start forks nft; wait collects it (and must be called once start
+ * succeeded). */
+typedef struct kn_nft_proc {
+    pid_t pid;
+    int out;
+} kn_nft_proc_t;
+int kn_nft_start(int netns_fd, const char *script, kn_nft_proc_t *proc, kn_error_t *err);
+int kn_nft_wait(kn_nft_proc_t *proc, kn_error_t *err);
 /* Creates veth host_if in the caller's namespace with its peer "eth0" in
  * netns_fd, addresses host/30 on host_if and peer/30 on eth0, both up, and a
  * default route via host inside. Addresses in host byte order. */

@@ -39,7 +39,7 @@ nft_path(void)
 }
 
 int
-kn_nft_run(int netns_fd, const char *script, kn_error_t *err)
+kn_nft_start(int netns_fd, const char *script, kn_nft_proc_t *proc, kn_error_t *err)
 {
     const char *nft = nft_path();
     if (!nft)
@@ -73,10 +73,18 @@ kn_nft_run(int netns_fd, const char *script, kn_error_t *err)
     }
     close(in);
     close(ep[1]);
+    proc->pid = pid;
+    proc->out = ep[0];
+    return 0;
+}
+
+int
+kn_nft_wait(kn_nft_proc_t *proc, kn_error_t *err)
+{
     char msg[384];
     size_t got = 0;
     for (;;) {
-        ssize_t r = read(ep[0], msg + got, sizeof msg - 1 - got);
+        ssize_t r = read(proc->out, msg + got, sizeof msg - 1 - got);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -84,17 +92,19 @@ kn_nft_run(int netns_fd, const char *script, kn_error_t *err)
         got += (size_t)r;
         if (got == sizeof msg - 1) {
             char sink[512];
-            while (read(ep[0], sink, sizeof sink) > 0)
+            while (read(proc->out, sink, sizeof sink) > 0)
                 ;
             break;
         }
     }
-    close(ep[0]);
+    close(proc->out);
+    proc->out = -1;
     msg[got] = '\0';
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0)
+    while (waitpid(proc->pid, &st, 0) < 0)
         if (errno != EINTR)
             return kn_error_set(err, errno, "wait for nft");
+    proc->pid = -1;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
     char *nl = strchr(msg, '\n');
@@ -103,6 +113,15 @@ kn_nft_run(int netns_fd, const char *script, kn_error_t *err)
     if (WIFEXITED(st) && WEXITSTATUS(st) == 126)
         return kn_error_set(err, EPERM, "nft: cannot enter the sandbox's network namespace");
     return kn_error_set(err, EIO, "nft: %s", got ? msg : "failed");
+}
+
+int
+kn_nft_run(int netns_fd, const char *script, kn_error_t *err)
+{
+    kn_nft_proc_t p;
+    if (kn_nft_start(netns_fd, script, &p, err) < 0)
+        return -1;
+    return kn_nft_wait(&p, err);
 }
 
 int
