@@ -634,6 +634,136 @@ print_json_one(FILE *f, job_t *j, const run_opts_t *o)
     fputs("]}", f);
 }
 
+/* One option of kennel run (sources, --help and errors excepted) into o.
+ * Returns 0, or the exit code for a bad value (the message is printed). */
+static int
+apply_option(run_opts_t *o, int c, const char *optarg)
+{
+    switch (c) {
+    case 'l':
+        if (!(o->lang = normalize_lang(optarg)))
+            return fail("unknown language '%s' (python, javascript, bash)", optarg);
+        break;
+    case 't':
+        if (parse_double(optarg, &o->timeout_s) < 0 || o->timeout_s <= 0 || o->timeout_s > 86400)
+            return fail("invalid timeout '%s' (seconds, above 0, at most 86400)", optarg);
+        o->have_timeout = true;
+        break;
+    case 'm': {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long mib = strtoull(optarg, &end, 10);
+        if (optarg[0] != '-' && !errno && end != optarg && *end == '\0')
+            o->memory = mib * 1024ULL * 1024ULL;
+        else if (kn_parse_size(optarg, &o->memory) < 0)
+            return fail("invalid memory limit '%s' (MiB, or 512m, 1g)", optarg);
+        if (o->memory == 0)
+            return fail("invalid memory limit '%s' (must be above 0)", optarg);
+        o->have_memory = true;
+        break;
+    }
+    case 257:
+        if (parse_double(optarg, &o->cpus) < 0 || o->cpus <= 0 || o->cpus > 1024)
+            return fail("invalid --cpus '%s' (a number above 0)", optarg);
+        o->have_cpus = true;
+        break;
+    case 258: {
+        char *end = NULL;
+        errno = 0;
+        o->pids = strtol(optarg, &end, 10);
+        if (errno || end == optarg || *end || o->pids < 2 || o->pids > 4194304)
+            return fail("invalid --pids '%s' (an integer, at least 2)", optarg);
+        o->have_pids = true;
+        break;
+    }
+    case 'e':
+        if (!strchr(optarg, '=') || optarg[0] == '=')
+            return fail("invalid -e '%s' (KEY=VALUE)", optarg);
+        if (o->n_env >= KN_MAX_ENV - 8)
+            return fail("too many -e");
+        o->env[o->n_env++] = optarg;
+        break;
+    case 259:
+    case 260: {
+        char a[PATH_MAX], b[PATH_MAX];
+        if (parse_xfer(optarg, a, b, sizeof a, c == 260) < 0)
+            return fail(c == 259 ? "invalid --upload '%s' (LOCAL:GUEST)"
+                                 : "invalid --download '%s' (GUEST[:LOCAL])",
+                        optarg);
+        if (c == 259 && access(a, R_OK) < 0)
+            return fail("--upload: cannot read '%s'", a);
+        if ((c == 259 ? o->n_uploads : o->n_downloads) >= MAX_XFER)
+            return fail("too many transfers");
+        if (c == 259)
+            o->uploads[o->n_uploads++] = optarg;
+        else
+            o->downloads[o->n_downloads++] = optarg;
+        break;
+    }
+    case 261:
+        o->profile = optarg;
+        break;
+    case 262:
+        o->image = optarg;
+        break;
+    case 263:
+    case 264:
+        if (o->n_binds >= KN_MAX_BINDS)
+            return fail("too many binds");
+        o->bind_rw[o->n_binds] = c == 264;
+        o->binds[o->n_binds++] = optarg;
+        break;
+    case 265:
+        o->json = true;
+        break;
+    case 'q':
+        o->quiet = true;
+        break;
+    case 266:
+    case 267:
+        if (kn_parse_size(optarg, c == 266 ? &o->stdout_cap : &o->stderr_cap) < 0)
+            return fail("invalid output limit '%s'", optarg);
+        break;
+    case 268:
+        o->net.enabled = true;
+        break;
+    case 269:
+    case 270:
+    case 271:
+    case 272: {
+        if (o->net.n_rules >= KN_MAX_NET_RULES)
+            return fail("too many network rules");
+        kn_net_rule_t *r = &o->net.rules[o->net.n_rules++];
+        r->allow = c == 269 || c == 270;
+        if (snprintf(r->target, sizeof r->target, "%s", optarg) >= (int)sizeof r->target)
+            return fail("network rule '%s' is too long", optarg);
+        o->net.enabled = true;
+        break;
+    }
+    case 273: {
+        unsigned in = 0, out = 0;
+        char extra;
+        int k = sscanf(optarg, "%u:%u%c", &in, &out, &extra);
+        if (k < 1 || k > 2 || in == 0 || in > 65535 || out > 65535 ||
+            (k == 1 && strchr(optarg, ':')))
+            return fail("invalid --expose '%s' (INTERNAL[:EXTERNAL])", optarg);
+        if (o->net.n_expose >= KN_MAX_EXPOSE)
+            return fail("too many --expose");
+        o->net.expose[o->net.n_expose].inside = (uint16_t)in;
+        o->net.expose[o->net.n_expose++].outside = (uint16_t)out;
+        break;
+    }
+    case 274:
+        if (snprintf(o->net.dns_upstream, sizeof o->net.dns_upstream, "%s", optarg) >=
+            (int)sizeof o->net.dns_upstream)
+            return fail("--dns-upstream '%s' is too long", optarg);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
 static int
 parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
 {
@@ -680,10 +810,6 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
     int c;
     while ((c = getopt_long(dd, argv, "-:l:c:t:m:e:qh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l':
-            if (!(o->lang = normalize_lang(optarg)))
-                return fail("unknown language '%s' (python, javascript, bash)", optarg);
-            break;
         case 'c':
         case 1:
             if (nitems >= MAX_SOURCES)
@@ -691,128 +817,18 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             kinds[nitems] = (char)c;
             items[nitems++] = optarg;
             break;
-        case 't':
-            if (parse_double(optarg, &o->timeout_s) < 0 || o->timeout_s <= 0 ||
-                o->timeout_s > 86400)
-                return fail("invalid timeout '%s' (seconds, above 0, at most 86400)", optarg);
-            o->have_timeout = true;
-            break;
-        case 'm': {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long mib = strtoull(optarg, &end, 10);
-            if (optarg[0] != '-' && !errno && end != optarg && *end == '\0')
-                o->memory = mib * 1024ULL * 1024ULL;
-            else if (kn_parse_size(optarg, &o->memory) < 0)
-                return fail("invalid memory limit '%s' (MiB, or 512m, 1g)", optarg);
-            if (o->memory == 0)
-                return fail("invalid memory limit '%s' (must be above 0)", optarg);
-            o->have_memory = true;
-            break;
-        }
-        case 257:
-            if (parse_double(optarg, &o->cpus) < 0 || o->cpus <= 0 || o->cpus > 1024)
-                return fail("invalid --cpus '%s' (a number above 0)", optarg);
-            o->have_cpus = true;
-            break;
-        case 258: {
-            char *end = NULL;
-            errno = 0;
-            o->pids = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || o->pids < 2 || o->pids > 4194304)
-                return fail("invalid --pids '%s' (an integer, at least 2)", optarg);
-            o->have_pids = true;
-            break;
-        }
-        case 'e':
-            if (!strchr(optarg, '=') || optarg[0] == '=')
-                return fail("invalid -e '%s' (KEY=VALUE)", optarg);
-            if (o->n_env >= KN_MAX_ENV - 8)
-                return fail("too many -e");
-            o->env[o->n_env++] = optarg;
-            break;
-        case 259:
-        case 260: {
-            char a[PATH_MAX], b[PATH_MAX];
-            if (parse_xfer(optarg, a, b, sizeof a, c == 260) < 0)
-                return fail(c == 259 ? "invalid --upload '%s' (LOCAL:GUEST)"
-                                     : "invalid --download '%s' (GUEST[:LOCAL])",
-                            optarg);
-            if (c == 259 && access(a, R_OK) < 0)
-                return fail("--upload: cannot read '%s'", a);
-            if ((c == 259 ? o->n_uploads : o->n_downloads) >= MAX_XFER)
-                return fail("too many transfers");
-            if (c == 259)
-                o->uploads[o->n_uploads++] = optarg;
-            else
-                o->downloads[o->n_downloads++] = optarg;
-            break;
-        }
-        case 261:
-            o->profile = optarg;
-            break;
-        case 262:
-            o->image = optarg;
-            break;
-        case 263:
-        case 264:
-            if (o->n_binds >= KN_MAX_BINDS)
-                return fail("too many binds");
-            o->bind_rw[o->n_binds] = c == 264;
-            o->binds[o->n_binds++] = optarg;
-            break;
-        case 265:
-            o->json = true;
-            break;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 266:
-        case 267:
-            if (kn_parse_size(optarg, c == 266 ? &o->stdout_cap : &o->stderr_cap) < 0)
-                return fail("invalid output limit '%s'", optarg);
-            break;
-        case 268:
-            o->net.enabled = true;
-            break;
-        case 269:
-        case 270:
-        case 271:
-        case 272: {
-            if (o->net.n_rules >= KN_MAX_NET_RULES)
-                return fail("too many network rules");
-            kn_net_rule_t *r = &o->net.rules[o->net.n_rules++];
-            r->allow = c == 269 || c == 270;
-            if (snprintf(r->target, sizeof r->target, "%s", optarg) >= (int)sizeof r->target)
-                return fail("network rule '%s' is too long", optarg);
-            o->net.enabled = true;
-            break;
-        }
-        case 273: {
-            unsigned in = 0, out = 0;
-            char extra;
-            int k = sscanf(optarg, "%u:%u%c", &in, &out, &extra);
-            if (k < 1 || k > 2 || in == 0 || in > 65535 || out > 65535 ||
-                (k == 1 && strchr(optarg, ':')))
-                return fail("invalid --expose '%s' (INTERNAL[:EXTERNAL])", optarg);
-            if (o->net.n_expose >= KN_MAX_EXPOSE)
-                return fail("too many --expose");
-            o->net.expose[o->net.n_expose].inside = (uint16_t)in;
-            o->net.expose[o->net.n_expose++].outside = (uint16_t)out;
-            break;
-        }
-        case 274:
-            if (snprintf(o->net.dns_upstream, sizeof o->net.dns_upstream, "%s", optarg) >=
-                (int)sizeof o->net.dns_upstream)
-                return fail("--dns-upstream '%s' is too long", optarg);
-            break;
         case 'h':
             usage(stdout);
             return -1;
         case ':':
             return fail("option '%s' needs a value", argv[optind - 1]);
-        default:
+        case '?':
             return fail("unknown option '%s' (see kennel run --help)", argv[optind - 1]);
+        default: {
+            int rc = apply_option(o, c, optarg);
+            if (rc)
+                return rc;
+        }
         }
     }
     if (o->net.enabled) {
