@@ -135,11 +135,18 @@ child_iopl(void *arg)
     return syscall(SYS_iopl, 3) < 0 ? errno : 0;
 }
 
+static int
+child_ioperm(void *arg)
+{
+    return syscall(SYS_ioperm, 0x80UL, 1UL, 1) < 0 ? errno : 0;
+}
+
 int
 p_iopl(int argc, char **argv)
 {
     j_begin("iopl");
     j_str("result", run_in_child(child_iopl, NULL));
+    j_str("ioperm", run_in_child(child_ioperm, NULL));
     return j_end();
 }
 

@@ -71,6 +71,7 @@ static const struct probe {
     {"iopl", p_iopl, "iopl(3)"},
     {"syslog", p_syslog, "syslog (klogctl)"},
     {"open-by-handle", p_open_by_handle, "[PATH]  open_by_handle_at"},
+    {"sched", p_sched, "SCHED_FIFO, negative nice, real-time I/O priority"},
     {"clock", p_clock, "clock_settime and adjtimex"},
     {"landlock", p_landlock, "landlock ABI version"},
     {"tiocsti", p_tiocsti, "terminal input injection"},

@@ -140,6 +140,7 @@ int p_syslog(int argc, char **argv);
 int p_open_by_handle(int argc, char **argv);
 int p_landlock(int argc, char **argv);
 int p_clock(int argc, char **argv);
+int p_sched(int argc, char **argv);
 int p_tiocsti(int argc, char **argv);
 int p_fds(int argc, char **argv);
 int p_env(int argc, char **argv);

@@ -454,6 +454,14 @@ p_newmount(int argc, char **argv)
     j_str("open_tree", rc_name(tree));
     if (tree >= 0)
         close((int)tree);
+    {
+        /* clear read-only on the root mount: a no-op where / is writable */
+        struct mount_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.attr_clr = MOUNT_ATTR_RDONLY;
+        j_str("mount_setattr",
+              rc_name(syscall(SYS_mount_setattr, AT_FDCWD, "/", 0, &attr, sizeof attr)));
+    }
     return j_end();
 }
 
@@ -479,5 +487,19 @@ p_chroot(int argc, char **argv)
 {
     j_begin("chroot");
     j_str("result", run_in_child(child_chroot, NULL));
+    return j_end();
+}
+
+/* sched: real-time scheduling, negative nice and real-time I/O priority,
+ * each a way for one sandbox to starve the host's other work. */
+int
+p_sched(int argc, char **argv)
+{
+    struct sched_param sp = {.sched_priority = 1};
+    j_begin("sched");
+    j_str("result", rc_name(sched_setscheduler(0, SCHED_FIFO, &sp)));
+    j_str("nice", rc_name(setpriority(PRIO_PROCESS, 0, -5)));
+    /* IOPRIO_PRIO_VALUE(IOPRIO_CLASS_RT, 0); 1 = IOPRIO_WHO_PROCESS */
+    j_str("ioprio_rt", rc_name(syscall(SYS_ioprio_set, 1, 0, (1 << 13) | 0)));
     return j_end();
 }

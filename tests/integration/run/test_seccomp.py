@@ -41,14 +41,17 @@ DENIED = {
     "AF_PACKET": (["af-packet"], {"result": EPERM, "highbits": EPERM}),
     "raw socket": (["raw"], {"result": EPERM, "highbits": EPERM}),
     "netlink (non-route)": (["netlink"], {"result": EPERM, "audit_highbits": EPERM}),
-    "new mount API": (["newmount"], {"result": EPERM, "open_tree": EPERM}),
+    "new mount API": (["newmount"], {"result": EPERM, "open_tree": EPERM, "mount_setattr": EPERM}),
     "pidfd_getfd on pid 1": (["steal-fds", "1"], {"result": {"EPERM", "EACCES", "ESRCH"}}),
     "i386 int 0x80": (["int80"], {"result": KILLED_OR_EPERM}),
     "x32 ABI": (["x32"], {"result": KILLED_OR_EPERM}),
     "TIOCSTI/TIOCLINUX": (["tiocsti"], {"stdin": EPERM, "stdin_highbits": EPERM,
                                         "tioclinux": EPERM}),
     "open_by_handle_at": (["open-by-handle"], {"result": EPERM}),
-    "iopl": (["iopl"], {"result": EPERM}),
+    # ENOSYS: a kernel without CONFIG_X86_IOPL_IOPERM (this one) has neither
+    "iopl/ioperm": (["iopl"], {"result": {"EPERM", "ENOSYS"}, "ioperm": {"EPERM", "ENOSYS"}}),
+    "real-time scheduling": (["sched"], {"result": EPERM, "nice": {"EACCES", "EPERM"},
+                                         "ioprio_rt": EPERM}),
     "syslog": (["syslog"], {"result": EPERM}),
     "clock_settime/adjtimex": (["clock"], {"result": EPERM, "adjtimex": EPERM}),
 }
@@ -77,7 +80,7 @@ def test_netlink_families(kn):
 
 # Probes that succeed on the host (root, this kernel): the controls.
 HOST_CONTROLS = ["int80", "userfaultfd", "io_uring", "perf", "keyctl", "clone3", "unshare", "raw",
-                 "af-packet", "af-vsock", "netlink", "process-vm", "newmount"]
+                 "af-packet", "af-vsock", "netlink", "process-vm", "newmount", "sched"]
 
 
 @pytest.mark.parametrize("probe", HOST_CONTROLS)
