@@ -46,12 +46,14 @@ get32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-/* Reads the name at *off (following compression pointers, at most 32 of
- * them, never outside msg) and moves *off past its bytes in place. With out,
- * writes it dotted and in lower case; labels holding dots, spaces or control
- * bytes are refused so that what the policy matches is what was asked. */
+/* Reads the name at *off and moves *off past its bytes in place. With
+ * out, writes it dotted and in lower case; labels holding dots, spaces or
+ * control bytes are refused so that what the policy matches is what was
+ * asked. Compression pointers (when allowed: never in the question, which
+ * nothing precedes) must point strictly backwards, past the header, so
+ * they cannot loop; at most 32 are followed. */
 static int
-read_name(const uint8_t *msg, size_t len, size_t *off, char *out, size_t cap)
+read_name(const uint8_t *msg, size_t len, size_t *off, char *out, size_t cap, bool ptrs)
 {
     size_t pos = *off, n = 0, wire = 0;
     bool jumped = false;
@@ -61,13 +63,13 @@ read_name(const uint8_t *msg, size_t len, size_t *off, char *out, size_t cap)
             return -1;
         uint8_t l = msg[pos];
         if ((l & 0xC0) == 0xC0) {
-            if (pos + 1 >= len || ++hops > 32)
+            if (!ptrs || pos + 1 >= len || ++hops > 32)
                 return -1;
             size_t target = ((size_t)(l & 0x3F) << 8) | msg[pos + 1];
             if (!jumped)
                 *off = pos + 2;
             jumped = true;
-            if (target >= len)
+            if (target >= pos || target < DNS_HDR)
                 return -1;
             pos = target;
             continue;
@@ -114,7 +116,7 @@ kn_dns_parse_question(const uint8_t *msg, size_t len, kn_dns_question_t *q)
     if (get16(msg + 4) != 1) /* QDCOUNT */
         return -1;
     size_t off = DNS_HDR;
-    if (read_name(msg, len, &off, q->name, sizeof q->name) < 0)
+    if (read_name(msg, len, &off, q->name, sizeof q->name, false) < 0)
         return -1;
     if (len - off < 4)
         return -1;
@@ -134,7 +136,7 @@ kn_dns_parse_answers(const uint8_t *msg, size_t len, const kn_dns_question_t *q,
     size_t off = q->end;
     int found = 0;
     for (unsigned i = 0; i < ancount; i++) {
-        if (read_name(msg, len, &off, NULL, 0) < 0)
+        if (read_name(msg, len, &off, NULL, 0, true) < 0)
             return -1;
         if (len - off < 10)
             return -1;
