@@ -412,3 +412,13 @@ def test_single_file_binds(kn, hostdir):
     r = kn.run("--bind", f"{f}:/data/note.txt", "--", "bash", "-c", "echo more >> /data/note.txt")
     assert r.rc == 0, r
     assert f.read_text() == "hello\nmore\n"
+
+
+def test_custom_output_limits(kn):
+    r = kn.run("--stdout-limit", "10", "--stderr-limit", "1k", "--", "bash", "-c",
+               "echo 0123456789abcdef; head -c 5000 /dev/zero | tr '\\0' e >&2")
+    assert r.rc == 0, r
+    assert r.out == "0123456789", r
+    assert "[kennel: stdout truncated at 10 bytes]" in r.err, r
+    assert "e" * 1024 in r.err and "e" * 1025 not in r.err, r
+    assert "[kennel: stderr truncated at 1024 bytes]" in r.err, r
