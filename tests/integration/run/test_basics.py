@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import host_processes_matching, kennel_cgroups, new_leaked_cgroups
+from .conftest import host_processes_matching, kennel_cgroups, new_leaked_cgroups, run_cmd
 
 MiB = 1024 * 1024
 
@@ -422,3 +422,18 @@ def test_custom_output_limits(kn):
     assert "[kennel: stdout truncated at 10 bytes]" in r.err, r
     assert "e" * 1024 in r.err and "e" * 1025 not in r.err, r
     assert "[kennel: stderr truncated at 1024 bytes]" in r.err, r
+
+
+def test_endless_stdin_does_not_hold_the_run(kn):
+    # `yes | kennel run -- true`: the program ignores its input and exits.
+    r = run_cmd(["bash", "-c", f"yes | {kn.binary} run -- sleep 0.2; echo rc=${{PIPESTATUS[1]}}"],
+                timeout=20)
+    assert r.out.strip() == "rc=0", r
+    assert r.elapsed < 5, r
+
+
+def test_large_stdin_passes_intact(kn):
+    data = os.urandom(20 * MiB)
+    r = kn.run("--", "sha256sum", input=data)
+    assert r.rc == 0, r
+    assert r.out.split()[0] == hashlib.sha256(data).hexdigest(), r
