@@ -219,6 +219,8 @@ class Internet:
         sh("ip", "netns", "add", NS)
         sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
         sh("ip", "link", "set", NS_IF, "netns", NS)
+        # IPv4 only: no link-local address appearing mid-test in the routes
+        pathlib.Path(f"/proc/sys/net/ipv6/conf/{HOST_IF}/disable_ipv6").write_text("1")
         sh("ip", "addr", "add", f"{HOST_ADDR}/24", "dev", HOST_IF)
         sh("ip", "link", "set", HOST_IF, "up")
         sh("ip", "link", "set", "lo", "up", ns=NS)
