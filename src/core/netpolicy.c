@@ -443,37 +443,46 @@ load(kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
     return 0;
 }
 
-/* Both tables at once: they live in different namespaces and nft spends
- * most of its time waiting for the kernel. A host table left by a launcher
- * that crashed holding this slot is replaced. */
+/* Both tables at once, and while the veth is being made: they live in
+ * different namespaces, do not depend on the veth (interfaces are matched
+ * by name) and nft spends most of its time waiting for the kernel. Nothing
+ * can use the veth before the firewall is in: the sandbox's program waits
+ * for attach to return. */
+typedef struct loading {
+    kn_nft_proc_t host, inner;
+    bool host_running, inner_running;
+} loading_t;
+
 static int
-load_both_fresh(kn_netns_t *n, kn_error_t *err)
+load_start(kn_netns_t *n, loading_t *l, kn_error_t *err)
 {
-    kn_nft_proc_t hp, ip;
-    kn_error_t herr;
+    *l = (loading_t){.host_running = false};
     char *hs = script(n, true, true, err), *is = hs ? script(n, false, true, err) : NULL;
-    if (!is) {
-        free(hs);
-        return -1;
-    }
-    int rc = -1;
-    if (kn_nft_start(-1, hs, &hp, err) == 0) {
-        if (kn_nft_start(n->netns_fd, is, &ip, err) == 0) {
-            int irc = kn_nft_wait(&ip, err);
-            int hrc = kn_nft_wait(&hp, &herr);
-            if (irc < 0)
-                kn_error_prefix(err, "sandbox firewall");
-            else if (hrc < 0)
-                rc = load(n, true, false, err);
-            else
-                rc = 0;
-        } else {
-            (void)kn_nft_wait(&hp, &herr);
-        }
+    if (is && kn_nft_start(-1, hs, &l->host, err) == 0) {
+        l->host_running = true;
+        if (kn_nft_start(n->netns_fd, is, &l->inner, err) == 0)
+            l->inner_running = true;
     }
     free(hs);
     free(is);
-    return rc;
+    return l->inner_running ? 0 : -1;
+}
+
+/* Collects both; a host table left by a launcher that crashed holding this
+ * slot makes "create" fail, and is then replaced. */
+static int
+load_finish(kn_netns_t *n, loading_t *l, kn_error_t *err)
+{
+    kn_error_t herr;
+    int irc = l->inner_running ? kn_nft_wait(&l->inner, err) : -1;
+    int hrc = l->host_running ? kn_nft_wait(&l->host, &herr) : -1;
+    if (!l->inner_running || !l->host_running)
+        return -1;
+    if (irc < 0)
+        return kn_error_prefix(err, "sandbox firewall");
+    if (hrc < 0)
+        return load(n, true, false, err);
+    return 0;
 }
 
 /* ---- the DNS proxy's callback: open resolved addresses ---- */
@@ -640,15 +649,23 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     }
     if (take_slot(n, pid, err) < 0 || kn_link_delete(n->host_if, err) < 0)
         goto fail;
-    if (kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err) < 0)
-        goto fail;
-    n->veth = true;
-    if (enable_forwarding(err) < 0) {
-        kn_error_prefix(err, "enable IPv4 forwarding");
+    loading_t l;
+    n->host_table = true; /* from here on, detach removes it (even half made) */
+    if (load_start(n, &l, err) < 0) {
+        kn_error_t scratch;
+        (void)load_finish(n, &l, &scratch);
         goto fail;
     }
-    n->host_table = true; /* from here on, detach removes it (even half made) */
-    if (load_both_fresh(n, err) < 0)
+    int rc = kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err);
+    n->veth = rc == 0;
+    if (rc == 0 && (rc = enable_forwarding(err)) < 0)
+        kn_error_prefix(err, "enable IPv4 forwarding");
+    if (rc < 0) {
+        kn_error_t scratch;
+        (void)load_finish(n, &l, &scratch);
+        goto fail;
+    }
+    if (load_finish(n, &l, err) < 0)
         goto fail;
     if (write_resolv_conf(n, err) < 0)
         goto fail;

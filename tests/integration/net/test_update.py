@@ -68,7 +68,7 @@ class Harness:
     def quit(self):
         self.p.stdin.write("quit\n")
         self.p.stdin.flush()
-        self.p.wait(10)
+        assert self.p.wait(10) == 0, self.p.stderr.read()  # ASan builds: no leaks
 
 
 @pytest.fixture
