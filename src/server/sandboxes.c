@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,50 @@
 struct kn_sbx {
     const kn_server_cfg_t *cfg;
     kn_store_t *store;
+    /* Ids this process is creating: a Pending row outside this set was left
+     * by an earlier server and is settled by the reaper. */
+    pthread_mutex_t mu;
+    char (*creating)[40];
+    size_t n_creating, cap_creating;
 };
+
+static void
+creating_mark(kn_sbx_t *m, const char *id, bool on)
+{
+    pthread_mutex_lock(&m->mu);
+    if (on) {
+        if (m->n_creating == m->cap_creating) {
+            size_t nc = m->cap_creating ? m->cap_creating * 2 : 16;
+            char(*g)[40] = realloc(m->creating, nc * sizeof *g);
+            if (g) {
+                m->creating = g;
+                m->cap_creating = nc;
+            }
+        }
+        if (m->n_creating < m->cap_creating)
+            snprintf(m->creating[m->n_creating++], 40, "%s", id);
+    } else {
+        for (size_t i = 0; i < m->n_creating; i++)
+            if (!strcmp(m->creating[i], id)) {
+                memmove(m->creating[i], m->creating[--m->n_creating], 40);
+                break;
+            }
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void settle_pending(kn_sbx_t *m, const kn_store_rec_t *r);
+
+static bool
+creating(kn_sbx_t *m, const char *id)
+{
+    bool found = false;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n_creating && !found; i++)
+        found = !strcmp(m->creating[i], id);
+    pthread_mutex_unlock(&m->mu);
+    return found;
+}
 
 static int64_t
 now_ms(void)
@@ -343,6 +387,26 @@ spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, kn_error_t *err)
     return ret;
 }
 
+/* The end of a shim's log, for error messages about it. */
+static void
+log_tail(const char *dir, char *buf, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_LOG);
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t from = end > (off_t)len - 1 ? end - (off_t)len + 1 : 0;
+    ssize_t n = pread(fd, buf, len - 1, from);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+}
+
 /* Ends a sandbox's shim (if any) and removes its run directory and row. */
 static int
 destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
@@ -351,8 +415,12 @@ destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
     run_dir(m, id, dir, sizeof dir);
     if (kn_shim_alive(dir)) {
         kn_error_t e = {0};
-        if (kn_shim_call(dir, "kill", 20000, &e) < 0 && kn_shim_alive(dir))
-            return kn_error_set(err, EIO, "could not stop sandbox %s: %s", id, e.msg);
+        if (kn_shim_call(dir, "kill", 20000, &e) < 0 && kn_shim_alive(dir)) {
+            char tail[240];
+            log_tail(dir, tail, sizeof tail);
+            return kn_server_error(err, EIO, "could not stop sandbox %s: %s (supervisor log: %s)",
+                                   id, e.msg, tail);
+        }
     }
     remove_run_dir(m, id);
     return kn_store_delete(m->store, id, err);
@@ -370,6 +438,7 @@ kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
     bool made = false, stored = false;
     int ret = -1;
     new_id(rec.id);
+    creating_mark(m, rec.id, true);
     run_dir(m, rec.id, dir, sizeof dir);
     snprintf(sbdir, sizeof sbdir, "%s/%s", dir, KN_SHIM_SANDBOX);
     /* 0711: the runtime resolves bind sources as the sandbox's user, which
@@ -436,6 +505,7 @@ out:
         else
             remove_run_dir(m, rec.id);
     }
+    creating_mark(m, rec.id, false);
     kn_config_free(&cfg);
     kn_store_rec_free(&rec);
     json_decref(spec);
@@ -649,7 +719,10 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
         return max_wait_ms;
     for (size_t i = 0; i < n; i++) {
         kn_store_rec_t *r = &recs[i];
-        if (r->expires_ms && r->expires_ms <= now && strcmp(r->state, "Pending") != 0) {
+        if (!strcmp(r->state, "Pending")) {
+            if (!creating(m, r->id))
+                settle_pending(m, r);
+        } else if (r->expires_ms && r->expires_ms <= now) {
             kn_error_t e = {0};
             if (destroy(m, r->id, &e) < 0)
                 fprintf(stderr, "{\"level\":\"error\",\"msg\":\"expire %s: %s\"}\n", r->id, e.msg);
@@ -694,29 +767,59 @@ kn_sbx_count_states(kn_sbx_t *m, void (*fn)(const char *state, long n, void *ctx
  * makes them Running, otherwise they go. Run directories without a row
  * are leftovers of an interrupted create or delete. */
 static void
+log_event(const char *level, const char *msg, const char *id, const char *detail)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s}", "level", level, "msg", msg, "sandboxId", id);
+    if (j && detail && detail[0])
+        json_object_set_new(j, "detail", json_string(detail));
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (line)
+        fprintf(stderr, "%s\n", line);
+    free(line);
+    json_decref(j);
+}
+
+/* A Pending row that no create of this process is working on: an earlier
+ * server died before it answered. A shim that got ready makes it Running
+ * (the sandbox is whole, just never acknowledged); otherwise it goes. */
+static void
+settle_pending(kn_sbx_t *m, const kn_store_rec_t *r)
+{
+    char dir[PATH_MAX];
+    kn_error_t err = {0};
+    run_dir(m, r->id, dir, sizeof dir);
+    json_t *st = kn_shim_state(dir);
+    const char *s = json_string_value(json_object_get(st, "state"));
+    if (kn_shim_alive(dir) && s && !strcmp(s, "Running")) {
+        if (kn_store_set_state(m->store, r->id, "Running", "CONTAINER_RUNNING",
+                               "Sandbox adopted after a server restart.", &err) < 0)
+            log_event("error", "adoption: cannot mark Running", r->id, err.msg);
+        else
+            log_event("info", "adopted a sandbox never acknowledged", r->id, NULL);
+    } else if (destroy(m, r->id, &err) < 0) {
+        log_event("error", "adoption: cannot remove an unfinished create", r->id, err.msg);
+    } else {
+        log_event("info", "removed an unfinished create", r->id, s);
+    }
+    json_decref(st);
+}
+
+static void
 adopt(kn_sbx_t *m)
 {
     kn_store_rec_t *recs = NULL;
     size_t n = 0;
     kn_error_t err = {0};
-    if (kn_store_list(m->store, &recs, &n, &err) < 0)
+    if (kn_store_list(m->store, &recs, &n, &err) < 0) {
+        log_event("error", "adoption: cannot list the store", "", err.msg);
         return;
+    }
     for (size_t i = 0; i < n; i++) {
         kn_store_rec_t *r = &recs[i];
-        char dir[PATH_MAX];
-        run_dir(m, r->id, dir, sizeof dir);
-        if (!strcmp(r->state, "Pending")) {
-            json_t *st = kn_shim_state(dir);
-            const char *s = json_string_value(json_object_get(st, "state"));
-            if (kn_shim_alive(dir) && s && !strcmp(s, "Running"))
-                kn_store_set_state(m->store, r->id, "Running", "CONTAINER_RUNNING",
-                                   "Sandbox adopted after a server restart.", &err);
-            else
-                destroy(m, r->id, &err);
-            json_decref(st);
-        } else {
+        if (!strcmp(r->state, "Pending"))
+            settle_pending(m, r);
+        else
             refresh(m, r);
-        }
         kn_store_rec_free(r);
     }
     free(recs);
@@ -736,6 +839,7 @@ adopt(kn_sbx_t *m)
         if (kn_shim_alive(dir))
             kn_shim_call(dir, "kill", 20000, &err);
         remove_run_dir(m, e->d_name);
+        log_event("info", "removed a run directory without a row", e->d_name, NULL);
     }
     if (d)
         closedir(d);
@@ -768,6 +872,7 @@ kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
     if (!m)
         return kn_error_set(err, ENOMEM, "manager");
     m->cfg = cfg;
+    pthread_mutex_init(&m->mu, NULL);
     if (kn_mkdir_p(cfg->run_dir, 0711, err) < 0 || chmod(cfg->run_dir, 0711) < 0 ||
         check_reachable(cfg->run_dir, err) < 0 || kn_store_open(cfg->db_path, &m->store, err) < 0) {
         free(m);
@@ -784,5 +889,7 @@ kn_sbx_close(kn_sbx_t *m)
     if (!m)
         return;
     kn_store_close(m->store);
+    pthread_mutex_destroy(&m->mu);
+    free(m->creating);
     free(m);
 }

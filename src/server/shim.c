@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "server.h"
 #include "spec.h"
 #include "uclient.h"
 #include "util.h"
@@ -150,6 +151,7 @@ starting_event(shim_t *s, struct pollfd *pfd, kn_error_t *err)
             return 0;
         char line[64];
         read_line(c, line, sizeof line);
+        logf_(s, "control while starting: %s", line);
         if (!strcmp(line, "kill")) {
             s->kill_fd = c;
             return kn_error_set(err, ECANCELED, "deleted while starting");
@@ -323,6 +325,7 @@ serve_control(shim_t *s, int fd)
         snprintf(reply, sizeof reply, "error unknown command\n");
     }
     kn_write_all(fd, reply, strlen(reply));
+    logf_(s, "control: %s -> %.*s", line, (int)strcspn(reply, "\n"), reply);
     return quit;
 }
 
@@ -521,7 +524,8 @@ kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err)
         return 0;
     if (!strncmp(reply, "error ", 6))
         return kn_error_set(err, EBUSY, "%s", reply + 6);
-    return kn_error_set(err, EIO, "supervisor: no answer to %s", cmd);
+    return kn_server_error(err, EIO, "supervisor: no answer to %s (%s)", cmd,
+                           len ? "bad answer" : "connection closed or timed out");
 }
 
 bool

@@ -50,6 +50,16 @@ def test_kill9_during_concurrent_creates(fresh_server):
     for sid in acked:
         assert sid in listed, sid
         assert listed[sid]["status"]["state"] == "Running", listed[sid]
+    pending = [sid for sid, x in listed.items() if x["status"]["state"] != "Running"]
+    for sid in pending:
+        try:
+            with open(os.path.join(s.run_dir, sid, "shim.log")) as f:
+                print(f"shim.log of {sid}:\n{f.read()}")
+        except OSError as e:
+            print(f"no shim.log for {sid}: {e}")
+    with open(s.log, errors="replace") as f:
+        events = [line for line in f if '"method"' not in line]
+    assert not pending, (pending, "".join(events))
     with ThreadPoolExecutor(8) as ex:
         outs = list(ex.map(lambda sid: s.run(sid, "echo still")[0], listed))
     assert outs == [["still"]] * len(listed)
