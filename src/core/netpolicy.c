@@ -400,6 +400,9 @@ host_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
     put(b, "\t\toifname \"%s\" drop\n", n->host_if);
     put(b, "\t\t%soifname \"knh*\" drop\n", pre);
     put(b, "\t\t%smeta nfproto != ipv4 drop\n", pre);
+    put(b, "\t\t%sip saddr != ", pre); /* no spoofed sources leave un-NATed */
+    put_ip(b, n->sb_ip);
+    put(b, " drop\n");
     put_rule_cidrs(b, pre, p, false, "drop");
     put_rule_cidrs(b, pre, p, true, "accept");
     put(b, "\t\t%sip daddr ", pre);

@@ -297,6 +297,18 @@ kn_link_delete(const char *name, kn_error_t *err)
     return rc < 0 ? kn_error_prefix(err, "delete %s", name) : 0;
 }
 
+/* The veth carries IPv4 only: no link-local address, no router or
+ * neighbour solicitations. /proc/sys/net is the opener's namespace, so this
+ * works on either end while the thread is in that end's namespace. */
+static void
+ipv6_off(const char *ifname)
+{
+    char path[96];
+    kn_error_t err;
+    snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifname);
+    (void)kn_write_file(path, "1", &err); /* absent without IPv6: nothing to turn off */
+}
+
 static int
 setup_inside(int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
 {
@@ -312,6 +324,7 @@ setup_inside(int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
     int fd = rtnl_open(err);
     if (fd >= 0) {
         int idx = (int)if_nametoindex("eth0");
+        ipv6_off("eth0");
         if (idx <= 0)
             kn_error_set(err, errno, "the sandbox's eth0");
         else if (addr_add(fd, idx, peer, err) == 0 && link_up(fd, idx, err) == 0 &&
@@ -334,6 +347,7 @@ kn_link_veth_setup(const char *host_if, int netns_fd, uint32_t host, uint32_t pe
     int rc = -1;
     if (veth_create(fd, host_if, netns_fd, err) == 0) {
         int idx = (int)if_nametoindex(host_if);
+        ipv6_off(host_if);
         if (idx <= 0)
             kn_error_set(err, errno, "veth %s", host_if);
         else if (addr_add(fd, idx, host, err) == 0 && link_up(fd, idx, err) == 0 &&

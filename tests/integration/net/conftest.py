@@ -14,8 +14,12 @@ Nothing here ever reaches a real network:
   the host sends or forwards through an interface it had before the suite
   started (its real uplinks); the session fails if that count is not zero.
 
-A failed set-up step raises before any test runs.
+A failed set-up step raises before any test runs. Runs of this suite on one
+machine (several engineers, CI from a fresh clone) take turns through an
+flock, since they would route the same test addresses; every name the suite
+creates carries its pid, and teardown removes only what this run created.
 """
+import fcntl
 import json
 import os
 import pathlib
@@ -29,10 +33,13 @@ import time
 
 import pytest
 
+_TAG = f"{os.getpid() & 0xffffff:06x}"
 NS = f"kn-tinet-{os.getpid()}"
-HOST_IF = "kntinet0"      # host end of the suite's veth
-NS_IF = "kntinet1"        # its end inside the internet namespace
-GUARD = "kn_nettest_guard"
+HOST_IF = f"knt{_TAG}a"   # host end of the suite's veth
+NS_IF = f"knt{_TAG}b"     # its end inside the internet namespace
+GUARD = f"kn_nettest_guard_{os.getpid()}"
+LOCK = "/run/kennel-nettest.lock"
+LOCK_WAIT = 300
 
 HOST_ADDR = "198.51.100.1"
 NS_ADDR = "198.51.100.2"
@@ -112,16 +119,27 @@ def nft_tables():
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def host_state():
-    """What teardown must give back: links, nft tables, routes, kennel files."""
-    routes = sh("ip", "route", "show", "table", "all")
-    slots_locked = sh("sh", "-c", "ls /run/kennel/net 2>/dev/null | grep -v '^slots$' || true")
-    return {
-        "links": host_links(),
-        "tables": nft_tables(),
-        "routes": set(routes.splitlines()),
-        "resolv_dirs": set(slots_locked.split()),
-    }
+def slot_of(nameserver):
+    """The pool slot of a sandbox, from the proxy address in its resolv.conf
+    (10.231.0.0/16, a /30 per slot, the host end first)."""
+    a = [int(x) for x in nameserver.split(".")]
+    assert a[:2] == [10, 231] and a[3] % 4 == 1, nameserver
+    return (a[2] * 256 + a[3]) // 4
+
+
+def leftovers(slots):
+    """What is left on the host of the sandboxes that had these slots: their
+    veth, their nft table, routes through the veth. (Other engineers' kennels
+    may be running: only this run's own slots are looked at.)"""
+    links = host_links()
+    tables = nft_tables()
+    routes = sh("ip", "route", "show", "table", "all").splitlines()
+    left = []
+    for s in slots:
+        left += [l for l in links if l == f"knh{s}"]
+        left += [t for t in tables if t == f"table inet kennel_{s}"]
+        left += [r for r in routes if f"dev knh{s} " in r + " "]
+    return left
 
 
 def kennel_helpers(kennel):
@@ -171,6 +189,23 @@ class Internet:
         self.uplinks = []
         self.old_forward = None
         self.guard_loaded = False
+        self.made_ns = False
+        self.made_link = False
+        self.lock = None
+
+    def take_turn(self):
+        """Waits for any other run of this suite to finish."""
+        self.lock = open(LOCK, "w")
+        deadline = time.time() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"another run of the network tests held {LOCK} for "
+                                       f"{LOCK_WAIT} s")
+                time.sleep(0.2)
 
     # -- guard ----------------------------------------------------------
     def load_guard(self):
@@ -178,15 +213,17 @@ class Internet:
         if not self.uplinks:
             return
         names = ", ".join(f'"{u}"' for u in self.uplinks)
+        # "create" fails if the table exists: never add to someone else's
         script = textwrap.dedent(f"""
+            create table inet {GUARD}
             table inet {GUARD} {{
                 chain guard_output {{
                     type filter hook output priority -400; policy accept;
-                    oifname {{ {names} }} counter drop
+                    oifname {{ {names} }} counter log prefix "{GUARD} out: " drop
                 }}
                 chain guard_forward {{
                     type filter hook forward priority -400; policy accept;
-                    oifname {{ {names} }} counter drop
+                    oifname {{ {names} }} counter log prefix "{GUARD} fwd: " drop
                 }}
             }}
         """)
@@ -214,10 +251,13 @@ class Internet:
 
     # -- the internet namespace ---------------------------------------------
     def build(self):
+        self.take_turn()
         self.load_guard()
         self.old_forward = pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
         sh("ip", "netns", "add", NS)
+        self.made_ns = True
         sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        self.made_link = True
         sh("ip", "link", "set", NS_IF, "netns", NS)
         # IPv4 only: no link-local address appearing mid-test in the routes
         pathlib.Path(f"/proc/sys/net/ipv6/conf/{HOST_IF}/disable_ipv6").write_text("1")
@@ -273,11 +313,18 @@ class Internet:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        sh("ip", "netns", "del", NS, check=False)
-        sh("ip", "link", "del", HOST_IF, check=False)
+        if self.made_ns:
+            sh("ip", "netns", "del", NS, check=False)
+        if self.made_link:
+            sh("ip", "link", "del", HOST_IF, check=False)
         if self.old_forward is not None:
             pathlib.Path("/proc/sys/net/ipv4/ip_forward").write_text(self.old_forward)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def release(self):
+        if self.lock:
+            self.lock.close()  # unlocks
+            self.lock = None
 
 
 def _skip_reason():
@@ -307,12 +354,14 @@ def internet():
         count = net.guard_count()
         net.teardown()
         net.unload_guard()
+        net.release()
         assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
         raise
     yield net
     count = net.guard_count()
     net.teardown()
     net.unload_guard()
+    net.release()
     assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
 
 
