@@ -415,7 +415,12 @@ destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
     run_dir(m, id, dir, sizeof dir);
     if (kn_shim_alive(dir)) {
         kn_error_t e = {0};
-        if (kn_shim_call(dir, "kill", 20000, &e) < 0 && kn_shim_alive(dir)) {
+        int rc = kn_shim_call(dir, "kill", 20000, &e);
+        /* A sandbox that ended on its own at the same moment: its shim is
+         * on its way out. */
+        for (int i = 0; rc < 0 && i < 200 && kn_shim_alive(dir); i++)
+            usleep(10000);
+        if (rc < 0 && kn_shim_alive(dir)) {
             char tail[240];
             log_tail(dir, tail, sizeof tail);
             return kn_server_error(err, EIO, "could not stop sandbox %s: %s (supervisor log: %s)",

@@ -329,6 +329,28 @@ serve_control(shim_t *s, int fd)
     return quit;
 }
 
+/* The sandbox ended on its own: answers whoever is already waiting on the
+ * control socket before the shim exits, so that a delete racing with the
+ * end gets its "ok" rather than a closed connection. */
+static void
+drain_control(shim_t *s)
+{
+    for (;;) {
+        struct pollfd pfd = {s->listen_fd, POLLIN, 0};
+        if (poll(&pfd, 1, 0) <= 0)
+            return;
+        int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            return;
+        char line[64];
+        read_line(c, line, sizeof line);
+        const char *reply = !strcmp(line, "kill") ? "ok\n" : "error the sandbox has ended\n";
+        kn_write_all(c, reply, strlen(reply));
+        logf_(s, "control after the end: %s", line);
+        close(c);
+    }
+}
+
 /* The entrypoint is the sandbox's main process, as a container's is: when
  * it ends, the sandbox ends, Terminated for status 0 and Failed otherwise.
  * execd offers no way to wait on a command, so its status is polled, more
@@ -381,8 +403,10 @@ loop(shim_t *s)
         }
         if (pr == 0) {
             /* A frozen execd cannot answer: no check while paused. */
-            if (!s->paused && check_entrypoint(s))
+            if (!s->paused && check_entrypoint(s)) {
+                drain_control(s);
                 return 0;
+            }
             if (interval < 2000)
                 interval = interval * 2 > 2000 ? 2000 : interval * 2;
             next_check = kn_now_us() + (uint64_t)interval * 1000;
@@ -393,6 +417,7 @@ loop(shim_t *s)
             if (read(s->sig_fd, &si, sizeof si) == sizeof si) {
                 logf_(s, "signal %u: ending the sandbox", si.ssi_signo);
                 finish(s, "Terminated", "shim_signal", "The supervisor was told to stop.");
+                drain_control(s);
                 return 0;
             }
         }
@@ -411,6 +436,7 @@ loop(shim_t *s)
                 write_state(s, res.exit_code ? "Failed" : "Terminated",
                             res.exit_code ? "CONTAINER_EXITED_ERROR" : "CONTAINER_EXITED", msg,
                             res.exit_code);
+                drain_control(s);
                 return 0;
             }
         }
