@@ -25,7 +25,12 @@ typedef struct kn_bind {
 
 typedef struct kn_config {
     char *profile; /* name of the profile the config started from */
-    char *image;   /* "host" or an absolute rootfs directory */
+    char *image;   /* "host", an absolute rootfs directory, or a stored image's ref */
+    /* Set by kn_image_apply_config for a stored image: its unpacked layers
+     * ("HEX/fs", bottom first, NULL-terminated) below image_layer_dir. The
+     * root is then an overlay of them under a writable tmpfs layer. */
+    char *image_layer_dir;
+    char **image_layers;
 
     /* The process. */
     char **argv; /* NULL-terminated; argv[0] is looked up in PATH inside */

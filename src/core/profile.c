@@ -239,10 +239,15 @@ kn_config_validate(kn_config_t *cfg, kn_error_t *err)
         return kn_error_set(err, EINVAL, "no command to run");
     if (!cfg->image || !cfg->image[0])
         return kn_error_set(err, EINVAL, "no image");
-    if (strcmp(cfg->image, "host") != 0) {
+    if (cfg->image_layers) {
+        if (!cfg->image_layers[0] || !cfg->image_layer_dir || cfg->image_layer_dir[0] != '/')
+            return kn_error_set(err, EINVAL, "image '%s' has no layers", cfg->image);
+    } else if (strcmp(cfg->image, "host") != 0) {
         if (cfg->image[0] != '/')
             return kn_error_set(
-                err, EINVAL, "image '%s' is unknown (use 'host' or an absolute rootfs directory)",
+                err, EINVAL,
+                "image '%s' is unknown (use 'host', an absolute rootfs directory or an "
+                "imported image)",
                 cfg->image);
         char resolved[PATH_MAX];
         if (!realpath(cfg->image, resolved))
@@ -292,6 +297,11 @@ kn_config_free(kn_config_t *cfg)
         return;
     free(cfg->profile);
     free(cfg->image);
+    free(cfg->image_layer_dir);
+    if (cfg->image_layers)
+        for (char **l = cfg->image_layers; *l; l++)
+            free(*l);
+    free(cfg->image_layers);
     free(cfg->cwd);
     free(cfg->hostname);
     if (cfg->argv)

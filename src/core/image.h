@@ -1,0 +1,95 @@
+/* image.h - OCI and docker images in a content-addressed store.
+ *
+ * The store (default /var/lib/kennel/images, or $KENNEL_STORE, or the
+ * `store` argument) holds:
+ *   blobs/sha256/HEX    manifests and configs, named by their sha256
+ *   layers/sha256/HEX/  one unpacked layer per uncompressed digest (diff_id):
+ *                       fs/ (the tree, overlayfs whiteouts) and tree (a
+ *                       digest of fs/ taken after unpacking, for pins)
+ *   images/HEX          one record per imported image (HEX: its manifest)
+ *   refs/NAME           "sha256:HEX" of the image a NAME:TAG points at
+ *   tmp/                staging; anything here is garbage after a crash
+ * Everything is verified against its digest on import; manifests and
+ * configs again on every use; a pinned reference (sha256:D or NAME@sha256:D)
+ * also re-hashes its layer trees. See docs/images.md. */
+#ifndef KN_IMAGE_H
+#define KN_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+
+#define KN_IMAGE_STORE_DEFAULT "/var/lib/kennel/images"
+#define KN_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL */
+
+/* An opened image; the store's files stay as they are while it is open
+ * (kn_image_remove refuses). Free with kn_image_close. */
+typedef struct kn_image {
+    char digest[KN_DIGEST_MAX];        /* the manifest's */
+    char config_digest[KN_DIGEST_MAX]; /* the config's (docker's image id) */
+    bool pinned;                       /* the reference named a digest */
+    char *layer_dir;                   /* host path of layers/sha256 */
+    char **layers;                     /* "HEX/fs" below layer_dir, bottom first */
+    size_t n_layers;
+    uint64_t size; /* bytes of the unpacked layers */
+    /* From the image config; NULL when the image does not set them. */
+    char **env, **entrypoint, **cmd; /* NULL-terminated */
+    char *workdir, *user;
+    int lock; /* shared flock on the image record */
+} kn_image_t;
+
+typedef struct kn_image_info {
+    char digest[KN_DIGEST_MAX];
+    char config_digest[KN_DIGEST_MAX];
+    uint64_t size; /* bytes unpacked */
+    size_t n_layers;
+    uint64_t layers_new; /* layers unpacked by this import (the rest were in the store) */
+    uint64_t devices_skipped, setid_cleared;
+    char imported[32]; /* RFC 3339, UTC */
+    char **names;      /* NAME:TAG refs pointing here, NULL-terminated */
+} kn_image_info_t;
+
+/* The store to use: store if given, else $KENNEL_STORE, else the default. */
+const char *kn_image_store_path(const char *store);
+
+/* True when `image` names a stored image rather than "host" or a rootfs path. */
+bool kn_image_is_ref(const char *image);
+
+/* Imports an OCI image layout (directory or tar) or a `docker save` tarball.
+ * name (may be NULL: the archive's own name is used if it has one) gets a
+ * ref. info (may be NULL) is filled on success; free with kn_image_info_free. */
+int kn_image_import(const char *store, const char *path, const char *name, kn_image_info_t *info,
+                    kn_error_t *err);
+/* Imports a root file system tarball (plain or gzip) as a one-layer image. */
+int kn_image_import_rootfs(const char *store, const char *path, const char *name,
+                           kn_image_info_t *info, kn_error_t *err);
+
+/* Resolves ref (NAME[:TAG], NAME@sha256:D, sha256:D), verifies it (see the
+ * top of this file) and holds it open. *out is set only on success. */
+int kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *err);
+void kn_image_close(kn_image_t *img);
+
+/* Makes cfg run img: its layers become the root; its env is set over the
+ * profile's; argv becomes entrypoint+cmd; workdir and user apply. Call it
+ * before the request's own settings so that they override the image's. */
+int kn_image_apply_config(kn_config_t *cfg, const kn_image_t *img, kn_error_t *err);
+
+/* Every image in the store. *out is an array of *n entries; free with
+ * kn_image_list_free. */
+int kn_image_list(const char *store, kn_image_info_t **out, size_t *n, kn_error_t *err);
+void kn_image_list_free(kn_image_info_t *list, size_t n);
+void kn_image_info_free(kn_image_info_t *info);
+
+/* Removes ref: a NAME:TAG loses its ref (and the image goes when no other
+ * name points at it); a digest removes the image and all its names.
+ * Refuses while a sandbox holds the image open. Layers stay until prune. */
+int kn_image_remove(const char *store, const char *ref, kn_error_t *err);
+
+/* Removes images no name points at (unless open), then layers and blobs no
+ * image uses, and staging leftovers. *freed: entries removed. */
+int kn_image_prune(const char *store, size_t *freed, kn_error_t *err);
+
+#endif
