@@ -173,6 +173,41 @@ bind_image_top(const kn_config_t *cfg, kn_error_t *err)
     return rc;
 }
 
+/* A stored image: its layers read-only under a writable tmpfs layer, joined
+ * by overlayfs at /newroot. We are inside the sandbox's user namespace, so
+ * overlayfs keeps its markers in user.* xattrs (`userxattr`); the image
+ * store writes opaque directories that way and whiteouts as 0/0 devices.
+ * Layers are named relative to their directory (one chdir) to keep the
+ * option string, which must fit in a page, short. */
+static int
+overlay_root(const kn_config_t *cfg, kn_error_t *err)
+{
+    char opts[4096], dir[PATH_MAX];
+    size_t n = 0;
+    if (tmpfs_at("/overlay", cfg->root_size, 0755, 0, cfg, false, err) < 0)
+        return -1;
+    if (mkdir("/overlay/upper", 0755) < 0 || mkdir("/overlay/work", 0755) < 0)
+        return kn_error_set(err, errno, "mkdir overlay upper layer");
+    n = (size_t)snprintf(opts, sizeof opts,
+                         "userxattr,upperdir=/overlay/upper,"
+                         "workdir=/overlay/work,lowerdir=");
+    size_t count = 0;
+    while (cfg->image_layers[count])
+        count++;
+    for (size_t i = count; i-- > 0 && n < sizeof opts;) /* topmost first */
+        n +=
+            (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", cfg->image_layers[i], i ? ":" : "");
+    if (n >= sizeof opts)
+        return kn_error_set(err, E2BIG, "image has too many layers for one overlay mount");
+    snprintf(dir, sizeof dir, OLDROOT "%s", cfg->image_layer_dir);
+    if (chdir(dir) < 0)
+        return kn_error_set(err, errno, "image layers %s", cfg->image_layer_dir);
+    int rc = do_mount("overlay", NEWROOT, "overlay", MS_NOSUID | MS_NODEV, opts, err);
+    if (chdir("/") < 0 && rc == 0)
+        rc = kn_error_set(err, errno, "chdir /");
+    return rc;
+}
+
 static int
 setup_dev(const kn_config_t *cfg, kn_error_t *err)
 {
@@ -282,10 +317,13 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
         return kn_error_set(err, errno, "chdir /");
 
     /* 3. The new root. */
-    if (tmpfs_at(NEWROOT, 1 << 20, 0755, 0, cfg, false, err) < 0)
+    if (cfg->image_layers) {
+        if (overlay_root(cfg, err) < 0)
+            return -1;
+    } else if (tmpfs_at(NEWROOT, 1 << 20, 0755, 0, cfg, false, err) < 0 ||
+               bind_image_top(cfg, err) < 0) {
         return -1;
-    if (bind_image_top(cfg, err) < 0)
-        return -1;
+    }
     if (kn_mkdir_p(NEWROOT "/proc", 0555, err) < 0 ||
         do_mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err) < 0)
         return -1;
@@ -336,9 +374,11 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
     if (cfg->in_out && has_bind_at(cfg, "/in") && lock_down(NEWROOT "/in", true, false, err) < 0)
         return -1;
 
-    /* 4. The root itself holds only mountpoints: read-only from here on. */
+    /* 4. The root itself holds only mountpoints: read-only from here on
+     * (an image's overlay root stays writable unless the profile says not). */
     struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
-    if (kn_sys_mount_setattr(AT_FDCWD, NEWROOT, 0, &ro) < 0)
+    if ((!cfg->image_layers || cfg->root_readonly) &&
+        kn_sys_mount_setattr(AT_FDCWD, NEWROOT, 0, &ro) < 0)
         return kn_error_set(err, errno, "make the root read-only");
 
     /* 5. Enter it; the scratch root and the host's root go away together. */
@@ -363,6 +403,8 @@ kn_mount_writable_paths(const kn_config_t *cfg, const char **out, size_t cap)
             out[n++] = *b;
     if (!cfg->root_readonly && n + 1 < cap)
         out[n++] = "/work";
+    if (cfg->image_layers && !cfg->root_readonly && n + 1 < cap)
+        out[n++] = "/"; /* the image's overlay root is writable */
     if (cfg->in_out && n + 1 < cap)
         out[n++] = "/out";
     for (size_t i = 0; i < cfg->n_binds && n + 1 < cap; i++)
