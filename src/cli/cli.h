@@ -17,5 +17,6 @@ int kn_cmd_run(int argc, char **argv);
 int kn_cmd_receipts(int argc, char **argv);
 int kn_cmd_serve(int argc, char **argv);
 int kn_cmd_shim(int argc, char **argv);
+int kn_cmd_image(int argc, char **argv);
 
 #endif

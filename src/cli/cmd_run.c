@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "image.h"
 #include "jsonw.h"
 #include "sandbox.h"
 #include "util.h"
@@ -33,6 +34,7 @@ typedef struct source {
     char *code;       /* inline code, owned */
     const char *file; /* host path of a script */
     char **cmd;       /* borrowed argv of `-- CMD ARGS` */
+    bool image_cmd;   /* no command given: the image's entrypoint and cmd */
     char label[64];
     char spill[64]; /* code too long for argv goes to this file inside */
 } source_t;
@@ -61,6 +63,7 @@ typedef struct run_opts {
     bool json, quiet;
     uint64_t stdout_cap, stderr_cap;
     kn_net_policy_t net;
+    kn_image_t *img; /* --image named a stored image: held open for the run */
 } run_opts_t;
 
 typedef struct stream {
@@ -106,7 +109,9 @@ usage(FILE *f)
             "      --upload LOCAL:GUEST     copy a file in before the run\n"
             "      --download GUEST[:LOCAL] copy a file out after the run\n"
             "      --profile NAME     default or deny-by-default\n"
-            "      --image IMAGE      host (default) or an absolute rootfs directory\n"
+            "      --image IMAGE      host (default), an absolute rootfs directory, or an\n"
+            "                         imported image: NAME[:TAG], NAME@sha256:D, sha256:D\n"
+            "                         (kennel image); with no command, its entrypoint+cmd\n"
             "      --ro-bind SRC:DST  bind a host path read-only\n"
             "      --bind SRC:DST     bind a host path writable\n"
             "      --stdout-limit SIZE, --stderr-limit SIZE  output caps (1m, 100k)\n"
@@ -222,6 +227,8 @@ build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
         return -1;
     if (o->image && kn_config_set_str(&cfg->image, o->image, err) < 0)
         return -1;
+    if (o->img && kn_image_apply_config(cfg, o->img, err) < 0)
+        return -1;
     if (o->have_timeout)
         cfg->timeout_ms = (uint64_t)(o->timeout_s * 1000.0 + 0.5);
     if (o->have_memory)
@@ -247,7 +254,11 @@ build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
     }
     char *argv[8] = {0};
     char script[PATH_MAX];
-    if (s->cmd) {
+    if (s->image_cmd) {
+        if (!cfg->argv)
+            return kn_error_set(err, EINVAL, "image '%s' has no entrypoint or cmd: give -- CMD",
+                                o->image);
+    } else if (s->cmd) {
         if (kn_config_set_argv(cfg, s->cmd, err) < 0)
             return -1;
     } else {
@@ -881,6 +892,11 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         snprintf(src[n].label, sizeof src[n].label, "%s", argv[dd + 1]);
         n++;
     }
+    if (n == 0 && o->image && kn_image_is_ref(o->image)) {
+        src[0].image_cmd = true;
+        snprintf(src[0].label, sizeof src[0].label, "%s", o->image);
+        n = 1;
+    }
     if (n == 0)
         return fail("nothing to run: give -c CODE, a FILE, '-' or -- CMD");
     if (n > 1 && o->n_downloads)
@@ -914,6 +930,14 @@ kn_cmd_run(int argc, char **argv)
     if (pr != 0) {
         rc = pr < 0 ? 0 : pr;
         goto out;
+    }
+    if (o.image && kn_image_is_ref(o.image)) {
+        kn_error_t err = {0};
+        if (kn_image_open(NULL, o.image, &o.img, &err) < 0) {
+            fprintf(stderr, "kennel: %s\n", err.msg);
+            rc = KN_EXIT_KENNEL;
+            goto out;
+        }
     }
     for (int i = 0; i < n; i++) {
         job_t *j = &jobs[i];
@@ -991,5 +1015,6 @@ out:
         kn_config_free(&jobs[i].cfg);
         free(src[i].code);
     }
+    kn_image_close(o.img);
     return rc;
 }

@@ -9,6 +9,7 @@ static const kn_command_t commands[] = {
     {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
     {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", kn_cmd_serve},
     {"shim", "supervise one sandbox for `kennel serve` (internal)", kn_cmd_shim},
+    {"image", "import, list, inspect and remove images (OCI, docker save)", kn_cmd_image},
 };
 
 static void
