@@ -376,7 +376,19 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
             return not_allowed(c, r, m);
         return endpoint(s, c, r, id, segs[3]);
     }
-    if ((n == 3 && !strcmp(op, "snapshots")) || (n == 4 && !strcmp(op, "diagnostics"))) {
+    if (n == 4 && !strcmp(op, "diagnostics") &&
+        (!strcmp(segs[3], "logs") || !strcmp(segs[3], "events"))) {
+        if (strcmp(m, "GET") != 0)
+            return not_allowed(c, r, m);
+        const char *scope = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "scope");
+        if (!scope || !scope[0])
+            return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
+                                 "scope is required (container, runtime, lifecycle, all)");
+        return kn_sbx_diagnostics(s->mgr, id, segs[3], scope, &out, &err) < 0
+                   ? kn_http_fail(c, r, &err)
+                   : kn_http_json(c, r, 200, out);
+    }
+    if (n == 3 && !strcmp(op, "snapshots")) {
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);
         kn_error_set(&err, ENOTSUP, "%s are not implemented by Kennel yet", op);

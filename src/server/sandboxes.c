@@ -713,6 +713,68 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
     return ret;
 }
 
+#define DIAG_MAX (64 * 1024)
+
+int
+kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char *scope, json_t **out,
+                   kn_error_t *err)
+{
+    bool container = !strcmp(scope, "container");
+    bool runtime = !strcmp(scope, "runtime") || !strcmp(scope, "lifecycle");
+    bool all = !strcmp(scope, "all");
+    if (!container && !runtime && !all)
+        return kn_server_error(
+            err, EINVAL, "scope '%s' is not supported (container, runtime, lifecycle, all)", scope);
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    kn_store_rec_free(&r);
+    /* Events are the supervisor's record; logs are what was asked for. */
+    bool events = !strcmp(kind, "events");
+    char dir[PATH_MAX], path[PATH_MAX];
+    run_dir(m, id, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_LOG);
+    json_t *warnings = json_array();
+    FILE *f = fopen(path, "re");
+    size_t cap = DIAG_MAX + 1, len = 0;
+    char *text = calloc(1, cap), line[4096];
+    bool truncated = false;
+    if (!f)
+        json_array_append_new(warnings, json_string("no supervisor log is available"));
+    while (f && text && fgets(line, sizeof line, f)) {
+        bool mine = strstr(line, KN_SHIM_LOG_TAG "[") != NULL;
+        if (!(all || (mine && (runtime || events)) || (!mine && container && !events)))
+            continue;
+        size_t n = strlen(line);
+        if (len + n > DIAG_MAX) {
+            /* Keep the newest: drop from the front. */
+            size_t drop = len + n - DIAG_MAX;
+            drop = drop > len ? len : drop;
+            memmove(text, text + drop, len - drop);
+            len -= drop;
+            truncated = true;
+        }
+        if (n > DIAG_MAX)
+            n = DIAG_MAX;
+        memcpy(text + len, line, n);
+        len += n;
+        text[len] = '\0';
+    }
+    if (f)
+        fclose(f);
+    if (events && container)
+        json_array_append_new(warnings, json_string("container events are not recorded"));
+    *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s%, s:I, s:b}", "sandboxId", id, "kind",
+                     events ? "events" : "logs", "scope", scope, "delivery", "inline",
+                     "contentType", "text/plain; charset=utf-8", "content", text ? text : "", len,
+                     "contentLength", (json_int_t)len, "truncated", truncated);
+    if (*out && json_array_size(warnings))
+        json_object_set(*out, "warnings", warnings);
+    json_decref(warnings);
+    free(text);
+    return *out ? 0 : kn_error_set(err, ENOMEM, "diagnostics");
+}
+
 int
 kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
 {

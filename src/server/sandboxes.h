@@ -48,6 +48,11 @@ int kn_sbx_exists(kn_sbx_t *m, const char *id, kn_error_t *err);
  * readlink shows it) its execd must live in. EBUSY when paused or ended. */
 int kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidns, size_t nslen,
                  kn_error_t *err);
+/* The diagnostics API: kind "logs" or "events"; scope "container" (execd's
+ * output), "runtime" or "lifecycle" (the supervisor's record), or "all".
+ * Inline text, the newest 64 KiB. EINVAL for an unknown scope. */
+int kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char *scope,
+                       json_t **out, kn_error_t *err);
 /* One pass of the reaper: expires sandboxes past their time and picks up
  * what the shims recorded. Returns milliseconds until the next expiry
  * (capped at max_wait_ms). */

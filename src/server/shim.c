@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "sandboxes.h"
 #include "server.h"
 #include "spec.h"
 #include "uclient.h"
@@ -47,18 +48,20 @@ at(shim_t *s, const char *name)
     return s->path;
 }
 
+/* One line of the shim's log: "<RFC 3339 time> kennel-shim[pid]: message".
+ * Lines without the prefix in the same file are execd's own. */
 static void __attribute__((format(printf, 2, 3))) logf_(shim_t *s, const char *fmt, ...)
 {
     (void)s;
-    char buf[1024];
+    char buf[1024], when[40];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    dprintf(STDERR_FILENO, "kennel-shim[%d] %lld.%03ld %s\n", getpid(), (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000, buf);
+    kn_sbx_format_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when, sizeof when);
+    dprintf(STDERR_FILENO, "%s " KN_SHIM_LOG_TAG "[%d]: %s\n", when, getpid(), buf);
 }
 
 /* Replaces state.json atomically. exit_code < -1000 means none. */

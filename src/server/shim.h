@@ -35,6 +35,8 @@
 #define KN_SHIM_LOG "shim.log"
 #define KN_SHIM_SANDBOX "sandbox"
 #define KN_SHIM_EXECD_SOCK "sandbox/execd.sock"
+/* Marks the shim's own lines in shim.log (the rest is execd's output). */
+#define KN_SHIM_LOG_TAG "kennel-shim"
 
 /* The shim's descriptor 3 (when ready_fd >= 0) gets "pid N\n" at once, then
  * "ready\n" or "error MESSAGE\n", then is closed. Returns the exit status. */

@@ -377,3 +377,25 @@ def test_entrypoint_end_ends_the_sandbox(server, entrypoint, state, reason):
     assert_error(server.execd(sid, "GET", "/ping"), 409)
     assert server.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
     assert not os.path.exists(os.path.join(server.run_dir, sid))
+
+
+def test_diagnostics(server):
+    sid = server.create()
+    server.request("POST", f"/v1/sandboxes/{sid}/pause")
+    server.request("POST", f"/v1/sandboxes/{sid}/resume")
+    base = f"/v1/sandboxes/{sid}/diagnostics"
+    logs = server.request("GET", f"{base}/logs?scope=container")
+    assert logs.status == 200, logs
+    d = logs.json()
+    assert {k: d[k] for k in ("sandboxId", "kind", "scope", "delivery", "truncated")} == \
+        {"sandboxId": sid, "kind": "logs", "scope": "container", "delivery": "inline",
+         "truncated": False}
+    assert d["contentType"] == "text/plain; charset=utf-8"
+    assert "kennel-execd" in d["content"] and "kennel-shim" not in d["content"]
+    ev = server.request("GET", f"{base}/events?scope=lifecycle").json()
+    assert ev["kind"] == "events"
+    assert "ready in" in ev["content"] and "paused" in ev["content"] and "resumed" in ev["content"]
+    assert_error(server.request("GET", f"{base}/logs"), 400)
+    assert_error(server.request("GET", f"{base}/logs?scope=nope"), 400)
+    assert_error(server.request("GET", "/v1/sandboxes/nope/diagnostics/logs?scope=all"), 404)
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
