@@ -5,6 +5,7 @@ exposed ports without egress, and a teardown that leaves nothing behind.
 Every probe runs inside a sandbox against the suite's private internet
 (conftest.py); results come back as one JSON line.
 """
+import fcntl
 import json
 import os
 import socket
@@ -13,7 +14,8 @@ import time
 
 import pytest
 
-from .conftest import DNS_ADDR, HOST_ADDR, check_routes, kennel_helpers, leftovers, slot_of
+from .conftest import (DNS_ADDR, HOST_ADDR, check_routes, host_links, kennel_helpers, leftovers,
+                       nft_tables, slot_of)
 
 PRELUDE = r'''
 import json, socket
@@ -358,3 +360,34 @@ def test_bad_rules_are_refused(net_run):
     for bad in ("*", "exa mple.com", "a..b", "10.0.0.0/33", "::1/128", "*.*.x"):
         r = net_run("print(1)", "--allow-domain", bad)
         assert r.returncode == 125, (bad, r.stdout, r.stderr)
+
+
+def test_failed_attach_leaves_nothing(internet, kennel):
+    """An exposed port already taken fails the run after the veth, tables
+    and proxy exist: all of it must go."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    links, tables = {l for l in host_links() if l.startswith("knh")}, nft_tables()
+    try:
+        r = subprocess.run([kennel, "run", "-q", "--expose", f"8080:{port}", "--network",
+                            "--dns-upstream", DNS_ADDR, "--", "/bin/true"],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+    assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
+    # Other kennels may be running: a slot whose lock nobody holds any more
+    # but that still has a veth or a table is a leftover.
+    new = {int(l[3:]) for l in host_links() - links if l.startswith("knh")}
+    new |= {int(t.rsplit("_", 1)[1]) for t in nft_tables() - tables if "inet kennel_" in t}
+    assert [s for s in new if slot_unheld(s)] == []
+
+
+def slot_unheld(slot):
+    try:
+        with open(f"/run/kennel/net/slots/{slot}") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True  # closing unlocks
+    except BlockingIOError:
+        return False
