@@ -607,8 +607,9 @@ write_resolv_conf(kn_netns_t *n, kn_error_t *err)
         return kn_error_set(err, errno, "create %s", path);
     char buf[128];
     uint32_t h = n->host_ip;
-    int len = snprintf(buf, sizeof buf, "nameserver %u.%u.%u.%u\noptions edns0 attempts:2 timeout:2\n",
-                       h >> 24, (h >> 16) & 255, (h >> 8) & 255, h & 255);
+    int len =
+        snprintf(buf, sizeof buf, "nameserver %u.%u.%u.%u\noptions edns0 attempts:2 timeout:2\n",
+                 h >> 24, (h >> 16) & 255, (h >> 8) & 255, h & 255);
     int rc = kn_write_all(fd, buf, (size_t)len);
     int e = errno;
     close(fd);
