@@ -732,6 +732,30 @@ layer_read(void *ctx, void *buf, size_t n, kn_error_t *err)
     }
 }
 
+/* After a failed extraction: hashes the rest of the compressed blob and,
+ * if it does not match blob_hex, replaces err with that. */
+static bool
+blob_mismatch(layer_in_t *L, const char *blob_hex, kn_error_t *err)
+{
+    char *buf = malloc(IOBUF);
+    kn_error_t ignored = {0};
+    ssize_t r = buf ? 1 : -1;
+    while (r > 0)
+        r = range_read(&L->raw, buf, IOBUF, &ignored);
+    free(buf);
+    if (r < 0)
+        return false;
+    hex_t got;
+    hash_final_hex(&L->hz, got);
+    if (!strcmp(got, blob_hex))
+        return false;
+    kn_error_set(err, EBADMSG,
+                 "blob sha256:%s (layer) does not match its digest: its content hashes to "
+                 "sha256:%s",
+                 blob_hex, got);
+    return true;
+}
+
 typedef struct importer {
     int store;
     const source_t *src;
@@ -935,6 +959,9 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
     int xr = kn_tar_extract(&t, fsfd, &im->opts, &st, err);
     kn_tar_free(&t);
     if (xr < 0) {
+        /* A blob that is not what its digest says is the clearer error. */
+        if (blob_hex && blob_mismatch(&L, blob_hex, err))
+            goto out;
         kn_error_prefix(err, "layer %s", blob_hex ? blob_hex : path);
         goto out;
     }
@@ -1609,7 +1636,11 @@ kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *
 {
     int storefd = store_open(store, false, err);
     if (storefd < 0)
-        return -1;
+        return errno == ENOENT ? kn_error_set(err, ENOENT,
+                                              "image '%s' is not in the store (there is no "
+                                              "store at %s yet: kennel image import)",
+                                              ref, kn_image_store_path(store))
+                               : -1;
     kn_image_t *img = calloc(1, sizeof *img);
     if (!img) {
         close(storefd);
