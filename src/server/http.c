@@ -282,6 +282,14 @@ first_call(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *url, 
     const char *rest;
     if (proxy_target(r->raw_uri, id, sizeof id, &port, &rest))
         return start_proxy(s, c, r, method, id, port, rest);
+    /* A lifecycle body announced larger than the cap is refused before it
+     * is read; a chunked one is cut when it passes the cap. */
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->cfg->max_body);
+        return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
+    }
     return MHD_YES;
 }
 

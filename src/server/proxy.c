@@ -111,25 +111,6 @@ add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
     return MHD_YES;
 }
 
-/* The socket's peer must live in the sandbox's pid namespace. */
-static int
-check_peer(int fd, const char *pidns, kn_error_t *err)
-{
-    struct ucred cred;
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-        return kn_error_set(err, errno, "peer credentials");
-    char link[64], ns[64];
-    snprintf(link, sizeof link, "/proc/%d/ns/pid", (int)cred.pid);
-    ssize_t n = readlink(link, ns, sizeof ns - 1);
-    if (n <= 0)
-        return kn_error_set(err, EPERM, "execd's peer is gone");
-    ns[n] = '\0';
-    if (strcmp(ns, pidns) != 0)
-        return kn_error_set(err, EPERM, "the socket's peer is not inside the sandbox");
-    return 0;
-}
-
 static int
 send_all(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
 {
@@ -148,7 +129,7 @@ kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char
     p->fd = -1;
     p->is_head = !strcmp(method, "HEAD");
     buf_t b = {0};
-    if ((p->fd = kn_uclient_connect(sock, err)) < 0 || check_peer(p->fd, pidns, err) < 0)
+    if ((p->fd = kn_uclient_connect(sock, err)) < 0 || kn_uclient_check_peer(p->fd, pidns, err) < 0)
         goto fail;
     struct timeval rt = {RECV_TIMEOUT_S, 0}, st = {SEND_TIMEOUT_S, 0};
     setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &rt, sizeof rt);

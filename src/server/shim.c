@@ -176,8 +176,8 @@ wait_ping(shim_t *s, int timeout_ms, kn_error_t *err)
     for (;;) {
         kn_uresp_t r;
         kn_error_t e = {0};
-        if (access(sock, F_OK) == 0 &&
-            kn_uclient_request(sock, "GET", "/ping", NULL, NULL, 0, 2000, 4096, &r, &e) == 0) {
+        if (access(sock, F_OK) == 0 && kn_uclient_request(sock, s->pidns, "GET", "/ping", NULL,
+                                                          NULL, 0, 2000, 4096, &r, &e) == 0) {
             int st = r.status;
             kn_uresp_free(&r);
             if (st >= 200 && st < 300)
@@ -215,8 +215,8 @@ start_entrypoint(shim_t *s, kn_error_t *err)
     char sock[PATH_MAX];
     snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
     kn_uresp_t r;
-    int rc = kn_uclient_request(sock, "POST", "/command", "application/json", text, strlen(text),
-                                10000, 1 << 20, &r, err);
+    int rc = kn_uclient_request(sock, s->pidns, "POST", "/command", "application/json", text,
+                                strlen(text), 10000, 1 << 20, &r, err);
     free(text);
     if (rc < 0)
         return kn_error_prefix(err, "entrypoint");
@@ -270,6 +270,8 @@ start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
     if (kn_sandbox_start(s->sb, err) < 0)
         return kn_error_prefix(err, "start");
     record_pidns(s);
+    if (!s->pidns[0])
+        return kn_error_set(err, ESRCH, "cannot read the sandbox's pid namespace");
     if (wait_ping(s, ready_timeout_ms, err) < 0 || start_entrypoint(s, err) < 0)
         return -1;
     return 0;
@@ -366,7 +368,7 @@ check_entrypoint(shim_t *s)
     snprintf(target, sizeof target, "/command/status/%s", s->entrypoint_id);
     kn_uresp_t r;
     kn_error_t err = {0};
-    if (kn_uclient_request(sock, "GET", target, NULL, NULL, 0, 2000, 65536, &r, &err) < 0)
+    if (kn_uclient_request(sock, s->pidns, "GET", target, NULL, NULL, 0, 2000, 65536, &r, &err) < 0)
         return 0;
     json_t *st = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
     kn_uresp_free(&r);

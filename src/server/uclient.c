@@ -35,6 +35,24 @@ kn_uclient_connect(const char *path, kn_error_t *err)
     return fd;
 }
 
+int
+kn_uclient_check_peer(int fd, const char *pidns, kn_error_t *err)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return kn_error_set(err, errno, "peer credentials");
+    char link[64], ns[64];
+    snprintf(link, sizeof link, "/proc/%d/ns/pid", (int)cred.pid);
+    ssize_t n = readlink(link, ns, sizeof ns - 1);
+    if (n <= 0)
+        return kn_error_set(err, EPERM, "execd's peer is gone");
+    ns[n] = '\0';
+    if (strcmp(ns, pidns) != 0)
+        return kn_error_set(err, EPERM, "the socket's peer is not inside the sandbox");
+    return 0;
+}
+
 struct collect {
     kn_uresp_t *r;
     size_t cap;
@@ -73,14 +91,18 @@ mono_ms(void)
 }
 
 int
-kn_uclient_request(const char *path, const char *method, const char *target, const char *ctype,
-                   const char *body, size_t blen, int timeout_ms, size_t cap, kn_uresp_t *out,
-                   kn_error_t *err)
+kn_uclient_request(const char *path, const char *pidns, const char *method, const char *target,
+                   const char *ctype, const char *body, size_t blen, int timeout_ms, size_t cap,
+                   kn_uresp_t *out, kn_error_t *err)
 {
     kn_uresp_t r = {0};
     int fd = kn_uclient_connect(path, err);
     if (fd < 0)
         return -1;
+    if (pidns && kn_uclient_check_peer(fd, pidns, err) < 0) {
+        close(fd);
+        return -1;
+    }
     char head[1024];
     int hl = snprintf(head, sizeof head,
                       "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"

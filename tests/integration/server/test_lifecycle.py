@@ -399,3 +399,47 @@ def test_diagnostics(server):
     assert_error(server.request("GET", f"{base}/logs?scope=nope"), 400)
     assert_error(server.request("GET", "/v1/sandboxes/nope/diagnostics/logs?scope=all"), 404)
     server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_planted_socket_symlink_leads_nowhere(server):
+    """Code in a sandbox owns the directory of execd's socket: a symlink planted
+    there must not make the server (or the shim) talk to a host socket."""
+    import socket
+    import threading
+    trap_path = os.path.join(server.dir, "trap.sock")
+    trap = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    trap.bind(trap_path)
+    trap.listen(16)
+    trap.settimeout(0.2)
+    received = []
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            try:
+                c, _ = trap.accept()
+            except OSError:
+                continue
+            c.settimeout(1)
+            try:
+                received.append(c.recv(65536))
+            except OSError:
+                received.append(b"")
+            c.close()
+
+    t = threading.Thread(target=listen)
+    t.start()
+    try:
+        sid = server.create()
+        out, _ = server.run(sid, f"rm /run/kennel/execd.sock && "
+                                 f"ln -s {trap_path} /run/kennel/execd.sock && echo planted")
+        assert out == ["planted"]
+        r = server.execd(sid, "GET", "/ping")
+        assert_error(r, 502)
+        time.sleep(2.5)  # the shim's entrypoint checks try too
+        assert all(b == b"" for b in received), received
+        assert server.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
+    finally:
+        stop.set()
+        t.join()
+        trap.close()
