@@ -9,8 +9,9 @@
  * upstream resolver under a fresh random query id; the answer's A records are
  * handed to the owner (netpolicy.c), which opens them in the sandbox's nft
  * set for their TTL, before the answer is relayed, so that the sandbox's
- * first connect already passes. Only UDP is served (TCP port 53 is open in
- * the firewall but nothing listens, so a client falls back fast). */
+ * first connect already passes. Queries come over UDP or TCP (a few
+ * connections, one query at a time each); the upstream is always asked over
+ * UDP (the sandbox's resolv.conf asks for EDNS0, so answers fit). */
 #include "netpolicy_internal.h"
 
 #include <arpa/inet.h>
@@ -33,6 +34,8 @@
 #define MAX_OPEN 64
 #define RCODE_SERVFAIL 2
 #define RCODE_REFUSED 5
+#define MAX_TCP 4
+#define TCP_IDLE_US (10u * 1000000u)
 
 static uint16_t
 get16(const uint8_t *p)
@@ -221,20 +224,41 @@ kn_dns_upstream_parse(const char *spec, struct sockaddr_in *out, kn_error_t *err
     return 0;
 }
 
+/* Where an answer goes: a UDP address, or a TCP client (index and the
+ * generation it had, so that a reused slot never gets another's answer). */
+typedef struct target {
+    struct sockaddr_in addr;
+    int tcp;
+    uint32_t gen;
+} target_t;
+
 typedef struct pending {
     bool used;
     bool open; /* the answer's addresses are to be opened */
     uint16_t client_id;
     uint16_t up_id;
-    struct sockaddr_in client;
+    target_t client;
     uint64_t deadline_us;
     uint16_t qtype;
     char name[256];
 } pending_t;
 
+typedef struct tcp_client {
+    int fd;
+    uint32_t gen;
+    bool busy; /* a query is out: its answer goes before the next is read */
+    uint64_t last_us;
+    size_t in_len, out_len, out_off;
+    uint8_t in[2 + KN_DNS_MAX_MSG];
+    uint8_t out[2 + KN_DNS_MAX_MSG];
+} tcp_client_t;
+
 struct kn_dnsproxy {
     int udp; /* the sandbox's side */
     int up;  /* connected to the upstream */
+    int tcp_listen;
+    uint32_t tcp_gen;
+    tcp_client_t tcp[MAX_TCP];
     uint32_t client_addr;
     const kn_net_policy_t *pol;
     kn_dns_open_fn open_fn;
@@ -251,7 +275,9 @@ kn_dnsproxy_new(uint32_t listen_addr, uint32_t client_addr, const struct sockadd
         kn_error_set(err, ENOMEM, "DNS proxy");
         return NULL;
     }
-    d->up = -1;
+    d->up = d->tcp_listen = -1;
+    for (int i = 0; i < MAX_TCP; i++)
+        d->tcp[i].fd = -1;
     d->client_addr = client_addr;
     d->open_fn = fn;
     d->ctx = ctx;
@@ -264,6 +290,15 @@ kn_dnsproxy_new(uint32_t listen_addr, uint32_t client_addr, const struct sockadd
     sa.sin_addr.s_addr = htonl(listen_addr);
     if (bind(d->udp, (struct sockaddr *)&sa, sizeof sa) < 0) {
         kn_error_set(err, errno, "DNS proxy: bind %s:53", inet_ntoa(sa.sin_addr));
+        goto fail;
+    }
+    int one = 1;
+    d->tcp_listen = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (d->tcp_listen < 0 ||
+        setsockopt(d->tcp_listen, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(d->tcp_listen, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(d->tcp_listen, 8) < 0) {
+        kn_error_set(err, errno, "DNS proxy: TCP %s:53", inet_ntoa(sa.sin_addr));
         goto fail;
     }
     d->up = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -297,25 +332,87 @@ kn_dnsproxy_free(kn_dnsproxy_t *d)
         close(d->udp);
     if (d->up >= 0)
         close(d->up);
+    if (d->tcp_listen >= 0)
+        close(d->tcp_listen);
+    for (int i = 0; i < MAX_TCP; i++)
+        if (d->tcp[i].fd >= 0)
+            close(d->tcp[i].fd);
     free(d);
+}
+
+static void
+tcp_close(tcp_client_t *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->busy = false;
+    c->in_len = c->out_len = c->out_off = 0;
+}
+
+/* Sends what is queued; the connection is free for its next query once
+ * all of the answer is out. */
+static void
+tcp_flush(tcp_client_t *c)
+{
+    while (c->fd >= 0 && c->out_off < c->out_len) {
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            tcp_close(c);
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_len = c->out_off = 0;
+    c->busy = false;
 }
 
 int
 kn_dnsproxy_pollfds(kn_dnsproxy_t *d, struct pollfd *fds, int max)
 {
     int n = 0;
+    uint64_t now = kn_now_us();
     if (n < max)
         fds[n++] = (struct pollfd){d->udp, POLLIN, 0};
     if (n < max)
         fds[n++] = (struct pollfd){d->up, POLLIN, 0};
+    if (n < max)
+        fds[n++] = (struct pollfd){d->tcp_listen, POLLIN, 0};
+    for (int i = 0; i < MAX_TCP; i++) {
+        tcp_client_t *c = &d->tcp[i];
+        if (c->fd >= 0 && now - c->last_us > TCP_IDLE_US)
+            tcp_close(c);
+        if (c->fd >= 0 && n < max)
+            fds[n++] = (struct pollfd){
+                c->fd, (short)((c->busy ? 0 : POLLIN) | (c->out_len ? POLLOUT : 0)), 0};
+    }
     return n;
 }
 
 static void
-reply(kn_dnsproxy_t *d, const uint8_t *buf, size_t len, const struct sockaddr_in *to)
+reply(kn_dnsproxy_t *d, const uint8_t *buf, size_t len, const target_t *to)
 {
-    if (len)
-        (void)sendto(d->udp, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof *to);
+    if (!len)
+        return;
+    if (to->tcp < 0) {
+        (void)sendto(d->udp, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&to->addr,
+                     sizeof to->addr);
+        return;
+    }
+    tcp_client_t *c = &d->tcp[to->tcp];
+    if (c->fd < 0 || c->gen != to->gen || len > KN_DNS_MAX_MSG)
+        return;
+    c->out[0] = (uint8_t)(len >> 8);
+    c->out[1] = (uint8_t)len;
+    memcpy(c->out + 2, buf, len);
+    c->out_len = len + 2;
+    c->out_off = 0;
+    tcp_flush(c);
 }
 
 static pending_t *
@@ -345,26 +442,28 @@ fresh_id(const kn_dnsproxy_t *d)
     }
 }
 
-static void
-on_query(kn_dnsproxy_t *d, uint8_t *buf, size_t len, const struct sockaddr_in *from)
+/* Returns -1 when the query was dropped (not the sandbox's, or not a
+ * well-formed query), 0 when it was answered or forwarded. */
+static int
+on_query(kn_dnsproxy_t *d, uint8_t *buf, size_t len, const target_t *from)
 {
     uint8_t out[KN_DNS_MAX_MSG];
     kn_dns_question_t q;
     /* Only the sandbox asks, and only queries (QR clear, opcode QUERY). */
-    if (from->sin_addr.s_addr != htonl(d->client_addr))
-        return;
+    if (from->addr.sin_addr.s_addr != htonl(d->client_addr))
+        return -1;
     if (kn_dns_parse_question(buf, len, &q) < 0 || (buf[2] & 0xF8) != 0)
-        return;
+        return -1;
     kn_name_verdict_t v = d->pol ? kn_net_name_verdict(d->pol, q.name) : KN_NAME_REFUSE;
     if (v == KN_NAME_REFUSE) {
         reply(d, out, kn_dns_refused(buf, &q, out, sizeof out), from);
-        return;
+        return 0;
     }
     uint64_t now = kn_now_us();
     pending_t *p = pending_slot(d, now);
     if (!p) {
         reply(d, out, answer_rcode(buf, &q, RCODE_SERVFAIL, out, sizeof out), from);
-        return;
+        return 0;
     }
     *p = (pending_t){.used = true,
                      .open = v == KN_NAME_OPEN,
@@ -382,6 +481,7 @@ on_query(kn_dnsproxy_t *d, uint8_t *buf, size_t len, const struct sockaddr_in *f
         buf[1] = (uint8_t)p->client_id;
         reply(d, out, answer_rcode(buf, &q, RCODE_SERVFAIL, out, sizeof out), from);
     }
+    return 0;
 }
 
 typedef struct collect {
@@ -441,10 +541,88 @@ on_answer(kn_dnsproxy_t *d, uint8_t *buf, size_t len)
     reply(d, buf, len, &p->client);
 }
 
+/* Serves the complete queries buffered on client i, one at a time. */
+static void
+tcp_process(kn_dnsproxy_t *d, int i)
+{
+    tcp_client_t *c = &d->tcp[i];
+    uint8_t msg[KN_DNS_MAX_MSG];
+    while (c->fd >= 0 && !c->busy && c->in_len >= 2) {
+        size_t len = get16(c->in);
+        if (len < DNS_HDR || len > KN_DNS_MAX_MSG) {
+            tcp_close(c);
+            return;
+        }
+        if (c->in_len < len + 2)
+            return;
+        memcpy(msg, c->in + 2, len);
+        memmove(c->in, c->in + 2 + len, c->in_len - 2 - len);
+        c->in_len -= 2 + len;
+        c->busy = true;
+        target_t from = {.tcp = i, .gen = c->gen};
+        socklen_t sl = sizeof from.addr;
+        if (getpeername(c->fd, (struct sockaddr *)&from.addr, &sl) < 0 ||
+            on_query(d, msg, len, &from) < 0)
+            tcp_close(c);
+    }
+}
+
+static void
+tcp_accept(kn_dnsproxy_t *d)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd = accept4(d->tcp_listen, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (sl != sizeof sa || sa.sin_addr.s_addr != htonl(d->client_addr)) {
+        close(fd);
+        return;
+    }
+    tcp_client_t *c = NULL;
+    for (int i = 0; i < MAX_TCP; i++)
+        if (!c || d->tcp[i].fd < 0 || (c->fd >= 0 && d->tcp[i].last_us < c->last_us))
+            c = &d->tcp[i]; /* a free slot, else the longest idle */
+    tcp_close(c);
+    c->fd = fd;
+    c->gen = ++d->tcp_gen;
+    c->last_us = kn_now_us();
+}
+
+static bool
+tcp_handle(kn_dnsproxy_t *d, int fd, short revents)
+{
+    if (fd == d->tcp_listen) {
+        if (revents & POLLIN)
+            tcp_accept(d);
+        return true;
+    }
+    for (int i = 0; i < MAX_TCP; i++) {
+        tcp_client_t *c = &d->tcp[i];
+        if (c->fd < 0 || c->fd != fd)
+            continue;
+        c->last_us = kn_now_us();
+        if (revents & POLLOUT)
+            tcp_flush(c);
+        if (c->fd >= 0 && (revents & (POLLIN | POLLHUP | POLLERR)) && !c->busy) {
+            ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                tcp_close(c);
+            else if (n > 0)
+                c->in_len += (size_t)n;
+        }
+        tcp_process(d, i);
+        return true;
+    }
+    return false;
+}
+
 void
 kn_dnsproxy_handle(kn_dnsproxy_t *d, int fd, short revents)
 {
     uint8_t buf[KN_DNS_MAX_MSG];
+    if (tcp_handle(d, fd, revents))
+        return;
     if (!(revents & (POLLIN | POLLERR | POLLHUP)))
         return;
     /* A bounded batch per wakeup, so that a flood cannot starve the loop. */
@@ -455,11 +633,16 @@ kn_dnsproxy_handle(kn_dnsproxy_t *d, int fd, short revents)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            return; /* EAGAIN, or an ICMP error from the upstream */
+            break; /* EAGAIN, or an ICMP error from the upstream */
         }
-        if (fd == d->udp && fl == sizeof from && from.sin_family == AF_INET)
-            on_query(d, buf, (size_t)r, &from);
-        else if (fd == d->up)
+        if (fd == d->udp && fl == sizeof from && from.sin_family == AF_INET) {
+            target_t to = {.addr = from, .tcp = -1};
+            (void)on_query(d, buf, (size_t)r, &to);
+        } else if (fd == d->up) {
             on_answer(d, buf, (size_t)r);
+        }
     }
+    /* Answers may have freed TCP clients with more queries buffered. */
+    for (int i = 0; fd == d->up && i < MAX_TCP; i++)
+        tcp_process(d, i);
 }

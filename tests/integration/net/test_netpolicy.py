@@ -151,6 +151,39 @@ except OSError:
     assert out["garbage"] == "dropped", out
 
 
+def test_proxy_over_tcp(net_run):
+    out = probe(net_run, r'''
+import struct
+ns = open("/etc/resolv.conf").read().split()[1]
+def q(name, qid):
+    m = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    m += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    m += struct.pack(">HH", 1, 1)
+    return struct.pack(">H", len(m)) + m
+def read_msg(s):
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            d = s.recv(n - len(b))
+            if not d:
+                raise EOFError
+            b += d
+        return b
+    m = exact(struct.unpack(">H", exact(2))[0])
+    return [struct.unpack(">H", m[:2])[0], m[3] & 15, ".".join(str(x) for x in m[-4:])]
+s = socket.create_connection((ns, 53), timeout=3)
+# three queries in one segment: answered in order, one at a time
+s.sendall(q("allowed.test", 1) + q("other.test", 2) + q("api.wild.test", 3))
+out["answers"] = [read_msg(s) for _ in range(3)]
+s.close()
+out["get"] = get("203.0.113.30")
+''', "--allow-domain", "allowed.test", "--allow-domain", "*.wild.test")
+    assert out["answers"][0] == [1, 0, "203.0.113.10"], out
+    assert out["answers"][1][:2] == [2, 5], out  # REFUSED
+    assert out["answers"][2] == [3, 0, "203.0.113.30"], out
+    assert out["get"] == served("203.0.113.30"), out
+
+
 def test_wildcard_semantics(net_run):
     out = probe(net_run, r'''
 for n in ("api.wild.test", "deep.a.wild.test", "wild.test"):
