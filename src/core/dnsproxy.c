@@ -623,7 +623,7 @@ kn_dnsproxy_handle(kn_dnsproxy_t *d, int fd, short revents)
     uint8_t buf[KN_DNS_MAX_MSG];
     if (tcp_handle(d, fd, revents))
         return;
-    if (!(revents & (POLLIN | POLLERR | POLLHUP)))
+    if ((fd != d->udp && fd != d->up) || !(revents & (POLLIN | POLLERR | POLLHUP)))
         return;
     /* A bounded batch per wakeup, so that a flood cannot starve the loop. */
     for (int i = 0; i < 64; i++) {

@@ -38,7 +38,7 @@
 #define POOL_SLOTS 16384u     /* /30 each */
 #define TTL_MIN 5u            /* seconds: answers with TTL 0 still get used once */
 #define TTL_MAX 86400u
-#define MAX_OPENED 4096
+#define MAX_OPENED 1024
 #define SCRIPT_MAX 65536
 
 /* Never reachable unless an allow CIDR names them: "this network",
