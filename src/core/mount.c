@@ -77,6 +77,35 @@ tmpfs_at(const char *dst, uint64_t size, mode_t mode, unsigned long flags, const
     return do_mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV | flags, data, err);
 }
 
+/* Creates dst (and its parents) as a directory or an empty file, unless it
+ * exists; a symlink there is refused (a mount would follow it). */
+static int
+make_mountpoint(const char *dst, bool dir, kn_error_t *err)
+{
+    struct stat st;
+    if (dir)
+        return kn_mkdir_p(dst, 0755, err);
+    if (lstat(dst, &st) == 0) {
+        if (S_ISLNK(st.st_mode))
+            return kn_error_set(err, ELOOP, "mountpoint %s is a symlink", dst);
+        return 0;
+    }
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", dst);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = '\0';
+        if (kn_mkdir_p(parent, 0755, err) < 0)
+            return -1;
+    }
+    int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno != EEXIST)
+        return kn_error_set(err, errno, "create mountpoint %s", dst);
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
 /* Binds src onto dst, creating dst as a directory or an empty file to match. */
 static int
 bind_at(const char *src, const char *dst, bool ro, kn_error_t *err)
@@ -84,27 +113,8 @@ bind_at(const char *src, const char *dst, bool ro, kn_error_t *err)
     struct stat st;
     if (stat(src, &st) < 0)
         return kn_error_set(err, errno, "bind source %s", src);
-    if (S_ISDIR(st.st_mode)) {
-        if (kn_mkdir_p(dst, 0755, err) < 0)
-            return -1;
-    } else if (lstat(dst, &st) == 0) {
-        if (S_ISLNK(st.st_mode))
-            return kn_error_set(err, ELOOP, "mountpoint %s is a symlink", dst);
-    } else {
-        char parent[PATH_MAX];
-        snprintf(parent, sizeof parent, "%s", dst);
-        char *slash = strrchr(parent, '/');
-        if (slash && slash != parent) {
-            *slash = '\0';
-            if (kn_mkdir_p(parent, 0755, err) < 0)
-                return -1;
-        }
-        int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0 && errno != EEXIST)
-            return kn_error_set(err, errno, "create mountpoint %s", dst);
-        if (fd >= 0)
-            close(fd);
-    }
+    if (make_mountpoint(dst, S_ISDIR(st.st_mode), err) < 0)
+        return -1;
     if (do_mount(src, dst, NULL, MS_BIND | MS_REC, NULL, err) < 0)
         return -1;
     return lock_down(dst, ro, false, err);
@@ -241,18 +251,58 @@ setup_dev(const kn_config_t *cfg, kn_error_t *err)
     return tmpfs_at(NEWROOT "/dev/shm", 64 << 20, 01777, MS_NOEXEC, cfg, false, err);
 }
 
+/* Moves a detached mount tree (made by the launcher, see kn_mount_bind_tree)
+ * onto dst, creating dst as a directory or an empty file to match. */
 static int
-setup_binds(const kn_config_t *cfg, kn_error_t *err)
+attach_tree(int tree, const char *dst, kn_error_t *err)
+{
+    struct stat st;
+    if (fstat(tree, &st) < 0)
+        return kn_error_set(err, errno, "bind source");
+    if (make_mountpoint(dst, S_ISDIR(st.st_mode), err) < 0)
+        return -1;
+    if (kn_sys_move_mount(tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return kn_error_set(err, errno, "attach bind at %s", dst);
+    return 0;
+}
+
+/* bind_fds[i], when not -1, is binds[i] already cloned and locked down by
+ * the launcher with its own right to reach the source: a source under a
+ * directory the sandbox's user could not traverse (a 0700 home or temp dir)
+ * still binds. Otherwise the source is bound by path from /oldroot. */
+static int
+setup_binds(const kn_config_t *cfg, const int *bind_fds, kn_error_t *err)
 {
     for (size_t i = 0; i < cfg->n_binds; i++) {
         const kn_bind_t *b = &cfg->binds[i];
         char src[PATH_MAX], dst[PATH_MAX];
-        snprintf(src, sizeof src, OLDROOT "%s", b->src);
         snprintf(dst, sizeof dst, NEWROOT "%s", b->dst);
+        if (bind_fds && bind_fds[i] >= 0) {
+            if (attach_tree(bind_fds[i], dst, err) < 0)
+                return kn_error_prefix(err, "bind %s:%s", b->src, b->dst);
+            continue;
+        }
+        snprintf(src, sizeof src, OLDROOT "%s", b->src);
         if (bind_at(src, dst, !b->rw, err) < 0)
             return kn_error_prefix(err, "bind %s:%s", b->src, b->dst);
     }
     return 0;
+}
+
+int
+kn_mount_bind_tree(const char *src, bool rw)
+{
+    int tree = kn_sys_open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (tree < 0)
+        return -1;
+    struct mount_attr a = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (!rw)
+        a.attr_set |= MOUNT_ATTR_RDONLY;
+    if (kn_sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0) {
+        close(tree);
+        return -1;
+    }
+    return tree;
 }
 
 static bool
@@ -299,7 +349,8 @@ setup_sys(const kn_cgroup_t *cg, kn_error_t *err)
 }
 
 int
-kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id, kn_error_t *err)
+kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
+                    const int *bind_fds, kn_error_t *err)
 {
     /* 1. Nothing we do may propagate back to the host. */
     if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
@@ -359,7 +410,7 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
             tmpfs_at(NEWROOT "/out", cfg->root_size, 0755, 0, cfg, true, err) < 0)
             return -1;
     }
-    if (setup_binds(cfg, err) < 0)
+    if (setup_binds(cfg, bind_fds, err) < 0)
         return -1;
     if (cfg->service && cg && setup_sys(cg, err) < 0)
         return -1;

@@ -10,6 +10,8 @@
 #ifndef KN_MOUNT_H
 #define KN_MOUNT_H
 
+#include <stdbool.h>
+
 #include "config.h"
 #include "error.h"
 
@@ -18,8 +20,15 @@
 typedef struct kn_cgroup kn_cgroup_t;
 /* id: the sandbox's id; with a network policy, the resolv.conf that
  * kn_net_attach() wrote for it is bound at /etc/resolv.conf. */
+/* bind_fds: from kn_mount_bind_tree() for each cfg->binds[i] (or NULL, or
+ * -1 entries: bound by path inside the sandbox's user namespace). */
 int kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
-                        kn_error_t *err);
+                        const int *bind_fds, kn_error_t *err);
+
+/* Launcher side, before clone: a detached copy of the mount tree at src,
+ * nosuid, nodev and read-only unless rw, that the sandbox attaches with
+ * move_mount(). Needs CAP_SYS_ADMIN (root launcher); -1 otherwise. */
+int kn_mount_bind_tree(const char *src, bool rw);
 
 /* Called by init, inside the finished root, when the program is about to
  * start: /in (deny-by-default's inputs) becomes read-only. */

@@ -103,6 +103,7 @@ typedef struct child_ctx {
     int sync;
     bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
     const char *id;
+    const int *bind_fds;
     const kn_cgroup_t *cg;
     bool no_cgroup; /* set at EXEC: limit memory with RLIMIT_AS instead */
     const kn_bpf_t *filter;
@@ -165,7 +166,7 @@ contain(const child_ctx_t *c, char *report, size_t rlen, kn_error_t *err)
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
     lap(report, rlen, "ids", &t);
-    if (kn_mount_setup_root(cfg, c->cg, c->id, err) < 0)
+    if (kn_mount_setup_root(cfg, c->cg, c->id, c->bind_fds, err) < 0)
         return -1;
     lap(report, rlen, "mounts", &t);
     if (kn_net_loopback_up(err) < 0)
@@ -525,6 +526,9 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     make_id(sb->id, sizeof sb->id);
 
     kn_bpf_t filter = {0}, notify = {0};
+    int bind_fds[KN_MAX_BINDS];
+    for (size_t i = 0; i < KN_MAX_BINDS; i++)
+        bind_fds[i] = -1;
     int sp[2] = {-1, -1};
     uint64_t t = t0;
     if (kn_seccomp_build(cfg, &filter, err) < 0)
@@ -543,6 +547,10 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
             goto fail;
         phase(sb, "cgroup", &t);
     }
+    /* Bind sources are reached with the launcher's rights, not the
+     * sandbox user's (see mount.c setup_binds). */
+    for (size_t i = 0; i < cfg->n_binds && geteuid() == 0; i++)
+        bind_fds[i] = kn_mount_bind_tree(cfg->binds[i].src, cfg->binds[i].rw);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         kn_error_set(err, errno, "socketpair");
         goto fail;
@@ -553,6 +561,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .sync = sp[1],
                      .rootmap = geteuid() == 0,
                      .id = sb->id,
+                     .bind_fds = bind_fds,
                      .cg = sb->cg,
                      .filter = &filter,
                      .exec_notify = cfg->deny_exec ? &notify : NULL};
@@ -615,12 +624,20 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     }
     phase(sb, "wait_child", &t);
     child_phases(sb, m.text);
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        if (bind_fds[i] >= 0)
+            close(bind_fds[i]);
+        bind_fds[i] = -1;
+    }
     kn_bpf_free(&filter);
     kn_bpf_free(&notify);
     sb->state = KN_SB_READY;
     *out = sb;
     return 0;
 fail:
+    for (size_t i = 0; i < cfg->n_binds; i++)
+        if (bind_fds[i] >= 0)
+            close(bind_fds[i]);
     if (sp[0] >= 0)
         close(sp[0]);
     if (sp[1] >= 0)
