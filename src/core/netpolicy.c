@@ -515,6 +515,24 @@ remember(kn_netns_t *n, const char *name, uint32_t addr, uint64_t expires)
     }
 }
 
+/* When addr is open in the set now (for a name the policy still allows),
+ * until when. */
+static uint64_t
+open_until(const kn_netns_t *n, uint32_t addr)
+{
+    uint64_t until = 0;
+    for (size_t i = 0; i < n->n_opened; i++) {
+        const opened_t *o = &n->opened[i];
+        if (o->addr == addr && o->expires_us > until &&
+            kn_net_name_verdict(&n->pol, o->name) == KN_NAME_OPEN)
+            until = o->expires_us;
+    }
+    return until;
+}
+
+/* Opens the addresses of one answer. An address already open for at least
+ * half its new TTL is left alone, so that a sandbox repeating a lookup
+ * does not cost an nft run each time. */
 static int
 open_addrs(void *ctx, const char *name, const uint32_t *addrs, const uint32_t *ttls, size_t k)
 {
@@ -522,24 +540,33 @@ open_addrs(void *ctx, const char *name, const uint32_t *addrs, const uint32_t *t
     char script[8192];
     sbuf_t b = {.s = script, .cap = sizeof script};
     script[0] = '\0';
+    uint64_t now = kn_now_us(), until[64];
     bool any = false;
-    uint64_t now = kn_now_us();
+    if (k > 64)
+        k = 64;
     for (size_t i = 0; i < k; i++) {
+        until[i] = 0;
         if (!kn_net_addr_openable(&n->pol, addrs[i]))
             continue; /* rebinding to a private or metadata address: not opened */
         uint32_t ttl = ttls[i] < TTL_MIN ? TTL_MIN : ttls[i] > TTL_MAX ? TTL_MAX : ttls[i];
+        until[i] = open_until(n, addrs[i]); /* as open as the set has it */
+        if (until[i] >= now + (uint64_t)ttl * 500000u)
+            continue;
+        until[i] = now + (uint64_t)ttl * 1000000u;
         put(&b, any ? ", " : "add element inet kennel open4 { ");
         put_ip(&b, addrs[i]);
         put(&b, " timeout %us", ttl);
-        remember(n, name, addrs[i], now + (uint64_t)ttl * 1000000u);
         any = true;
     }
-    if (!any)
-        return 0;
-    put(&b, " }\n");
-    kn_error_t err;
-    if (b.overflow || kn_nft_run(n->netns_fd, script, &err) < 0)
-        return -1;
+    if (any) {
+        put(&b, " }\n");
+        kn_error_t err;
+        if (b.overflow || kn_nft_run(n->netns_fd, script, &err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < k; i++)
+        if (until[i] > now)
+            remember(n, name, addrs[i], until[i]);
     return 0;
 }
 

@@ -58,8 +58,9 @@ NAMES = {
     "private.test": "10.99.0.1",
     "mixed.test": "203.0.113.50",
 }
-# mixed.test also answers with a private address (rebinding inside one answer).
-EXTRA_RECORDS = [("mixed.test", "172.20.0.1")]
+# mixed.test also answers with a private address (rebinding inside one answer);
+# alias.test shares allowed.test's address.
+EXTRA_RECORDS = [("mixed.test", "172.20.0.1"), ("alias.test", "203.0.113.10")]
 # Addresses that must stay unreachable, assigned inside so that a leak lands
 # there and is seen (an HTTP server answers on all of them).
 UNREACHABLE = ["169.254.169.254", "10.99.0.1", "172.20.0.1", "192.168.77.1"]

@@ -108,8 +108,18 @@ def test_runtime_update(internet, harness_exe):
         assert h.probe("get", "203.0.113.31") == "served-by 203.0.113.31"
         assert h.probe("get", "169.254.169.254").startswith("error:")
 
+        # two names, one address: it stays open while either name is allowed
+        assert h.update("allow:allowed.test", "allow:alias.test") == "ok"
+        assert h.probe("dns", "allowed.test") == "203.0.113.10"
+        assert h.probe("dns", "alias.test") == "203.0.113.10"
+        assert h.update("allow:alias.test") == "ok"
+        assert h.probe("get", "203.0.113.10") == "served-by 203.0.113.10"
+        assert h.update("allow:wild.test") == "ok"
+        assert h.probe("get", "203.0.113.10").startswith("error:")
+
         assert h.update("allow:bad..name").startswith("error:")
-        assert h.probe("dns", "allowed.test") == "203.0.113.10"  # the old policy holds
+        assert h.probe("get", "203.0.113.10").startswith("error:")  # the old policy holds
+        assert h.probe("dns", "wild.test") == "203.0.113.31"
     finally:
         h.quit()
     assert leftovers([slot]) == []
