@@ -14,6 +14,8 @@ typedef struct kn_command {
 } kn_command_t;
 
 int kn_cmd_run(int argc, char **argv);
+int kn_cmd_attest(int argc, char **argv);
+int kn_cmd_attest_probe(int argc, char **argv);
 int kn_cmd_receipts(int argc, char **argv);
 int kn_cmd_serve(int argc, char **argv);
 int kn_cmd_shim(int argc, char **argv);

@@ -6,6 +6,9 @@
 
 static const kn_command_t commands[] = {
     {"run", "run code or a command in a fresh sandbox, then destroy it", kn_cmd_run},
+    {"attest", "prove a profile's isolation with probes; write the evidence bundle", kn_cmd_attest},
+    {"attest-probe", "the probes themselves, run inside the sandbox (internal)",
+     kn_cmd_attest_probe},
     {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
     {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", kn_cmd_serve},
     {"shim", "supervise one sandbox for `kennel serve` (internal)", kn_cmd_shim},
