@@ -29,6 +29,9 @@ usage(FILE *f)
                "      --allow-host-path DIR     host volumes may come from under DIR\n"
                "      --max-timeout SECONDS     longest sandbox timeout accepted\n"
                "      --ready-timeout MS        give up a create when execd is silent (30000)\n"
+               "      --pool NAME=SIZE     keep SIZE sandboxes ready for creates of image host\n"
+               "                           with the SDK's default limits (cpu 1, memory 2Gi);\n"
+               "                           other pools: \"pools\" in the config\n"
                "  -q, --quiet              no request log lines\n"
                "\n"
                "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -65,6 +68,7 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"allow-host-path", required_argument, 0, 261},
         {"max-timeout", required_argument, 0, 262},
         {"ready-timeout", required_argument, 0, 263},
+        {"pool", required_argument, 0, 264},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -140,6 +144,24 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             else
                 cfg->ready_timeout_ms = (int)(v > 600000 ? 600000 : v);
             break;
+        case 264: {
+            eq = strchr(optarg, '=');
+            char *end = NULL;
+            v = eq ? strtol(eq + 1, &end, 10) : -1;
+            char name[64];
+            if (!eq || eq == optarg || (size_t)(eq - optarg) >= sizeof name || !end || *end ||
+                v < 0) {
+                fprintf(stderr, "kennel serve: --pool wants NAME=SIZE\n");
+                return KN_EXIT_KENNEL;
+            }
+            snprintf(name, sizeof name, "%.*s", (int)(eq - optarg), optarg);
+            kn_error_t perr = {0};
+            if (kn_server_cfg_add_pool(cfg, name, NULL, NULL, (int)v, &perr) < 0) {
+                fprintf(stderr, "kennel serve: --pool: %s\n", perr.msg);
+                return KN_EXIT_KENNEL;
+            }
+            break;
+        }
         case 'q':
             cfg->log_requests = false;
             break;

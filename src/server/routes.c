@@ -423,6 +423,17 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
         }
         return sandbox_routes(s, c, r, m, segs, n);
     }
+    if (!strcmp(segs[0], "pools") && n <= 2) {
+        json_t *out = NULL;
+        kn_error_t err = {0};
+        if (strcmp(m, "GET") != 0)
+            return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
+                                 "pools are set in the server's config (pools, --pool); the API "
+                                 "only reads them");
+        return kn_sbx_pools(s->mgr, n == 2 ? segs[1] : NULL, &out, &err) < 0
+                   ? kn_http_fail(c, r, &err)
+                   : kn_http_json(c, r, 200, out);
+    }
     if (!strcmp(segs[0], "snapshots")) {
         if (n == 1 && !strcmp(m, "GET"))
             return kn_http_json(c, r, 200,

@@ -57,6 +57,12 @@ int kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char
  * what the shims recorded. Returns milliseconds until the next expiry
  * (capped at max_wait_ms). */
 int kn_sbx_reap(kn_sbx_t *m, int max_wait_ms);
+/* The warm pools (all, or the one named), in the shape of OpenSandbox's
+ * pool API: name, capacitySpec, status {total, allocated, available}. */
+int kn_sbx_pools(kn_sbx_t *m, const char *name, json_t **out, kn_error_t *err);
+/* Ends every warm pool member (a graceful shutdown: the pools are the
+ * server's own; the users' sandboxes keep running). */
+void kn_sbx_drain_pools(kn_sbx_t *m);
 /* Counts by state, for /metrics: calls fn for each state present. */
 void kn_sbx_count_states(kn_sbx_t *m, void (*fn)(const char *state, long n, void *ctx), void *ctx);
 

@@ -65,6 +65,11 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     }
     for (int i = 0; i < cfg->n_host_paths; i++)
         free(cfg->host_paths[i]);
+    for (int i = 0; i < cfg->n_pools; i++) {
+        free(cfg->pools[i].name);
+        free(cfg->pools[i].image);
+        free(cfg->pools[i].limits);
+    }
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -76,6 +81,28 @@ set_str(char **field, const char *v, kn_error_t *err)
         return kn_error_set(err, ENOMEM, "config");
     free(*field);
     *field = c;
+    return 0;
+}
+
+int
+kn_server_cfg_add_pool(kn_server_cfg_t *cfg, const char *name, const char *image,
+                       const char *limits, int size, kn_error_t *err)
+{
+    if (cfg->n_pools == KN_SERVER_MAX_POOLS)
+        return kn_server_error(err, EINVAL, "at most %d pools", KN_SERVER_MAX_POOLS);
+    if (!name[0] || strlen(name) > 63 || size < 0 || size > 1000)
+        return kn_server_error(err, EINVAL, "pool '%s': a name and a size of 0 to 1000", name);
+    for (int i = 0; i < cfg->n_pools; i++)
+        if (!strcmp(cfg->pools[i].name, name))
+            return kn_server_error(err, EINVAL, "pool '%s' is given twice", name);
+    kn_server_pool_t *p = &cfg->pools[cfg->n_pools];
+    p->name = strdup(name);
+    p->image = strdup(image ? image : "host");
+    p->limits = strdup(limits ? limits : "{\"cpu\":\"1\",\"memory\":\"2Gi\"}");
+    p->size = size;
+    cfg->n_pools++;
+    if (!p->name || !p->image || !p->limits)
+        return kn_error_set(err, ENOMEM, "pool");
     return 0;
 }
 
@@ -136,6 +163,24 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
             goto out;
         }
         cfg->host_paths[cfg->n_host_paths++] = strdup(json_string_value(v));
+    }
+    json_array_foreach(json_object_get(j, "pools"), i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        json_t *size = json_object_get(v, "size"), *lim = json_object_get(v, "resourceLimits");
+        if (!name || !json_is_integer(size) || (lim && !json_is_object(lim))) {
+            kn_server_error(err, EINVAL,
+                            "%s: pools[%zu] needs name, size and optionally image "
+                            "and resourceLimits",
+                            path, i);
+            goto out;
+        }
+        char *limits = lim ? json_dumps(lim, JSON_COMPACT) : NULL;
+        int rc = kn_server_cfg_add_pool(cfg, name, json_string_value(json_object_get(v, "image")),
+                                        limits, (int)json_integer_value(size), err);
+        free(limits);
+        if (rc < 0)
+            goto out;
     }
     if ((v = json_object_get(j, "maxTimeoutSeconds")))
         cfg->max_timeout_s = json_integer_value(v);
@@ -280,7 +325,9 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     while (sigwait(&stop, &sig) != 0 || sig == SIGHUP)
         ;
     fprintf(stderr,
-            "{\"level\":\"info\",\"msg\":\"signal %d: stopping; sandboxes keep running\"}\n", sig);
+            "{\"level\":\"info\",\"msg\":\"signal %d: stopping; sandboxes keep running, "
+            "warm pools are drained\"}\n",
+            sig);
     ret = 0;
 out:
     if (s.daemon)
@@ -292,6 +339,8 @@ out:
         pthread_mutex_unlock(&rp.mu);
         pthread_join(reaper, NULL);
     }
+    if (s.mgr && ret == 0)
+        kn_sbx_drain_pools(s.mgr);
     kn_sbx_close(s.mgr);
     return ret;
 }

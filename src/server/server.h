@@ -16,6 +16,15 @@
 #define KN_SERVER_MAX_KEYS 16
 #define KN_SERVER_MAX_ALIASES 32
 #define KN_SERVER_MAX_HOSTPATHS 16
+#define KN_SERVER_MAX_POOLS 8
+
+/* A warm pool: size sandboxes of one image and set of limits kept ready. */
+typedef struct kn_server_pool {
+    char *name;
+    char *image;  /* an image name the API accepts ("host" or an alias) */
+    char *limits; /* resourceLimits as a JSON object's text */
+    int size;
+} kn_server_pool_t;
 
 typedef struct kn_server_cfg {
     char listen_host[64]; /* numeric IPv4 or IPv6 address */
@@ -34,6 +43,8 @@ typedef struct kn_server_cfg {
     /* Host-path volumes must resolve under one of these prefixes. */
     char *host_paths[KN_SERVER_MAX_HOSTPATHS];
     int n_host_paths;
+    kn_server_pool_t pools[KN_SERVER_MAX_POOLS];
+    int n_pools;
     int64_t max_timeout_s; /* 0: no maximum */
     int ready_timeout_ms;  /* create gives up when execd does not answer by then */
     size_t max_body;       /* lifecycle request bodies */
@@ -48,9 +59,14 @@ int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
 /* Fills defaults. */
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
- * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds). */
+ * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
+ * pools: [{name, image, resourceLimits, size}]). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
 void kn_server_cfg_free(kn_server_cfg_t *cfg);
+/* Adds a pool; limits is a JSON object's text, NULL for the SDK's default
+ * {"cpu": "1", "memory": "2Gi"}. */
+int kn_server_cfg_add_pool(kn_server_cfg_t *cfg, const char *name, const char *image,
+                           const char *limits, int size, kn_error_t *err);
 
 /* Serves until SIGTERM or SIGINT. Sandboxes keep running after it returns. */
 int kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err);

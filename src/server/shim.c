@@ -272,7 +272,10 @@ start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
     record_pidns(s);
     if (!s->pidns[0])
         return kn_error_set(err, ESRCH, "cannot read the sandbox's pid namespace");
-    if (wait_ping(s, ready_timeout_ms, err) < 0 || start_entrypoint(s, err) < 0)
+    if (wait_ping(s, ready_timeout_ms, err) < 0)
+        return -1;
+    /* A warm pool member has no entrypoint until a create claims it. */
+    if (json_object_get(s->spec, "entrypoint") && start_entrypoint(s, err) < 0)
         return -1;
     return 0;
 }
@@ -321,6 +324,22 @@ serve_control(shim_t *s, int fd)
                         want ? "CONTAINER_PAUSED" : "CONTAINER_RUNNING",
                         want ? "Sandbox paused." : "Sandbox running.", -1000);
             logf_(s, "%s", want ? "paused" : "resumed");
+        }
+    } else if (!strcmp(line, "claim")) {
+        /* A create took this warm sandbox: its spec.json now holds the
+         * request; start the request's entrypoint. */
+        json_t *spec =
+            live && !s->entrypoint_id[0] ? json_load_file(at(s, KN_SHIM_SPEC), 0, NULL) : NULL;
+        if (!spec) {
+            snprintf(reply, sizeof reply, "error not a warm sandbox, or no spec\n");
+        } else {
+            json_decref(s->spec);
+            s->spec = spec;
+            if (start_entrypoint(s, &err) < 0)
+                snprintf(reply, sizeof reply, "error %s\n", err.msg);
+            else
+                write_state(s, "Running", "CONTAINER_RUNNING", "Sandbox taken from a warm pool.",
+                            -1000);
         }
     } else if (!strcmp(line, "kill")) {
         finish(s, "Terminated", "user_delete", "Sandbox deleted.");
@@ -408,7 +427,7 @@ loop(shim_t *s)
         }
         if (pr == 0) {
             /* A frozen execd cannot answer: no check while paused. */
-            if (!s->paused && check_entrypoint(s)) {
+            if (!s->paused && s->entrypoint_id[0] && check_entrypoint(s)) {
                 drain_control(s);
                 return 0;
             }
@@ -496,7 +515,10 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
         }
         goto out;
     }
-    write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
+    if (s.entrypoint_id[0])
+        write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
+    else
+        write_state(&s, "Warm", "warm", "Ready in a warm pool.", -1000);
     logf_(&s, "ready in %.3f ms (sandbox pid %d)", (kn_now_us() - t0) / 1000.0,
           (int)kn_sandbox_pid(s.sb));
     tell_ready(&s, "ready\n");

@@ -335,8 +335,7 @@ check_extensions(const json_t *ext, kn_error_t *err)
 {
     if (check_string_map(ext, "extensions", err) < 0)
         return -1;
-    if (json_object_get(ext, "poolRef"))
-        return kn_server_error(err, EINVAL, "extensions.poolRef: pools are not supported yet");
+    /* poolRef itself is resolved by the manager, which knows the pools. */
     const char *renew = json_string_value(json_object_get(ext, "access.renew.extend.seconds"));
     if (renew) {
         char *end = NULL;

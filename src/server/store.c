@@ -303,6 +303,80 @@ kn_store_set_expires(kn_store_t *st, const char *id, int64_t expires_ms, kn_erro
 }
 
 int
+kn_store_claim(kn_store_t *st, const char *pool_reason, char id[40], bool *found, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    *found = false;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "UPDATE sandboxes SET state = 'Pending', transition_ms = ? WHERE id = "
+                           "(SELECT id FROM sandboxes WHERE state = 'Warm' AND reason = ? "
+                           "ORDER BY created_ms, id LIMIT 1) RETURNING id",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "claim");
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, now_ms());
+    sqlite3_bind_text(s, 2, pool_reason, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        snprintf(id, 40, "%s", t ? (const char *)t : "");
+        *found = t != NULL;
+        rc = sqlite3_step(s);
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(st, err, "claim");
+        *found = false;
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_update(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(
+            st->db,
+            "UPDATE sandboxes SET created_ms = ?, expires_ms = ?, transition_ms = ?, "
+            "state = ?, reason = ?, message = ?, spec = ?, metadata = ? WHERE id = ?",
+            -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "update");
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, rec->created_ms);
+    sqlite3_bind_int64(s, 2, rec->expires_ms);
+    sqlite3_bind_int64(s, 3, rec->transition_ms);
+    sqlite3_bind_text(s, 4, rec->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, rec->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, rec->message, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, rec->spec, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 8, rec->metadata ? rec->metadata : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 9, rec->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "update");
+        goto out;
+    }
+    if (sqlite3_changes(st->db) == 0) {
+        kn_error_set(err, ENOENT, "sandbox %s not found", rec->id);
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
 kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err)
 {
     return exec_update(st, "DELETE FROM sandboxes WHERE id = ?", NULL, 0, 0, 0, id, false, err);

@@ -44,6 +44,12 @@ int kn_store_set_state(kn_store_t *st, const char *id, const char *state, const 
                        const char *message, kn_error_t *err);
 int kn_store_set_metadata(kn_store_t *st, const char *id, const char *metadata, kn_error_t *err);
 int kn_store_set_expires(kn_store_t *st, const char *id, int64_t expires_ms, kn_error_t *err);
+/* Takes the oldest row in state "Warm" whose reason is pool_reason and sets
+ * it "Pending"; *found says whether there was one (id filled). */
+int kn_store_claim(kn_store_t *st, const char *pool_reason, char id[40], bool *found,
+                   kn_error_t *err);
+/* Rewrites every field of an existing row from rec. */
+int kn_store_update(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err);
 /* Removing a missing id is not an error. */
 int kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err);
 void kn_store_rec_free(kn_store_rec_t *rec);

@@ -300,9 +300,30 @@ def test_bad_create_is_400_and_leaves_nothing(server, body, words):
 
 
 def test_oversized_body_is_413(server):
-    r = server.request("POST", "/v1/sandboxes", raw=b"{" + b" " * (2 << 20) + b"}",
-                       headers={"Content-Type": "application/json"})
-    assert_error(r, 413)
+    import socket
+    # Announced too large: refused before the body is read.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as c:
+        c.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"OPEN-SANDBOX-API-KEY: " + API_KEY.encode() +
+                  b"\r\nContent-Length: 2097152\r\n\r\n{")
+        head = c.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b'"code":"REQUEST_TOO_LARGE"' in head or b"REQUEST_TOO_LARGE" in head
+    # Chunked (no length): cut when it passes the cap.
+    body = b"{" + b" " * (2 << 20) + b"}"
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    c.putrequest("POST", "/v1/sandboxes")
+    c.putheader("OPEN-SANDBOX-API-KEY", API_KEY)
+    c.putheader("Content-Type", "application/json")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    for i in range(0, len(body), 65536):
+        part = body[i:i + 65536]
+        c.send(b"%x\r\n%s\r\n" % (len(part), part))
+    c.send(b"0\r\n\r\n")
+    r = c.getresponse()
+    assert r.status == 413 and json.loads(r.read())["code"] == "REQUEST_TOO_LARGE"
+    c.close()
 
 
 def test_concurrent_creates(server):
