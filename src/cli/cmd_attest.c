@@ -95,20 +95,23 @@ probe_write_denied(probe_out_t *o, const char *id, const char *path, const char 
 static void
 probe_network(probe_out_t *o)
 {
-    /* PR-NET-1: no route exists, so nothing is sent: connect fails at once. */
+    /* PR-NET-1: a route lookup, never traffic. connect() on a UDP socket
+     * only asks the kernel for a route (no packet is sent); the address is
+     * from TEST-NET-2 (RFC 5737), which nothing answers on. */
     int e = 0;
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) {
         e = errno;
     } else {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
-        a.sin_addr.s_addr = htonl(0x01010101); /* 1.1.1.1, as the seed probes */
+        a.sin_addr.s_addr = htonl(0xc6336401); /* 198.51.100.1 */
         if (connect(s, (struct sockaddr *)&a, sizeof a) < 0)
             e = errno;
         close(s);
     }
-    record(o, "PR-NET-1", "connect 1.1.1.1:53", "EPERM(1)/ENETUNREACH(101)/EAFNOSUPPORT(97)",
-           e ? strerror(e) : "CONNECTED", e, e == EPERM || e == ENETUNREACH || e == EAFNOSUPPORT);
+    record(o, "PR-NET-1", "route to 198.51.100.1:53 (UDP connect, no packet)",
+           "EPERM(1)/ENETUNREACH(101)/EAFNOSUPPORT(97)", e ? strerror(e) : "ROUTED", e,
+           e == EPERM || e == ENETUNREACH || e == EAFNOSUPPORT);
 
     /* PR-NET-2: /proc/net/dev lists only lo. */
     char buf[4096];
@@ -266,6 +269,88 @@ probe_misc(probe_out_t *o)
            r < 0 && e == EPERM);
 }
 
+/* Reads "Key:\tvalue" from /proc/self/status into out. */
+static bool
+status_field(const char *key, char *out, size_t len)
+{
+    char buf[8192];
+    if (kn_read_file("/proc/self/status", buf, sizeof buf, NULL) < 0)
+        return false;
+    size_t kl = strlen(key);
+    for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (!strncmp(l, key, kl) && l[kl] == ':') {
+            const char *v = l + kl + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            size_t n = strcspn(v, "\n");
+            snprintf(out, len, "%.*s", (int)n, v);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* First line of a cgroup file under /sys/fs/cgroup (v2 name, then v1 path). */
+static bool
+cgroup_value(const char *v2, const char *v1, char *out, size_t len)
+{
+    char p[256], buf[128];
+    const char *names[] = {v2, v1};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "/sys/fs/cgroup/%s", names[i]);
+        if (kn_read_file(p, buf, sizeof buf, NULL) > 0) {
+            snprintf(out, len, "%.*s", (int)strcspn(buf, "\n"), buf);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Kennel's own promises, beyond the seed's list. */
+static void
+probe_kennel(probe_out_t *o)
+{
+    char v[256] = "", w[256] = "";
+    bool ok = status_field("Seccomp", v, sizeof v);
+    record(o, "PR-KN-SECCOMP", "/proc/self/status Seccomp", "2 (filter)", ok ? v : "unreadable", 0,
+           ok && !strcmp(v, "2"));
+    ok = status_field("NoNewPrivs", v, sizeof v);
+    record(o, "PR-KN-NNP", "/proc/self/status NoNewPrivs", "1", ok ? v : "unreadable", 0,
+           ok && !strcmp(v, "1"));
+    static const char *const caps[] = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"};
+    bool none = true;
+    char all[256] = "";
+    for (int i = 0; i < 5; i++) {
+        bool got = status_field(caps[i], v, sizeof v);
+        size_t l = strlen(all);
+        snprintf(all + l, sizeof all - l, "%s%s=%s", i ? " " : "", caps[i], got ? v : "?");
+        none &= got && strspn(v, "0") == strlen(v);
+    }
+    record(o, "PR-KN-CAPS", "/proc/self/status Cap*", "all zero", all, 0, none);
+    char map[512] = "";
+    bool root_mapped = true;
+    if (kn_read_file("/proc/self/uid_map", map, sizeof map, NULL) > 0) {
+        root_mapped = false;
+        for (char *l = map; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+            unsigned long in, out, n;
+            if (sscanf(l, "%lu %lu %lu", &in, &out, &n) == 3 && out == 0)
+                root_mapped = true; /* some id inside is host root */
+        }
+    }
+    map[strcspn(map, "\n")] = '\0';
+    record(o, "PR-KN-UIDMAP", "/proc/self/uid_map", "host uid 0 not mapped", map, 0, !root_mapped);
+    bool mem = cgroup_value("memory.max", "memory/memory.limit_in_bytes", v, sizeof v);
+    bool pids = cgroup_value("pids.max", "pids/pids.max", w, sizeof w);
+    char lim[300];
+    snprintf(lim, sizeof lim, "memory=%s pids=%s", mem ? v : "?", pids ? w : "?");
+    if (!mem || !pids)
+        record(o, "PR-KN-CGROUP", "cgroup limits at /sys/fs/cgroup", "memory and pids limited", lim,
+               0, false);
+    else
+        record(o, "PR-KN-CGROUP", "cgroup limits at /sys/fs/cgroup", "memory and pids limited", lim,
+               0, strcmp(v, "max") != 0 && strcmp(w, "max") != 0);
+}
+
 int
 kn_cmd_attest_probe(int argc, char **argv)
 {
@@ -280,6 +365,7 @@ kn_cmd_attest_probe(int argc, char **argv)
     probe_exec(&o);
     probe_mounts(&o);
     probe_misc(&o);
+    probe_kennel(&o);
     printf("\n  ],\"summary\":{\"total\":%d,\"pass\":%d,\"fail\":%d,\"unverified\":0}}\n", o.total,
            o.pass, o.fail);
     return o.fail ? 2 : 0;
@@ -314,7 +400,8 @@ filter_digest(const kn_config_t *cfg, char *hex, size_t len)
 
 /* Runs the probe harness in a sandbox of cfg; its stdout lands in *out. */
 static int
-run_harness(kn_config_t *cfg, char **out, size_t *outlen, kn_result_t *res, kn_error_t *err)
+run_harness(kn_config_t *cfg, bool fixture, char **out, size_t *outlen, kn_result_t *res,
+            kn_error_t *err)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -331,9 +418,10 @@ run_harness(kn_config_t *cfg, char **out, size_t *outlen, kn_result_t *res, kn_e
         goto done;
     close(p[1]);
     p[1] = -1;
-    static const char fixture[] = "{\"packet\":\"attestation-fixture\"}\n";
-    if (cfg->in_out &&
-        kn_sandbox_write_in(sb, "/in/packet.json", fixture, sizeof fixture - 1, err) < 0)
+    /* The seed's input fixture, when no --in directory was given. */
+    static const char packet[] = "{\"packet\":\"attestation-fixture\"}\n";
+    if (fixture && cfg->in_out &&
+        kn_sandbox_write_in(sb, "/in/packet.json", packet, sizeof packet - 1, err) < 0)
         goto done;
     if (kn_sandbox_start(sb, err) < 0)
         goto done;
@@ -370,10 +458,13 @@ done:
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: kennel attest [--profile NAME] [--out FILE] [--run-date YYYY-MM-DD]\n"
+    fprintf(f, "usage: kennel attest [--profile NAME] [--in DIR] [--out DIR] [--run-date DATE]\n"
                "\n"
                "Runs the deny-by-default attestation probes (PR-NET-1 ... PR-PTRACE-1) inside a\n"
-               "sandbox of the profile and writes the evidence bundle (JSON) to FILE or stdout.\n"
+               "sandbox of the profile, plus Kennel's own (PR-KN-*: seccomp, no_new_privs,\n"
+               "capabilities, uid map, cgroup limits), and writes the evidence bundle (JSON)\n"
+               "to DIR/sandbox-attestation-evidence-PROFILE-DATE.json or stdout. --in DIR is\n"
+               "bound read-only at /in.\n"
                "Exit status: 0 all probes passed, 1 a probe failed, 125 the run itself failed.\n");
 }
 
@@ -381,13 +472,11 @@ int
 kn_cmd_attest(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"profile", required_argument, 0, 'p'},
-        {"out", required_argument, 0, 'o'},
-        {"run-date", required_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"profile", required_argument, 0, 'p'}, {"out", required_argument, 0, 'o'},
+        {"in", required_argument, 0, 'i'},      {"run-date", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    const char *profile = "deny-by-default", *outpath = NULL;
+    const char *profile = "deny-by-default", *outdir = NULL, *indir = NULL;
     char date[16];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
@@ -400,7 +489,10 @@ kn_cmd_attest(int argc, char **argv)
             profile = optarg;
             break;
         case 'o':
-            outpath = optarg;
+            outdir = optarg;
+            break;
+        case 'i':
+            indir = optarg;
             break;
         case 'd':
             snprintf(date, sizeof date, "%s", optarg);
@@ -430,16 +522,23 @@ kn_cmd_attest(int argc, char **argv)
         return KN_EXIT_KENNEL;
     }
     char *hargv[] = {"/app/kennel", "attest-probe", "--run-date", date, NULL};
+    /* A service sandbox sees its own cgroup (read-only) for PR-KN-CGROUP. */
+    cfg.service = true;
     if (self_path(self, sizeof self) < 0 || kn_config_set_argv(&cfg, hargv, &err) < 0 ||
         kn_config_add_bind(&cfg, self, "/app/kennel", false, &err) < 0 ||
+        (indir && kn_config_add_bind(&cfg, indir, "/in", false, &err) < 0) ||
         kn_config_validate(&cfg, &err) < 0 ||
-        run_harness(&cfg, &inside, &inside_len, &res, &err) < 0) {
+        run_harness(&cfg, indir == NULL, &inside, &inside_len, &res, &err) < 0) {
         fprintf(stderr, "kennel: attest: %s\n", err.msg[0] ? err.msg : strerror(errno));
         goto out;
     }
     bool complete = inside_len > 0 && strstr(inside, "\"summary\"");
     bool passed = complete && res.exit_code == 0;
-    FILE *f = outpath ? fopen(outpath, "we") : stdout;
+    char outpath[PATH_MAX];
+    if (outdir)
+        snprintf(outpath, sizeof outpath, "%s/sandbox-attestation-evidence-%s-%s.json", outdir,
+                 profile, date);
+    FILE *f = outdir ? fopen(outpath, "we") : stdout;
     if (!f) {
         fprintf(stderr, "kennel: attest: %s: %s\n", outpath, strerror(errno));
         goto out;
@@ -460,9 +559,10 @@ kn_cmd_attest(int argc, char **argv)
     else
         fputs("null", f);
     fputs("}\n", f);
-    if (outpath)
+    if (outdir) {
         fclose(f);
-    else
+        fprintf(stderr, "kennel: attest: evidence written to %s\n", outpath);
+    } else
         fflush(f);
     if (!complete)
         fprintf(stderr, "kennel: attest: the probe harness produced no bundle (exit %d)\n",
