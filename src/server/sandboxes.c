@@ -635,6 +635,7 @@ claim(kn_sbx_t *m, pool_t *p, const json_t *spec, json_t **out)
     rec.message = strdup("Sandbox taken from a warm pool.");
     *out = to_json(&rec, false);
     ret = *out ? 1 : 0;
+    log_event("info", "taken from a warm pool", rec.id, p->name);
 out:
     creating_mark(m, rec.id, false);
     kn_store_rec_free(&rec);

@@ -5,6 +5,8 @@ installs it (from the npm cache when offline). The node script runs each
 family of SDK calls against a real `kennel serve` with an API key; known gaps
 must fail loudly (GAP lines), anything else failing fails this test."""
 import json
+import re
+import time
 import os
 import pathlib
 import shutil
@@ -34,12 +36,20 @@ def sdk():
     return node
 
 
-def test_official_js_sdk(kennel, sdk):
-    s = Server(kennel)
+@pytest.mark.parametrize("pool", [False, True], ids=["cold", "warm-pool"])
+def test_official_js_sdk(kennel, sdk, pool):
+    # With a pool of the SDK's defaults (image aside), Sandbox.create is served warm.
+    s = Server(kennel, extra_args=["--pool", "default=2"] if pool else [])
     s.start()
     try:
         env = dict(os.environ, KENNEL_DOMAIN=f"127.0.0.1:{s.port}", KENNEL_CLIENT_KEY=API_KEY,
                    OPENSANDBOX_DISABLE_METRICS="1")
+        if pool:
+            env["KENNEL_SDK_NO_ENV"] = "1"
+            for _ in range(200):  # let the pool fill before the SDK creates
+                if s.request("GET", "/v1/pools/default").json()["status"]["available"] >= 2:
+                    break
+                time.sleep(0.05)
         r = subprocess.run([sdk, "conformance.mjs"], cwd=SDK_DIR, capture_output=True,
                            text=True, timeout=120, env=env)
         print(r.stdout)
@@ -55,6 +65,12 @@ def test_official_js_sdk(kennel, sdk):
         assert gaps == KNOWN_GAPS, gaps
         assert r.returncode == 0
         assert summary["passed"] >= 14
+        if pool:
+            sid = re.search(r"sandbox (\S+) ready", r.stdout).group(1)
+            with open(s.log) as f:
+                log = f.read()
+            assert "a warm sandbox could not be claimed" not in log
+            assert f'"msg":"taken from a warm pool","sandboxId":"{sid}"' in log
     finally:
         problems = s.cleanup()
     assert not problems, problems

@@ -60,6 +60,9 @@ async function family(name, fn, gap) {
 }
 
 const run = Math.random().toString(36).slice(2, 10);
+// KENNEL_SDK_NO_ENV=1: create without env, as Sandbox.create does by default,
+// so that a server with a matching warm pool serves it from the pool.
+const withEnv = !process.env.KENNEL_SDK_NO_ENV;
 let sandbox = null;
 
 await family("create and wait until ready", async () => {
@@ -68,12 +71,12 @@ await family("create and wait until ready", async () => {
     connectionConfig: config,
     image: "host",
     timeoutSeconds: 600,
-    env: { KENNEL_SDK: "yes" },
+    env: withEnv ? { KENNEL_SDK: "yes" } : undefined,
     metadata: { suite: "sdk", run },
     readyTimeoutSeconds: 60,
   });
   check(typeof sandbox.id === "string" && sandbox.id.length > 0, "sandbox id");
-  console.log(`      sandbox ${sandbox.id} ready in ${Date.now() - t0} ms`);
+  console.log(`      sandbox ${sandbox.id} ready in ${Date.now() - t0} ms (SDK create, endpoints, ping)`);
 });
 if (!sandbox) {
   console.log(`SUMMARY ${JSON.stringify({ results })}`);
@@ -83,7 +86,7 @@ if (!sandbox) {
 await family("command with streamed output", async () => {
   const seen = [];
   const ex = await sandbox.commands.run(
-    "echo hello; echo err >&2; echo $KENNEL_SDK; for i in 1 2 3; do echo n$i; sleep 0.1; done",
+    "echo hello; echo err >&2; echo ${KENNEL_SDK:-unset}; for i in 1 2 3; do echo n$i; sleep 0.1; done",
     undefined,
     {
       onStdout: (m) => seen.push(["out", m.text, Date.now()]),
@@ -91,7 +94,8 @@ await family("command with streamed output", async () => {
     },
   );
   const out = ex.logs.stdout.map((m) => m.text);
-  check(JSON.stringify(out) === JSON.stringify(["hello", "yes", "n1", "n2", "n3"]),
+  const env = withEnv ? "yes" : "unset";
+  check(JSON.stringify(out) === JSON.stringify(["hello", env, "n1", "n2", "n3"]),
     `stdout ${JSON.stringify(out)}`);
   check(ex.logs.stderr.map((m) => m.text).join() === "err", "stderr");
   check(ex.exitCode === 0, `exit code ${ex.exitCode}`);
