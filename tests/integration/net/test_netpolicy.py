@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -424,3 +425,78 @@ def slot_unheld(slot):
             return True  # closing unlocks
     except BlockingIOError:
         return False
+
+
+def test_exposed_port_carries_bulk_both_ways(internet, kennel):
+    """Two connections at once, 4 MiB each way each, half-close passed on."""
+    port = free_port()
+    code = r'''
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000))
+s.listen(4)
+def echo(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+    c.close()
+ts = []
+for _ in range(3):  # the test's readiness probe, then two clients
+    c, _ = s.accept()
+    t = threading.Thread(target=echo, args=(c,))
+    t.start()
+    ts.append(t)
+for t in ts:
+    t.join()
+print("served 3")
+'''
+    p = subprocess.Popen([kennel, "run", "-q", "--expose", f"9000:{port}", "-c", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = []
+
+    def client(payload):
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+
+        def send():
+            c.sendall(payload)
+            c.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        got = bytearray()
+        while True:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            got += d
+        sender.join()
+        c.close()
+        results.append(bytes(got) == payload)
+
+    try:
+        deadline = time.time() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        clients = [threading.Thread(target=client, args=(os.urandom(4 << 20),))
+                   for _ in range(2)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert results == [True, True], err
+    assert "served 3" in out, err
