@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <linux/openat2.h>
-#include <sodium.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,12 +53,61 @@ to_hex(const unsigned char *d, char *out)
     out[HEXLEN] = '\0';
 }
 
+/* sha256 through OpenSSL's EVP (it uses the CPU's SHA extensions where
+ * they exist: hashing is most of an import's work). A context that could
+ * not be allocated yields an empty digest, which never matches. */
+typedef struct sha {
+    EVP_MD_CTX *c;
+} sha_t;
+
 static void
-hash_final_hex(crypto_hash_sha256_state *h, char *out)
+sha_init(sha_t *h)
 {
-    unsigned char d[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(h, d);
-    to_hex(d, out);
+    h->c = EVP_MD_CTX_new();
+    if (h->c && EVP_DigestInit_ex(h->c, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(h->c);
+        h->c = NULL;
+    }
+}
+
+static void
+sha_update(sha_t *h, const void *d, size_t n)
+{
+    if (h->c && EVP_DigestUpdate(h->c, d, n) != 1) {
+        EVP_MD_CTX_free(h->c);
+        h->c = NULL;
+    }
+}
+
+static void
+sha_free(sha_t *h)
+{
+    EVP_MD_CTX_free(h->c);
+    h->c = NULL;
+}
+
+static void
+hash_final_hex(sha_t *h, char *out)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (h->c && EVP_DigestFinal_ex(h->c, d, &len) == 1 && len == 32)
+        to_hex(d, out);
+    else
+        out[0] = '\0';
+    sha_free(h);
+}
+
+/* One-shot sha256 of a buffer, as hex. */
+static void
+sha_hex(const void *data, size_t len, char *out)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dl = 0;
+    if (EVP_Digest(data, len, d, &dl, EVP_sha256(), NULL) == 1 && dl == 32)
+        to_hex(d, out);
+    else
+        out[0] = '\0';
 }
 
 static bool
@@ -430,7 +479,7 @@ typedef struct source {
 typedef struct range {
     int fd;
     uint64_t off, len, pos;
-    crypto_hash_sha256_state *h; /* hashes what is read, may be NULL */
+    sha_t *h; /* hashes what is read, may be NULL */
 } range_t;
 
 static ssize_t
@@ -447,7 +496,7 @@ range_read(void *ctx, void *buf, size_t n, kn_error_t *err)
     if ((size_t)got < n)
         return kn_error_set(err, EIO, "file is shorter than expected");
     if (r->h)
-        crypto_hash_sha256_update(r->h, buf, (unsigned long long)got);
+        sha_update(r->h, buf, (size_t)got);
     r->pos += (uint64_t)got;
     return got;
 }
@@ -657,10 +706,8 @@ source_blob_json(const source_t *s, const char *path, const char *hex, const cha
         kn_error_prefix(err, "%s sha256:%s", what, hex);
         return NULL;
     }
-    unsigned char d[crypto_hash_sha256_BYTES];
     hex_t got;
-    crypto_hash_sha256(d, (const unsigned char *)buf, len);
-    to_hex(d, got);
+    sha_hex(buf, len, got);
     if (strcmp(got, hex)) {
         kn_error_set(err, EBADMSG,
                      "blob sha256:%s (%s) does not match its digest: its content hashes to "
@@ -685,7 +732,7 @@ source_blob_json(const source_t *s, const char *path, const char *hex, const cha
 
 typedef struct layer_in {
     range_t raw;
-    crypto_hash_sha256_state hz, hu; /* compressed and uncompressed bytes */
+    sha_t hz, hu; /* compressed and uncompressed bytes */
     bool gz, zend;
     z_stream z;
     unsigned char *zbuf;
@@ -698,7 +745,7 @@ layer_read(void *ctx, void *buf, size_t n, kn_error_t *err)
     if (!L->gz) {
         ssize_t r = range_read(&L->raw, buf, n, err);
         if (r > 0)
-            crypto_hash_sha256_update(&L->hu, buf, (unsigned long long)r);
+            sha_update(&L->hu, buf, (size_t)r);
         return r;
     }
     for (;;) {
@@ -726,7 +773,7 @@ layer_read(void *ctx, void *buf, size_t n, kn_error_t *err)
         else if (ret != Z_OK && ret != Z_BUF_ERROR)
             return kn_error_set(err, EBADMSG, "gzip: %s", L->z.msg ? L->z.msg : "corrupt data");
         if (produced) {
-            crypto_hash_sha256_update(&L->hu, buf, produced);
+            sha_update(&L->hu, buf, produced);
             return (ssize_t)produced;
         }
     }
@@ -772,7 +819,7 @@ cmp_names(const void *a, const void *b)
 /* Hashes the whole tree below fd in a fixed order: names, types, modes,
  * owners, sizes, contents, link targets, whiteouts and opaque markers. */
 static int
-tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, char *buf)
+tree_hash(int fd, const char *rel, sha_t *h, uint64_t *size, char *buf)
 {
     int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
@@ -803,7 +850,7 @@ tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, 
         n++;
     }
     closedir(d);
-    if (rc == 0)
+    if (rc == 0 && n > 1)
         qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct stat st;
@@ -816,7 +863,7 @@ tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, 
                            (unsigned)st.st_mode, (unsigned)st.st_uid, (unsigned)st.st_gid,
                            (unsigned long long)(S_ISREG(st.st_mode) ? st.st_size : 0),
                            (unsigned long long)(S_ISCHR(st.st_mode) ? st.st_rdev : 0));
-        crypto_hash_sha256_update(h, (unsigned char *)rec, (unsigned long long)len + 1);
+        sha_update(h, rec, (size_t)len + 1);
         if (S_ISREG(st.st_mode)) {
             *size += (uint64_t)st.st_size;
             int f = openat(fd, names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -826,7 +873,7 @@ tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, 
             }
             ssize_t r;
             while ((r = read(f, buf, IOBUF)) > 0)
-                crypto_hash_sha256_update(h, (unsigned char *)buf, (unsigned long long)r);
+                sha_update(h, buf, (size_t)r);
             close(f);
             if (r < 0)
                 rc = -1;
@@ -835,7 +882,7 @@ tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, 
             if (r < 0)
                 rc = -1;
             else
-                crypto_hash_sha256_update(h, (unsigned char *)buf, (unsigned long long)r);
+                sha_update(h, buf, (size_t)r);
         } else if (S_ISDIR(st.st_mode)) {
             int sub = openat(fd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub < 0) {
@@ -844,7 +891,7 @@ tree_hash(int fd, const char *rel, crypto_hash_sha256_state *h, uint64_t *size, 
             }
             char opq[4] = {0};
             if (fgetxattr(sub, "user.overlay.opaque", opq, sizeof opq - 1) > 0)
-                crypto_hash_sha256_update(h, (unsigned char *)"opaque", 6);
+                sha_update(h, "opaque", 6);
             char subrel[PATH_MAX];
             snprintf(subrel, sizeof subrel, "%s/%s", rel, names[i]);
             rc = tree_hash(sub, subrel, h, size, buf);
@@ -863,8 +910,8 @@ tree_digest(int fsfd, char *hex, uint64_t *size, kn_error_t *err)
     char *buf = malloc(IOBUF);
     if (!buf)
         return kn_error_set(err, ENOMEM, "tree digest");
-    crypto_hash_sha256_state h;
-    crypto_hash_sha256_init(&h);
+    sha_t h;
+    sha_init(&h);
     *size = 0;
     int rc = tree_hash(fsfd, "", &h, size, buf);
     free(buf);
@@ -888,8 +935,8 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
     layer_in_t L = {.raw = raw};
     char stage[64] = "", layer[PATH_MAX];
     int stagefd = -1, fsfd = -1, rc = -1;
-    crypto_hash_sha256_init(&L.hz);
-    crypto_hash_sha256_init(&L.hu);
+    sha_init(&L.hz);
+    sha_init(&L.hu);
     L.raw.h = &L.hz;
     if (want_size && raw.len != want_size) {
         kn_error_set(err, EBADMSG, "blob sha256:%s is %llu bytes, the manifest says %llu", blob_hex,
@@ -1029,6 +1076,8 @@ out:
         inflateEnd(&L.z);
         free(L.zbuf);
     }
+    sha_free(&L.hz);
+    sha_free(&L.hu);
     if (owned >= 0)
         close(owned);
     return rc;
@@ -1274,9 +1323,7 @@ parse_docker(importer_t *im, parsed_t *p, kn_error_t *err)
         goto out;
     }
     p->manifest_len = strlen(p->manifest_raw);
-    unsigned char dg[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(dg, (unsigned char *)p->manifest_raw, p->manifest_len);
-    to_hex(dg, p->manifest_hex);
+    sha_hex(p->manifest_raw, p->manifest_len, p->manifest_hex);
     rc = 0;
 out:
     json_decref(man);
@@ -1420,9 +1467,7 @@ do_import(const char *store, const char *path, const char *name, bool rootfs, kn
             goto out;
         }
         p.config_len = strlen(p.config_raw);
-        unsigned char dg[crypto_hash_sha256_BYTES];
-        crypto_hash_sha256(dg, (unsigned char *)p.config_raw, p.config_len);
-        to_hex(dg, p.config_hex);
+        sha_hex(p.config_raw, p.config_len, p.config_hex);
         char cd[80];
         snprintf(cd, sizeof cd, "sha256:%s", p.config_hex);
         p.manifest = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:[{s:s,s:s,s:I}]}", "schemaVersion", 2,
@@ -1437,8 +1482,7 @@ do_import(const char *store, const char *path, const char *name, bool rootfs, kn
             goto out;
         }
         p.manifest_len = strlen(p.manifest_raw);
-        crypto_hash_sha256(dg, (unsigned char *)p.manifest_raw, p.manifest_len);
-        to_hex(dg, p.manifest_hex);
+        sha_hex(p.manifest_raw, p.manifest_len, p.manifest_hex);
     } else {
         if (source_open(&src, path, err) < 0)
             goto out;
@@ -1507,10 +1551,8 @@ store_blob_json(int storefd, const char *hex, const char *what, kn_error_t *err)
     char *buf = slurp_at(storefd, path, MAX_JSON, &len, err);
     if (!buf)
         return NULL;
-    unsigned char d[crypto_hash_sha256_BYTES];
     hex_t got;
-    crypto_hash_sha256(d, (unsigned char *)buf, len);
-    to_hex(d, got);
+    sha_hex(buf, len, got);
     json_t *j = NULL;
     if (strcmp(got, hex)) {
         kn_error_set(err, EBADMSG, "the store's %s sha256:%s was modified (it hashes to sha256:%s)",

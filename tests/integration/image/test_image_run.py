@@ -167,3 +167,35 @@ def test_unknown_image_is_a_clear_error(images):
     assert r.rc == 125 and "not in the store" in r.err, r
     r = images.run("--image", "sha256:" + "0" * 64, "--", "/bin/true")
     assert r.rc == 125 and "not in the store" in r.err, r
+
+
+def test_unprivileged_import_and_run(images, mk):
+    """An unprivileged caller keeps its own store: files get its own ids
+    (which its sandboxes map to root), whiteouts and opaque markers work
+    without privilege, and setuid bits are still cleared."""
+    import os
+    import shutil
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    kennel = images.work / "kennel"
+    shutil.copy2(images.kennel, kennel)
+    store = images.work / "ustore"
+    store.mkdir()
+    os.chown(store, 65534, 65534)
+    top = [{"name": "etc/.wh.group"}, {"name": "etc/motd", "data": "unprivileged\n"},
+           {"name": "tmp/.wh..wh..opq"}, {"name": "bin/s", "data": "x", "mode": 0o4755}]
+    mk.oci_layout(images.path("oci"), [mk.busybox_entries(), top], name="u:1")
+    pre = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {"PATH": "/usr/bin:/bin", "KENNEL_STORE": str(store)}
+    r = subprocess.run(pre + [str(kennel), "image", "import", str(images.path("oci"))],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r
+    fs = next(store.glob("layers/sha256/*/fs/bin/busybox"))
+    assert os.lstat(fs).st_uid == 65534
+    r = subprocess.run(pre + [str(kennel), "run", "-q", "--image", "u:1", "--", "/bin/sh", "-c",
+                              "id -u; cat /etc/motd; ls /etc; echo x > /etc/new && ls -l /bin/s"],
+                       capture_output=True, env=env, timeout=60)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r
+    assert out.startswith("0\nunprivileged\nmotd\npasswd\n") and "-rwxr-xr-x" in out, r
+    assert not list(store.glob("layers/sha256/*/fs/etc/new"))

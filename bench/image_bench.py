@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Benchmark of kennel's images, printed as markdown.
+
+    bench/image_bench.py [BUILD_DIR] [--rounds N] [--mib M]
+
+1. Import: an OCI layout of two gzip layers (busybox-static, then about M
+   MiB of the host's /usr/lib and /usr/share) imported with `kennel image
+   import` into a fresh store, against `tar -xzf` of the same layer blobs
+   into a fresh directory (GNU tar, gzip via zlib's gzip). Median of 3 each,
+   page cache warm. Speed is uncompressed MiB per second.
+2. Start-up: N interleaved rounds of `kennel run -q -- /bin/true` (image
+   host) and `kennel run -q --image bench:1 -- /bin/true` (the imported
+   image: an overlay of its layers over a tmpfs layer); median, p90, min.
+
+Everything lives in a fresh directory under /root (the caller's own), which
+is removed at the end.
+"""
+import argparse
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "integration" / "image"))
+import ocimake  # noqa: E402
+
+
+def bulk_entries(mib):
+    """Regular files from the host (none over 4 MiB, as in a distribution's
+    image), up to mib MiB."""
+    want, have, out, seen = mib << 20, 0, [], set()
+    for top in ("/usr/lib/x86_64-linux-gnu", "/usr/share", "/usr/lib"):
+        for d, dirs, files in os.walk(top):
+            dirs.sort()
+            rel = "bulk" + d
+            for f in sorted(files):
+                p = os.path.join(d, f)
+                if (not os.path.isfile(p) or os.path.islink(p) or p in seen
+                        or os.path.getsize(p) > (4 << 20)):
+                    continue
+                try:
+                    with open(p, "rb") as fh:
+                        data = fh.read()
+                except OSError:
+                    continue
+                seen.add(p)
+                out.append({"name": f"{rel}/{f}", "data": data, "mode": 0o644})
+                have += len(data)
+                if have >= want:
+                    return out, have
+    return out, have
+
+
+def timed(argv, **kw):
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - t
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build", nargs="?", default=str(HERE.parent / "build"))
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--mib", type=int, default=100)
+    a = ap.parse_args()
+    kennel = str(pathlib.Path(a.build) / "kennel")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="kn-image-bench-", dir="/root"))
+    work.chmod(0o755)
+    try:
+        entries, bulk = bulk_entries(a.mib)
+        layers = [ocimake.busybox_entries(applets=("sh", "true")), entries]
+        oci = work / "oci"
+        ocimake.oci_layout(oci, layers, name="bench:1")
+        blobs = sorted((oci / "blobs" / "sha256").iterdir(), key=lambda p: -p.stat().st_size)[:2]
+        raw = sum(len(ocimake.layer_tar(l)) for l in layers)
+        comp = sum(b.stat().st_size for b in blobs)
+        imp, tar = [], []
+        for i in range(3):
+            store = work / f"store{i}"
+            imp.append(timed([kennel, "image", "--store", str(store), "import", str(oci)]))
+            if i < 2:
+                shutil.rmtree(store)
+            dst = work / f"tar{i}"
+            dst.mkdir()
+            t = time.perf_counter()
+            for b in blobs:
+                subprocess.run(["tar", "-xzf", str(b), "-C", str(dst)], check=True)
+            tar.append(time.perf_counter() - t)
+            shutil.rmtree(dst)
+        mi, mt = statistics.median(imp), statistics.median(tar)
+        print("### Import\n")
+        print(f"Two gzip layers, {raw / 2**20:.1f} MiB uncompressed ({comp / 2**20:.1f} MiB "
+              f"compressed), {len(entries) + 12} entries. Median of 3.\n")
+        print("| | seconds | MiB/s (uncompressed) |")
+        print("|---|---:|---:|")
+        print(f"| `kennel image import` | {mi:.3f} | {raw / 2**20 / mi:.0f} |")
+        print(f"| `tar -xzf` of the same blobs | {mt:.3f} | {raw / 2**20 / mt:.0f} |")
+        print(f"\nimport / tar speed: **{mt / mi:.2f}** (target: at least 0.5)\n")
+
+        env = dict(os.environ, KENNEL_STORE=str(work / "store2"))
+        cmds = {"host": [kennel, "run", "-q", "--", "/bin/true"],
+                "image": [kennel, "run", "-q", "--image", "bench:1", "--", "/bin/true"]}
+        times = {k: [] for k in cmds}
+        for _ in range(3):
+            for c in cmds.values():
+                timed(c, env=env)
+        for r in range(a.rounds):
+            order = list(cmds) if r % 2 == 0 else list(reversed(cmds))
+            for k in order:
+                times[k].append(timed(cmds[k], env=env) * 1000)
+        print("### Start-up\n")
+        print(f"`kennel run -q [--image bench:1] -- /bin/true`, {a.rounds} interleaved rounds "
+              "after 3 warm-up rounds, wall ms from the caller.\n")
+        print("| image | median | p90 | min |")
+        print("|---|---:|---:|---:|")
+        for k, v in times.items():
+            print(f"| {k} | {statistics.median(v):.2f} | {pct(v, 90):.2f} | {min(v):.2f} |")
+        d = statistics.median(times["image"]) - statistics.median(times["host"])
+        print(f"\nimage - host (median): **{d:+.2f} ms** (target: within 2 ms)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
