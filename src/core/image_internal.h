@@ -31,7 +31,7 @@ void kn_image_sha_init(sha_t *h);
 void kn_image_sha_update(sha_t *h, const void *d, size_t n);
 void kn_image_sha_free(sha_t *h);
 void kn_image_sha_final_hex(sha_t *h, char *out);
-/* One-shot sha256 of a buffer, as hex. */
+/* One-shot sha256 of a small buffer, as hex (libsodium: no set-up cost). */
 void kn_image_sha_hex(const void *data, size_t len, char *out);
 bool kn_image_is_hex64(const char *s);
 /* "sha256:HEX" -> HEX; other algorithms are refused by name. */
