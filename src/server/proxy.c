@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +22,15 @@
 #define MAX_HEADERS 64
 #define MAX_FIELD 256
 #define MAX_VALUE 8192
-#define RECV_TIMEOUT_S 300 /* execd pings its streams every few seconds */
 #define SEND_TIMEOUT_S 60
+#define WAKE_MS 1000 /* how often a silent stream checks for shutdown */
+
+/* Set once by kn_proxy_shutdown(): streams end at their next wake-up. */
+static atomic_bool stopping;
 
 struct kn_proxy {
     int fd;
+    int client_fd; /* the client's socket, watched for hang-ups; -1 unknown */
     int body_mode;
     http_parser parser;
     bool head_done, complete, failed, is_head;
@@ -127,12 +133,14 @@ kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char
     if (!p)
         return kn_error_set(err, ENOMEM, "proxy");
     p->fd = -1;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    p->client_fd = ci ? ci->connect_fd : -1;
     p->is_head = !strcmp(method, "HEAD");
     buf_t b = {0};
     if ((p->fd = kn_uclient_connect(sock, err)) < 0 || kn_uclient_check_peer(p->fd, pidns, err) < 0)
         goto fail;
-    struct timeval rt = {RECV_TIMEOUT_S, 0}, st = {SEND_TIMEOUT_S, 0};
-    setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &rt, sizeof rt);
+    struct timeval st = {SEND_TIMEOUT_S, 0};
     setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
@@ -275,12 +283,35 @@ static const http_parser_settings settings = {
     .on_message_complete = on_complete,
 };
 
+/* Waits for the backend. A stream may stay silent for as long as its
+ * command runs (execd sends no keep-alive), so there is no timeout; but a
+ * client that hangs up ends it at once (execd then sees its connection
+ * close and stops the command), and so does a server shutdown. */
+static int
+wait_backend(kn_proxy_t *p)
+{
+    for (;;) {
+        struct pollfd pfd[2] = {{p->fd, POLLIN, 0}, {p->client_fd, POLLRDHUP, 0}};
+        int n = poll(pfd, p->client_fd >= 0 ? 2 : 1, WAKE_MS);
+        if (n < 0 && errno != EINTR)
+            return -1;
+        if (atomic_load(&stopping))
+            return -1;
+        if (n > 0 && (pfd[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            return -1;
+        if (n > 0 && pfd[0].revents)
+            return 0;
+    }
+}
+
 /* Reads once from the backend and parses it. -1 on error or early EOF. */
 static int
 pump(kn_proxy_t *p)
 {
     char buf[65536];
     ssize_t n;
+    if (wait_backend(p) < 0)
+        return -1;
     do
         n = read(p->fd, buf, sizeof buf);
     while (n < 0 && errno == EINTR);
@@ -350,6 +381,12 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
         kn_proxy_free(p);
     return r;
+}
+
+void
+kn_proxy_shutdown(void)
+{
+    atomic_store(&stopping, true);
 }
 
 void

@@ -25,6 +25,9 @@ int kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err);
 /* Ends the body, reads the response head and returns a response that
  * streams the rest; the response owns p from then on. */
 struct MHD_Response *kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err);
+/* Ends every stream in progress at its next wake-up (within a second), so
+ * that a server shutdown does not wait for silent commands. */
+void kn_proxy_shutdown(void);
 /* Frees p when no response was made. */
 void kn_proxy_free(kn_proxy_t *p);
 

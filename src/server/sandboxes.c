@@ -239,6 +239,22 @@ terminal(const char *state)
     return !strcmp(state, "Terminated") || !strcmp(state, "Failed");
 }
 
+/* Pool members are the server's, not anyone's sandbox: hidden from the API
+ * while they wait (Warm) and while they start (Pending with the pool's
+ * spec, which a claim replaces). */
+static bool
+hidden(const kn_store_rec_t *r)
+{
+    if (!strcmp(r->state, "Warm"))
+        return true;
+    if (strcmp(r->state, "Pending") != 0)
+        return false;
+    json_t *spec = json_loads(r->spec, 0, NULL);
+    bool pool = json_object_get(spec, "pool") != NULL;
+    json_decref(spec);
+    return pool;
+}
+
 /* The API object of a record; create responses leave out the image. */
 static json_t *
 to_json(const kn_store_rec_t *r, bool with_image)
@@ -256,7 +272,7 @@ to_json(const kn_store_rec_t *r, bool with_image)
     json_t *o = json_pack("{s:s, s:o, s:o, s:s}", "id", r->id, "status", status, "metadata",
                           meta ? meta : json_object(), "createdAt", created);
     json_t *ep = json_object_get(spec, "entrypoint");
-    json_object_set(o, "entrypoint", ep ? ep : json_array());
+    json_object_set_new(o, "entrypoint", ep ? json_incref(ep) : json_array());
     if (r->expires_ms) {
         kn_sbx_format_time(r->expires_ms, exp, sizeof exp);
         json_object_set_new(o, "expiresAt", json_string(exp));
@@ -315,7 +331,7 @@ load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
         return -1;
     if (!found)
         return kn_server_error(err, ENOENT, "sandbox %s not found", id);
-    if (!strcmp(r->state, "Warm")) { /* not a sandbox of anyone's yet */
+    if (hidden(r)) { /* not a sandbox of anyone's yet */
         kn_store_rec_free(r);
         return kn_server_error(err, ENOENT, "sandbox %s not found", id);
     }
@@ -717,7 +733,7 @@ kn_sbx_list(kn_sbx_t *m, const kn_sbx_filter_t *f, json_t **out, kn_error_t *err
     json_t *items = json_array();
     long total = 0, first = (f->page - 1) * f->page_size;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(recs[i].state, "Warm") != 0 && matches(&recs[i], f)) {
+        if (!hidden(&recs[i]) && matches(&recs[i], f)) {
             if (total >= first && total < first + f->page_size)
                 json_array_append_new(items, to_json(&recs[i], true));
             total++;

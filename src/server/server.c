@@ -330,6 +330,7 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
             sig);
     ret = 0;
 out:
+    kn_proxy_shutdown();
     if (s.daemon)
         MHD_stop_daemon(s.daemon);
     if (reaping) {

@@ -464,3 +464,48 @@ def test_planted_socket_symlink_leads_nowhere(server):
         stop.set()
         t.join()
         trap.close()
+
+
+def open_stream(server, sid, command):
+    """Starts a foreground command over a raw connection; returns the socket
+    and the command id from the init event."""
+    import socket
+    c = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    body = json.dumps({"command": command}).encode()
+    c.sendall(b"POST /sandboxes/%s/proxy/44772/command HTTP/1.1\r\nHost: x\r\n"
+              b"OPEN-SANDBOX-API-KEY: %s\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (sid.encode(), API_KEY.encode(), len(body), body))
+    buf = b""
+    while b'"init"' not in buf or b"}" not in buf.split(b'"init"', 1)[1]:
+        buf += c.recv(4096)
+    cmd_id = json.loads(buf[buf.index(b'{"type":"init"'):].split(b"\n", 1)[0])["text"]
+    return c, cmd_id
+
+
+def test_client_hangup_ends_a_silent_stream(server):
+    sid = server.create()
+    c, cmd_id = open_stream(server, sid, "sleep 30; echo never")
+    time.sleep(0.3)
+    c.close()
+    deadline = time.monotonic() + 8
+    st = None
+    while time.monotonic() < deadline:
+        st = server.execd(sid, "GET", f"/command/status/{cmd_id}").json()
+        if st.get("running") is False:
+            break
+        time.sleep(0.2)
+    assert st.get("running") is False, st
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_graceful_stop_does_not_wait_for_silent_streams(fresh_server):
+    s = fresh_server()
+    s.start()
+    sid = s.create()
+    c, _ = open_stream(s, sid, "sleep 60")
+    t0 = time.monotonic()
+    s.stop()
+    assert time.monotonic() - t0 < 5
+    c.close()
+    s.start()  # the sandbox is still there for the next server
+    assert s.request("GET", f"/v1/sandboxes/{sid}").json()["status"]["state"] == "Running"

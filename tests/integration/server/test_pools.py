@@ -28,6 +28,10 @@ def wait_warm(s, n, name="default", timeout=15):
 def test_pool_serves_matching_creates(fresh_server):
     s = fresh_server(extra_args=["--pool", "default=3"])
     s.start()
+    # While members start and wait, they are nobody's sandboxes.
+    deadline = time.monotonic() + 15
+    while warm_count(s) < 3 and time.monotonic() < deadline:
+        assert s.request("GET", "/v1/sandboxes").json()["items"] == []
     wait_warm(s, 3)
     # Members are not sandboxes of anyone's yet.
     assert s.request("GET", "/v1/sandboxes").json()["items"] == []
