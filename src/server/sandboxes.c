@@ -855,6 +855,25 @@ kn_sbx_patch_metadata(kn_sbx_t *m, const char *id, const json_t *patch, json_t *
     return ret;
 }
 
+/* OSEP-0009 renew-on-access: a sandbox created with
+ * extensions["access.renew.extend.seconds"] = N lives at least N seconds
+ * past each request through the proxy. At most one store write a second. */
+static void
+renew_on_access(kn_sbx_t *m, const kn_store_rec_t *r)
+{
+    if (!r->expires_ms || strstr(r->spec, "access.renew.extend.seconds") == NULL)
+        return;
+    json_t *spec = json_loads(r->spec, 0, NULL);
+    const char *v = json_string_value(
+        json_object_get(json_object_get(spec, "extensions"), "access.renew.extend.seconds"));
+    long n = v ? strtol(v, NULL, 10) : 0;
+    json_decref(spec);
+    int64_t want = now_ms() + (int64_t)n * 1000;
+    kn_error_t err = {0};
+    if (n > 0 && want - r->expires_ms >= 1000)
+        kn_store_set_expires(m->store, r->id, want, &err);
+}
+
 int
 kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidns, size_t nslen,
              kn_error_t *err)
@@ -863,6 +882,7 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
     if (load(m, id, &r, err) < 0)
         return -1;
     int ret = -1;
+    renew_on_access(m, &r);
     if (strcmp(r.state, "Running") != 0) {
         kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
     } else {

@@ -509,3 +509,18 @@ def test_graceful_stop_does_not_wait_for_silent_streams(fresh_server):
     c.close()
     s.start()  # the sandbox is still there for the next server
     assert s.request("GET", f"/v1/sandboxes/{sid}").json()["status"]["state"] == "Running"
+
+
+def test_renew_on_access(server):
+    sid = server.create(timeout=60, extensions={"access.renew.extend.seconds": "300"})
+    first = parse_time(server.request("GET", f"/v1/sandboxes/{sid}").json()["expiresAt"])
+    assert server.execd(sid, "GET", "/ping").status == 200
+    later = parse_time(server.request("GET", f"/v1/sandboxes/{sid}").json()["expiresAt"])
+    assert later - first >= timedelta(seconds=230), (first, later)
+    # Without the extension, access does not renew.
+    plain = server.create(timeout=60)
+    e1 = server.request("GET", f"/v1/sandboxes/{plain}").json()["expiresAt"]
+    server.execd(plain, "GET", "/ping")
+    assert server.request("GET", f"/v1/sandboxes/{plain}").json()["expiresAt"] == e1
+    for x in (sid, plain):
+        server.request("DELETE", f"/v1/sandboxes/{x}")
