@@ -3,7 +3,13 @@ whether the run ended normally, by timeout, by the OOM killer, or failed
 while the sandbox was being set up."""
 import concurrent.futures
 import os
+import re
+import shutil
+import signal
+import subprocess
 import time
+
+import pytest
 
 from .conftest import (descendants, host_processes_matching, is_foreign_cgroup,
                        kennel_cgroups, orphaned_sandbox_processes)
@@ -118,3 +124,70 @@ def test_nothing_left_after_concurrent_runs(kn, marker):
     assert orphans == [], f"sandbox processes without a kennel parent: {orphans}"
     diff = settled_diff(before, marker)
     assert not diff, f"host state changed (gone, new): {diff}"
+
+
+def host_network_objects():
+    """Interfaces (index -> name), nftables tables and routes of the host."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    ifaces = {}
+    for line in links.splitlines():
+        index, name = line.split(":")[:2]
+        ifaces[int(index)] = name.strip().split("@")[0]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    return ifaces, tables.splitlines(), routes.splitlines()
+
+
+def sandbox_uplink(kennel_pid):
+    """Name of the host end of the veth whose other end is eth0 in the
+    sandbox run by kennel_pid, found through the sandbox's netns."""
+    for pid in descendants(kennel_pid):
+        out = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link"],
+                             capture_output=True, text=True).stdout
+        m = re.search(r"^\d+: eth0@if(\d+):", out, re.M)
+        if m:
+            return host_network_objects()[0].get(int(m.group(1)))
+    return None
+
+
+@pytest.mark.parametrize("ending", ["normal", "timeout", "sigterm"])
+def test_network_runs_leave_no_interfaces_or_rules(kn, ending):
+    """--network makes host-side objects (a veth end, an nftables table,
+    routes); whatever way the run ends, they go with it. The program sends
+    nothing: it only sleeps."""
+    if not shutil.which("ip") or not shutil.which("nft") or not shutil.which("nsenter"):
+        pytest.skip("ip (iproute2), nft or nsenter is not installed")
+    timeout = "0.8" if ending == "timeout" else "10"
+    proc = subprocess.Popen([kn.binary, "run", "--network", "-t", timeout, "--", "sleep",
+                             "1.5" if ending == "normal" else "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        uplink = None
+        deadline = time.monotonic() + 0.7
+        while uplink is None and time.monotonic() < deadline and proc.poll() is None:
+            uplink = sandbox_uplink(proc.pid)
+            time.sleep(0.05)
+        if ending == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode == 125:
+        pytest.skip(f"--network is not available here: {err.decode(errors='replace').strip()}")
+    assert uplink, "no veth to the sandbox found while it ran"
+    suffix = uplink[3:] if uplink.startswith("knh") else uplink
+
+    def ours():
+        ifaces, tables, routes = host_network_objects()
+        return ([n for n in ifaces.values() if n == uplink] +
+                [t for t in tables if t.endswith(f"_{suffix}")] +
+                [r for r in routes if f"dev {uplink} " in r + " "])
+
+    deadline = time.monotonic() + 3
+    left = ours()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = ours()
+    assert left == [], f"left on the host after a {ending} --network run: {left}"
