@@ -118,3 +118,28 @@ def test_no_host_sockets_visible(kn):
     assert r.rc == 0 and r.out == "[]\n", r
     r, p = kn.probe("read", "/var/run/docker.sock")
     assert p["result"] in ("ENOENT", "ENXIO"), p
+
+
+def test_network_egress_does_not_open_host_loopback(kn, tcp_listener):
+    """With --network the sandbox gets a veth to the host. The host's own
+    addresses, the gateway's included, must still not lead to services the
+    host keeps on 127.0.0.1 (no route_localnet/DNAT shortcut). Only
+    addresses of this machine are tried."""
+    port = tcp_listener.getsockname()[1]
+    code = ("import socket, struct\n"
+            "gw = None\n"
+            "for line in open('/proc/net/route').read().splitlines()[1:]:\n"
+            "    f = line.split()\n"
+            "    if f[1] == '00000000':\n"
+            "        gw = socket.inet_ntoa(struct.pack('<I', int(f[2], 16)))\n"
+            "print('gateway', gw)\n"
+            f"for addr in [a for a in (gw, '127.0.0.1') if a]:\n"
+            "    try:\n"
+            f"        socket.create_connection((addr, {port}), timeout=2).close(); print(addr, 'connected')\n"
+            "    except OSError as e:\n"
+            "        print(addr, 'refused', e.errno)\n")
+    r = kn.run("--network", "-t", "15", "-c", code)
+    if r.rc == 125:
+        pytest.skip(f"--network is not available here: {r.err.strip()}")
+    assert "gateway" in r.out and "connected" not in r.out, r
+    assert not accepted(tcp_listener), "a connection from inside reached the host's 127.0.0.1"
