@@ -363,7 +363,7 @@ spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, kn_error_t *err)
         setsid();
         if (fork() != 0)
             _exit(0);
-        int null = open("/dev/null", O_RDWR);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null >= 0) {
             dup2(null, 0);
             dup2(null, 1);

@@ -365,16 +365,13 @@ check_entrypoint(const json_t *ep, kn_error_t *err)
     return 0;
 }
 
+/* Where the sandbox comes from and what it runs: image, entrypoint, timeout. */
 static int
-check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
-              kn_error_t *err)
+check_source(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
+             kn_error_t *err)
 {
     json_t *image = json_object_get(req, "image");
     json_t *snap = json_object_get(req, "snapshotId");
-    json_t *v;
-    if (json_object_get(req, "extensions") &&
-        check_extensions(json_object_get(req, "extensions"), err) < 0)
-        return -1;
     if (snap && !json_is_null(snap)) {
         if (image && !json_is_null(image))
             return kn_server_error(err, EINVAL, "give either image or snapshotId, not both");
@@ -388,11 +385,10 @@ check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_
         return kn_server_error(err, EINVAL, "image.uri must be a non-empty string");
     const char *kimage = resolve_image(cfg, uri);
     if (!kimage)
-        return kn_server_error(
-            err, EINVAL,
-            "image '%s' is not known to this server (use \"host\" or a name from "
-            "imageAliases in the server config)",
-            uri);
+        return kn_server_error(err, EINVAL,
+                               "image '%s' is not known to this server (use \"host\" or a name "
+                               "from imageAliases in the server config)",
+                               uri);
     json_object_set_new(spec, "image", json_pack("{s:s}", "uri", uri));
     json_object_set_new(kennel, "image", json_string(kimage));
 
@@ -403,28 +399,34 @@ check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_
         return -1;
     json_object_set(spec, "entrypoint", ep);
 
-    v = json_object_get(req, "timeout");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 60)
-            return kn_server_error(err, EINVAL,
-                                   "timeout must be an integer of at least 60 (seconds)");
-        if (cfg->max_timeout_s && json_integer_value(v) > cfg->max_timeout_s)
-            return kn_server_error(err, EINVAL, "timeout must be at most %lld seconds",
-                                   (long long)cfg->max_timeout_s);
-        if (json_integer_value(v) > 100LL * 365 * 86400)
-            return kn_server_error(err, EINVAL, "timeout is too large");
-        json_object_set(spec, "timeout", v);
-    } else {
+    json_t *v = json_object_get(req, "timeout");
+    if (!v || json_is_null(v)) {
         json_object_set_new(spec, "timeout", json_null());
+        return 0;
     }
+    if (!json_is_integer(v) || json_integer_value(v) < 60)
+        return kn_server_error(err, EINVAL, "timeout must be an integer of at least 60 (seconds)");
+    if (cfg->max_timeout_s && json_integer_value(v) > cfg->max_timeout_s)
+        return kn_server_error(err, EINVAL, "timeout must be at most %lld seconds",
+                               (long long)cfg->max_timeout_s);
+    if (json_integer_value(v) > 100LL * 365 * 86400)
+        return kn_server_error(err, EINVAL, "timeout is too large");
+    json_object_set(spec, "timeout", v);
+    return 0;
+}
 
-    v = json_object_get(req, "resourceLimits");
+/* What the sandbox gets: limits, environment, metadata, platform, network,
+ * volumes, and the options Kennel refuses. */
+static int
+check_resources(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
+                kn_error_t *err)
+{
+    json_t *v = json_object_get(req, "resourceLimits");
     if (!v)
         return kn_server_error(err, EINVAL, "resourceLimits is required");
     if (check_limits(v, kennel, err) < 0)
         return -1;
     json_object_set(spec, "resourceLimits", v);
-
     if ((v = json_object_get(req, "env")) && !json_is_null(v)) {
         if (check_env(v, err) < 0)
             return -1;
@@ -442,8 +444,6 @@ check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_
         }
         json_object_set(spec, "metadata", v);
     }
-    if ((v = json_object_get(req, "extensions")) && !json_is_null(v))
-        json_object_set(spec, "extensions", v);
     if ((v = json_object_get(req, "networkPolicy")) && check_network(v, err) < 0)
         return -1;
     if ((v = json_object_get(req, "platform")) && !json_is_null(v)) {
@@ -465,19 +465,34 @@ check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_
         return kn_server_error(err, EINVAL, "credentialProxy is not supported yet");
     json_t *binds = json_array();
     json_object_set_new(kennel, "binds", binds);
-    if ((v = json_object_get(req, "volumes")) && !json_is_null(v)) {
-        if (!json_is_array(v) || json_array_size(v) > 16)
-            return kn_server_error(err, EINVAL, "volumes must be an array of at most 16");
-        size_t i;
-        json_t *vol;
-        json_array_foreach(v, i, vol)
-        {
-            if (check_volume(vol, i, cfg, binds, err) < 0)
-                return -1;
-        }
-        json_object_set(spec, "volumes", v);
+    if (!(v = json_object_get(req, "volumes")) || json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) > 16)
+        return kn_server_error(err, EINVAL, "volumes must be an array of at most 16");
+    size_t i;
+    json_t *vol;
+    json_array_foreach(v, i, vol)
+    {
+        if (check_volume(vol, i, cfg, binds, err) < 0)
+            return -1;
     }
+    json_object_set(spec, "volumes", v);
     return 0;
+}
+
+static int
+check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
+              kn_error_t *err)
+{
+    json_t *ext = json_object_get(req, "extensions");
+    if (ext && !json_is_null(ext)) {
+        if (check_extensions(ext, err) < 0)
+            return -1;
+        json_object_set(spec, "extensions", ext);
+    }
+    if (check_source(req, cfg, spec, kennel, err) < 0)
+        return -1;
+    return check_resources(req, cfg, spec, kennel, err);
 }
 
 json_t *
