@@ -10,8 +10,9 @@
    the uncompressed layers (no decompression, no digests: the floor).
    Median of 3 each, page cache warm. Speed is uncompressed MiB per second.
 2. Start-up: N interleaved rounds of `kennel run -q -- /bin/true` (image
-   host) and `kennel run -q --image bench:1 -- /bin/true` (the imported
-   image: an overlay of its layers over a tmpfs layer); median, p90, min.
+   host), `kennel run -q --image bench:1 -- /bin/true` (the imported
+   image: an overlay of its layers over a tmpfs layer) and the same pinned
+   by digest (every layer tree re-hashed); median, p90, min.
 
 Everything lives in a fresh directory under /root (the caller's own), which
 is removed at the end.
@@ -122,18 +123,23 @@ def main():
         print(f"\nimport / tar speed: **{mt / mi:.2f}** (target: at least 0.5)\n")
 
         env = dict(os.environ, KENNEL_STORE=str(work / "store2"))
+        digest = subprocess.run([kennel, "image", "inspect", "bench:1"], env=env, check=True,
+                                capture_output=True, text=True).stdout
+        digest = digest.split('"digest": "')[1].split('"')[0]
         cmds = {"host": [kennel, "run", "-q", "--", "/bin/true"],
-                "image": [kennel, "run", "-q", "--image", "bench:1", "--", "/bin/true"]}
+                "image": [kennel, "run", "-q", "--image", "bench:1", "--", "/bin/true"],
+                "image, pinned": [kennel, "run", "-q", "--image", f"bench:1@{digest}", "--",
+                                  "/bin/true"]}
         times = {k: [] for k in cmds}
         for _ in range(3):
             for c in cmds.values():
                 timed(c, env=env)
         for r in range(a.rounds):
-            order = list(cmds) if r % 2 == 0 else list(reversed(cmds))
+            order = list(cmds)[r % 3:] + list(cmds)[:r % 3]
             for k in order:
                 times[k].append(timed(cmds[k], env=env) * 1000)
         print("### Start-up\n")
-        print(f"`kennel run -q [--image bench:1] -- /bin/true`, {a.rounds} interleaved rounds "
+        print(f"`kennel run -q [--image bench:1[@DIGEST]] -- /bin/true`, {a.rounds} interleaved rounds "
               "after 3 warm-up rounds, wall ms from the caller.\n")
         print("| image | median | p90 | min |")
         print("|---|---:|---:|---:|")
