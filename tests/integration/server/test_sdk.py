@@ -64,7 +64,7 @@ def test_official_js_sdk(kennel, sdk, pool):
         gaps = {x["name"] for x in summary["results"] if x["status"] == "GAP"}
         assert gaps == KNOWN_GAPS, gaps
         assert r.returncode == 0
-        assert summary["passed"] >= 14
+        assert summary["passed"] >= 16
         if pool:
             sid = re.search(r"sandbox (\S+) ready", r.stdout).group(1)
             with open(s.log) as f:

@@ -126,6 +126,27 @@ await family("background command status and logs", async () => {
   check(logs.content.includes("bg-done"), `logs ${JSON.stringify(logs)}`);
 });
 
+await family("interrupt a running command", async () => {
+  const ex = await sandbox.commands.run("sleep 30", { background: true });
+  await sandbox.commands.interrupt(ex.id);
+  let st;
+  for (let i = 0; i < 50; i++) {
+    st = await sandbox.commands.getCommandStatus(ex.id);
+    if (st.running === false) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(st.running === false, `status after interrupt ${JSON.stringify(st)}`);
+});
+
+await family("bash session keeps cwd and exports", async () => {
+  const sid = await sandbox.commands.createSession({ workingDirectory: "/tmp" });
+  await sandbox.commands.runInSession(sid, "export KN_SESSION=kept; cd /var");
+  const ex = await sandbox.commands.runInSession(sid, "echo $KN_SESSION; pwd");
+  const out = ex.logs.stdout.map((m) => m.text);
+  check(JSON.stringify(out) === JSON.stringify(["kept", "/var"]), `session ${JSON.stringify(out)}`);
+  await sandbox.commands.deleteSession(sid);
+});
+
 await family("files write, read, info, search, delete", async () => {
   const text = "hello from the SDK åäö\nline 2\n";
   await sandbox.files.createDirectories([{ path: "/tmp/sdk", mode: 755 }]);
@@ -133,6 +154,10 @@ await family("files write, read, info, search, delete", async () => {
   check((await sandbox.files.readFile("/tmp/sdk/a.txt")) === text, "read back");
   const info = await sandbox.files.getFileInfo(["/tmp/sdk/a.txt"]);
   check(info["/tmp/sdk/a.txt"]?.size === Buffer.byteLength(text), `info ${JSON.stringify(info)}`);
+  const listed = await sandbox.files.listDirectory({ path: "/tmp/sdk", depth: 1 });
+  check(listed.some((f) => f.path === "/tmp/sdk/a.txt"), `list ${JSON.stringify(listed)}`);
+  const part = await sandbox.files.readFile("/tmp/sdk/a.txt", { range: "bytes=0-9" });
+  check(part === text.slice(0, 10), `range read ${JSON.stringify(part)}`);
   const found = await sandbox.files.search({ path: "/tmp/sdk", pattern: "*.txt" });
   check(found.length === 1 && found[0].path === "/tmp/sdk/a.txt", `search ${JSON.stringify(found)}`);
   await sandbox.files.deleteFiles(["/tmp/sdk/a.txt"]);
