@@ -965,6 +965,11 @@ kn_cmd_run(int argc, char **argv)
         const kn_warnings_t *w = kn_sandbox_warnings(j->sb);
         for (int k = 0; !o.quiet && !o.json && k < w->n; k++)
             fprintf(stderr, "kennel: warning: %s\n", w->msg[k]);
+        /* --expose I without a host port: the one picked is the caller's only way in. */
+        for (size_t k = 0; kn_sandbox_net(j->sb) && k < o.net.n_expose; k++)
+            if (!o.net.expose[k].outside)
+                fprintf(stderr, "kennel: exposed port %u on 127.0.0.1:%u\n", o.net.expose[k].inside,
+                        kn_net_exposed_port(kn_sandbox_net(j->sb), k));
     }
     int sig = drive(jobs, n, &o, sigfd);
 

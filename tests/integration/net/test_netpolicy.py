@@ -495,3 +495,32 @@ print("served 2")
             p.wait()
     assert results == [True, True], err
     assert "served 2" in out, err
+
+
+def test_exposed_port_picked_by_kennel(internet, kennel):
+    """--expose INTERNAL alone: kennel picks the host port and says which."""
+    code = r'''
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 8081))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(b"hello from inside")
+c.close()
+'''
+    p = subprocess.Popen([kennel, "run", "-q", "--expose", "8081", "-c", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert line.startswith("kennel: exposed port 8081 on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        assert p.stdout.readline().strip() == "listening"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            assert c.recv(100) == b"hello from inside"
+        p.wait(20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0
