@@ -575,18 +575,15 @@ parent_of(ex_t *x, const char *path, const char **leaf, kn_error_t *err)
 /* An entry replaces what an earlier entry of the same layer put there;
  * directories merge. Returns 1 when a directory may stay. */
 static int
-make_room(ex_t *x, int pfd, const char *leaf, char type, kn_error_t *err)
+make_room(int pfd, const char *leaf, char type, kn_error_t *err)
 {
     struct stat st;
     if (fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : kn_error_set(err, errno, "stat");
     if (S_ISDIR(st.st_mode) && type == '5')
         return 1;
-    /* The cache may hold the directory about to go. */
-    if (S_ISDIR(st.st_mode) && x->cached_fd >= 0) {
-        close(x->cached_fd);
-        x->cached_fd = -1;
-    }
+    /* pfd is the cached parent, so the cache never holds what goes here.
+     * A directory is only replaced when empty. */
     if (unlinkat(pfd, leaf, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0)
         return kn_error_set(err, errno, "replace");
     return 0;
@@ -637,7 +634,7 @@ whiteout(ex_t *x, int pfd, const char *leaf, kn_error_t *err)
     const char *name = leaf + 4;
     if (!name[0] || !strcmp(name, ".") || !strcmp(name, ".."))
         return kn_error_set(err, EINVAL, "bad whiteout");
-    if (make_room(x, pfd, name, '3', err) < 0)
+    if (make_room(pfd, name, '3', err) < 0)
         return -1;
     if (mknodat(pfd, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
         return kn_error_set(err, errno, "whiteout");
@@ -665,7 +662,7 @@ extract_one(kn_tar_t *t, ex_t *x, const kn_tar_entry_t *e, kn_error_t *err)
     if (e->mode & (S_ISUID | S_ISGID))
         x->st->setid_cleared++;
     mode_t mode = e->mode & ~(mode_t)(S_ISUID | S_ISGID);
-    int keep = make_room(x, pfd, leaf, e->type, err);
+    int keep = make_room(pfd, leaf, e->type, err);
     if (keep < 0)
         return -1;
     switch (e->type) {

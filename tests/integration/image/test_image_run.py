@@ -199,3 +199,25 @@ def test_unprivileged_import_and_run(images, mk):
     assert r.returncode == 0, r
     assert out.startswith("0\nunprivileged\nmotd\npasswd\n") and "-rwxr-xr-x" in out, r
     assert not list(store.glob("layers/sha256/*/fs/etc/new"))
+
+
+def test_image_sandbox_keeps_every_layer(images, mk, build_dir):
+    """An image root changes the file system, nothing else: capabilities,
+    seccomp and no_new_privs are as with host, and nothing of the host's
+    file system (the store included) is reachable."""
+    import json
+    import shutil
+    probe_dir = images.work / "probe"
+    probe_dir.mkdir()
+    shutil.copy2(build_dir / "kennel-probe", probe_dir / "kennel-probe")
+    mk.oci_layout(images.path("oci"), [mk.busybox_entries()], name="bb:1")
+    assert images.image("import", images.path("oci")).rc == 0
+    r = images.run("--image", "bb:1", "--ro-bind", f"{probe_dir}:/probe", "--",
+                   "/probe/kennel-probe", "caps")
+    assert r.rc == 0, r
+    p = json.loads([l for l in r.out.splitlines() if l.startswith("{")][-1])
+    assert int(p["CapEff"], 16) == 0 and p["Seccomp"] == "2" and p["NoNewPrivs"] == "1", p
+    r = images.run("--image", "bb:1", "--", "/bin/sh", "-c",
+                   f"ls /usr/bin/python3 /oldroot {images.store} /overlay 2>&1; "
+                   "grep -c ' / / ' /proc/self/mountinfo; echo done")
+    assert r.out.count("No such file") == 4 and r.out.endswith("done\n"), r

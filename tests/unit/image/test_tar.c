@@ -321,14 +321,22 @@ extract_sanitizes(void **state)
     entry(&b, "opt/.wh..wh..opq", '0', NULL, NULL, 0644);
     entry(&b, "etc/hard", '1', "etc/passwd", NULL, 0644);
     entry(&b, "etc/passwd", '0', NULL, "again", 0644); /* a later entry replaces */
+    entry(&b, "var/empty/", '5', NULL, NULL, 0755);
+    entry(&b, "var/.wh.empty", '0', NULL, NULL, 0644); /* whites out a dir of this layer */
+    entry(&b, "run/", '5', NULL, NULL, 0755);
+    entry(&b, "run", '0', NULL, "file now", 0644); /* an empty dir replaced by a file */
     finish(&b);
     kn_tar_stats_t st = {0};
     kn_error_t err = {0};
+    struct stat sb;
     assert_int_equal(extract(s, &b, &st, &err), 0);
     assert_int_equal(st.devices_skipped, 2);
     assert_int_equal(st.setid_cleared, 1);
-    assert_int_equal(st.whiteouts, 2);
-    struct stat sb;
+    assert_int_equal(st.whiteouts, 3);
+    assert_int_equal(fstatat(s->rootfd, "var/empty", &sb, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISCHR(sb.st_mode));
+    assert_int_equal(fstatat(s->rootfd, "run", &sb, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISREG(sb.st_mode));
     assert_int_equal(fstatat(s->rootfd, "bin/suid", &sb, AT_SYMLINK_NOFOLLOW), 0);
     assert_int_equal(sb.st_mode & 07777, 0755);
     assert_int_equal(fstatat(s->rootfd, "dev/sda", &sb, AT_SYMLINK_NOFOLLOW), -1);
