@@ -23,34 +23,11 @@
 #include "shim.h"
 #include "spec.h"
 #include "store.h"
+#include "sbx_internal.h"
 #include "util.h"
 
-/* A warm pool (docs/server.md): members are ordinary shims whose row is in
- * state "Warm" with reason "pool:<name>", hidden from the API until a
- * create claims one. */
-typedef struct pool {
-    const char *name;
-    char reason[80];
-    json_t *spec;   /* the members' spec: no entrypoint, "pool": name */
-    json_t *kennel; /* what a request must resolve to, to be served */
-    int size;
-    int starting; /* members being started (under mu) */
-} pool_t;
-
-struct kn_sbx {
-    const kn_server_cfg_t *cfg;
-    kn_store_t *store;
-    pool_t pools[KN_SERVER_MAX_POOLS];
-    int n_pools;
-    /* Ids this process is creating: a Pending row outside this set was left
-     * by an earlier server and is settled by the reaper. */
-    pthread_mutex_t mu;
-    char (*creating)[40];
-    size_t n_creating, cap_creating;
-};
-
-static void
-creating_mark(kn_sbx_t *m, const char *id, bool on)
+void
+kn_sbx_creating_mark(kn_sbx_t *m, const char *id, bool on)
 {
     pthread_mutex_lock(&m->mu);
     if (on) {
@@ -75,7 +52,6 @@ creating_mark(kn_sbx_t *m, const char *id, bool on)
 }
 
 static void settle_pending(kn_sbx_t *m, const kn_store_rec_t *r);
-static void log_event(const char *level, const char *msg, const char *id, const char *detail);
 
 static bool
 creating(kn_sbx_t *m, const char *id)
@@ -88,8 +64,8 @@ creating(kn_sbx_t *m, const char *id)
     return found;
 }
 
-static int64_t
-now_ms(void)
+int64_t
+kn_sbx_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -195,8 +171,8 @@ id_ok(const char *id)
     return true;
 }
 
-static void
-run_dir(const kn_sbx_t *m, const char *id, char *buf, size_t len)
+void
+kn_sbx_run_dir(const kn_sbx_t *m, const char *id, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/%s", m->cfg->run_dir, id);
 }
@@ -256,8 +232,8 @@ hidden(const kn_store_rec_t *r)
 }
 
 /* The API object of a record; create responses leave out the image. */
-static json_t *
-to_json(const kn_store_rec_t *r, bool with_image)
+json_t *
+kn_sbx_to_json(const kn_store_rec_t *r, bool with_image)
 {
     json_t *spec = json_loads(r->spec, 0, NULL);
     json_t *meta = json_loads(r->metadata, 0, NULL);
@@ -295,7 +271,7 @@ refresh(kn_sbx_t *m, kn_store_rec_t *r)
     if (terminal(r->state) || !strcmp(r->state, "Pending"))
         return;
     char dir[PATH_MAX];
-    run_dir(m, r->id, dir, sizeof dir);
+    kn_sbx_run_dir(m, r->id, dir, sizeof dir);
     json_t *st = kn_shim_state(dir);
     const char *s = json_string_value(json_object_get(st, "state"));
     const char *reason = json_string_value(json_object_get(st, "reason"));
@@ -315,7 +291,7 @@ refresh(kn_sbx_t *m, kn_store_rec_t *r)
             free(r->message);
             r->reason = reason ? strdup(reason) : NULL;
             r->message = msg ? strdup(msg) : NULL;
-            r->transition_ms = now_ms();
+            r->transition_ms = kn_sbx_now_ms();
         }
     }
     json_decref(st);
@@ -443,11 +419,11 @@ log_tail(const char *dir, char *buf, size_t len)
 }
 
 /* Ends a sandbox's shim (if any) and removes its run directory and row. */
-static int
-destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
+int
+kn_sbx_destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
 {
     char dir[PATH_MAX];
-    run_dir(m, id, dir, sizeof dir);
+    kn_sbx_run_dir(m, id, dir, sizeof dir);
     if (kn_shim_alive(dir)) {
         kn_error_t e = {0};
         int rc = kn_shim_call(dir, "kill", 20000, &e);
@@ -468,17 +444,17 @@ destroy(kn_sbx_t *m, const char *id, kn_error_t *err)
 
 /* Makes a sandbox from a parsed spec: run directory, row (Pending), shim;
  * then the row goes to state/reason. rec is filled (caller frees). */
-static int
-provision(kn_sbx_t *m, const json_t *spec, const char *state, const char *reason,
-          const char *message, kn_store_rec_t *rec, kn_error_t *err)
+int
+kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char *reason,
+                 const char *message, kn_store_rec_t *rec, kn_error_t *err)
 {
     kn_config_t cfg = {0};
     char dir[PATH_MAX], sbdir[PATH_MAX], path[PATH_MAX];
     bool made = false, stored = false;
     int ret = -1;
     new_id(rec->id);
-    creating_mark(m, rec->id, true);
-    run_dir(m, rec->id, dir, sizeof dir);
+    kn_sbx_creating_mark(m, rec->id, true);
+    kn_sbx_run_dir(m, rec->id, dir, sizeof dir);
     snprintf(sbdir, sizeof sbdir, "%s/%s", dir, KN_SHIM_SANDBOX);
     /* 0711: the runtime resolves bind sources as the sandbox's user, which
      * must be able to pass through; the shim's own files are 0600. */
@@ -501,7 +477,7 @@ provision(kn_sbx_t *m, const json_t *spec, const char *state, const char *reason
         kn_error_set(err, EIO, "write %s", path);
         goto out;
     }
-    rec->created_ms = rec->transition_ms = now_ms();
+    rec->created_ms = rec->transition_ms = kn_sbx_now_ms();
     json_t *timeout = json_object_get(spec, "timeout");
     if (json_is_integer(timeout))
         rec->expires_ms = rec->created_ms + json_integer_value(timeout) * 1000;
@@ -532,129 +508,18 @@ provision(kn_sbx_t *m, const json_t *spec, const char *state, const char *reason
     free(rec->message);
     rec->reason = strdup(reason);
     rec->message = strdup(message);
-    rec->transition_ms = now_ms();
+    rec->transition_ms = kn_sbx_now_ms();
     ret = 0;
 out:
     if (ret < 0 && made) {
         kn_error_t e = {0};
         if (stored)
-            destroy(m, rec->id, &e);
+            kn_sbx_destroy(m, rec->id, &e);
         else
             remove_run_dir(m, rec->id);
     }
-    creating_mark(m, rec->id, false);
+    kn_sbx_creating_mark(m, rec->id, false);
     kn_config_free(&cfg);
-    return ret;
-}
-
-/* extensions.poolRef names a pool: the request may leave out what the
- * pool's template gives (image, resourceLimits, entrypoint). Returns a new
- * request (or NULL when there is no poolRef) and the pool. */
-static int
-pool_request(kn_sbx_t *m, const json_t *req, json_t **merged, pool_t **pool, kn_error_t *err)
-{
-    *merged = NULL;
-    *pool = NULL;
-    json_t *ref = json_object_get(json_object_get(req, "extensions"), "poolRef");
-    if (!ref)
-        return 0;
-    if (!json_is_string(ref))
-        return kn_server_error(err, EINVAL, "extensions.poolRef must be a string");
-    for (int i = 0; i < m->n_pools; i++)
-        if (!strcmp(m->pools[i].name, json_string_value(ref)))
-            *pool = &m->pools[i];
-    if (!*pool)
-        return kn_server_error(err, EINVAL, "extensions.poolRef: no pool named '%s'",
-                               json_string_value(ref));
-    if (json_object_get(req, "snapshotId"))
-        return kn_server_error(err, EINVAL, "snapshotId cannot be given with poolRef");
-    json_t *r = json_deep_copy(req);
-    if (!r)
-        return kn_error_set(err, ENOMEM, "poolRef");
-    const kn_server_pool_t *cp = NULL;
-    for (int i = 0; i < m->cfg->n_pools; i++)
-        if (!strcmp(m->cfg->pools[i].name, (*pool)->name))
-            cp = &m->cfg->pools[i];
-    if (!json_object_get(r, "image") || json_is_null(json_object_get(r, "image")))
-        json_object_set_new(r, "image", json_pack("{s:s}", "uri", cp->image));
-    if (!json_object_get(r, "resourceLimits") || json_is_null(json_object_get(r, "resourceLimits")))
-        json_object_set_new(r, "resourceLimits", json_loads(cp->limits, 0, NULL));
-    if (!json_object_get(r, "entrypoint"))
-        json_object_set_new(r, "entrypoint", json_pack("[s,s,s]", "tail", "-f", "/dev/null"));
-    *merged = r;
-    return 0;
-}
-
-/* The pool whose members a spec can be served from: same image, limits and
- * (no) volumes, and no environment (execd's environment is fixed when it
- * starts; docs/server.md). */
-static pool_t *
-pool_match(kn_sbx_t *m, const json_t *spec, pool_t *wanted)
-{
-    if (json_object_size(json_object_get(spec, "env")))
-        return NULL;
-    json_t *k = json_object_get(spec, "kennel");
-    if (wanted)
-        return json_equal(k, wanted->kennel) ? wanted : NULL;
-    for (int i = 0; i < m->n_pools; i++)
-        if (json_equal(k, m->pools[i].kennel))
-            return &m->pools[i];
-    return NULL;
-}
-
-/* Serves a create from a warm member: the request's spec replaces the
- * member's, the shim starts the entrypoint. Returns 1 when served, 0 when
- * the pool had nothing (or the member failed: the caller creates cold). */
-static int
-claim(kn_sbx_t *m, pool_t *p, const json_t *spec, json_t **out)
-{
-    kn_store_rec_t rec = {0};
-    kn_error_t err = {0};
-    bool found = false;
-    /* Claim and mark under one lock, so that the reaper never sees the
-     * claimed row Pending and unowned. */
-    pthread_mutex_lock(&m->mu);
-    int rc = kn_store_claim(m->store, p->reason, rec.id, &found, &err);
-    pthread_mutex_unlock(&m->mu);
-    if (rc < 0 || !found)
-        return 0;
-    creating_mark(m, rec.id, true);
-    char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX];
-    run_dir(m, rec.id, dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_SPEC);
-    snprintf(tmp, sizeof tmp, "%s.new", path);
-    int ret = 0;
-    rec.created_ms = rec.transition_ms = now_ms();
-    json_t *timeout = json_object_get(spec, "timeout");
-    if (json_is_integer(timeout))
-        rec.expires_ms = rec.created_ms + json_integer_value(timeout) * 1000;
-    snprintf(rec.state, sizeof rec.state, "Pending");
-    rec.reason = strdup("provisioning");
-    rec.message = strdup("Sandbox is being taken from a warm pool.");
-    rec.spec = json_dumps(spec, JSON_COMPACT);
-    json_t *meta = json_object_get(spec, "metadata");
-    rec.metadata = meta ? json_dumps(meta, JSON_COMPACT) : strdup("{}");
-    if (!rec.spec || !rec.metadata || !rec.reason || !rec.message ||
-        json_dump_file(spec, tmp, JSON_COMPACT) < 0 || rename(tmp, path) < 0 ||
-        kn_store_update(m->store, &rec, &err) < 0 || kn_shim_call(dir, "claim", 10000, &err) < 0 ||
-        kn_store_set_state(m->store, rec.id, "Running", "CONTAINER_RUNNING",
-                           "Sandbox taken from a warm pool.", &err) < 0) {
-        log_event("error", "a warm sandbox could not be claimed", rec.id, err.msg);
-        kn_error_t e = {0};
-        destroy(m, rec.id, &e);
-        goto out;
-    }
-    snprintf(rec.state, sizeof rec.state, "Running");
-    free(rec.reason);
-    free(rec.message);
-    rec.reason = strdup("CONTAINER_RUNNING");
-    rec.message = strdup("Sandbox taken from a warm pool.");
-    *out = to_json(&rec, false);
-    ret = *out ? 1 : 0;
-    log_event("info", "taken from a warm pool", rec.id, p->name);
-out:
-    creating_mark(m, rec.id, false);
-    kn_store_rec_free(&rec);
     return ret;
 }
 
@@ -662,21 +527,21 @@ int
 kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
 {
     json_t *merged = NULL;
-    pool_t *wanted = NULL;
-    if (pool_request(m, req, &merged, &wanted, err) < 0)
+    kn_sbx_pool_t *wanted = NULL;
+    if (kn_sbx_pool_request(m, req, &merged, &wanted, err) < 0)
         return -1;
     json_t *spec = kn_spec_parse(merged ? merged : req, m->cfg, err);
     json_decref(merged);
     if (!spec)
         return -1;
     int ret = 0;
-    pool_t *p = pool_match(m, spec, wanted);
-    if (!p || !claim(m, p, spec, out)) {
+    kn_sbx_pool_t *p = kn_sbx_pool_match(m, spec, wanted);
+    if (!p || !kn_sbx_claim(m, p, spec, out)) {
         kn_store_rec_t rec = {0};
-        ret = provision(m, spec, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.",
-                        &rec, err);
+        ret = kn_sbx_provision(m, spec, "Running", "CONTAINER_RUNNING",
+                               "Sandbox started; execd answers.", &rec, err);
         if (ret == 0)
-            *out = to_json(&rec, false);
+            *out = kn_sbx_to_json(&rec, false);
         kn_store_rec_free(&rec);
     }
     json_decref(spec);
@@ -689,7 +554,7 @@ kn_sbx_get(kn_sbx_t *m, const char *id, json_t **out, kn_error_t *err)
     kn_store_rec_t r;
     if (load(m, id, &r, err) < 0)
         return -1;
-    *out = to_json(&r, true);
+    *out = kn_sbx_to_json(&r, true);
     kn_store_rec_free(&r);
     return 0;
 }
@@ -735,7 +600,7 @@ kn_sbx_list(kn_sbx_t *m, const kn_sbx_filter_t *f, json_t **out, kn_error_t *err
     for (size_t i = 0; i < n; i++) {
         if (!hidden(&recs[i]) && matches(&recs[i], f)) {
             if (total >= first && total < first + f->page_size)
-                json_array_append_new(items, to_json(&recs[i], true));
+                json_array_append_new(items, kn_sbx_to_json(&recs[i], true));
             total++;
         }
         kn_store_rec_free(&recs[i]);
@@ -757,7 +622,7 @@ kn_sbx_delete(kn_sbx_t *m, const char *id, const char *reason, kn_error_t *err)
         return -1;
     kn_store_rec_free(&r);
     (void)reason;
-    return destroy(m, id, err);
+    return kn_sbx_destroy(m, id, err);
 }
 
 int
@@ -774,7 +639,7 @@ kn_sbx_pause(kn_sbx_t *m, const char *id, bool pause, kn_error_t *err)
     }
     kn_store_rec_free(&r);
     char dir[PATH_MAX];
-    run_dir(m, id, dir, sizeof dir);
+    kn_sbx_run_dir(m, id, dir, sizeof dir);
     if (kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
         return -1;
     return kn_store_set_state(m->store, id, pause ? "Paused" : "Running",
@@ -800,7 +665,7 @@ kn_sbx_renew(kn_sbx_t *m, const char *id, const json_t *body, json_t **out, kn_e
         kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
     else if (!r.expires_ms)
         kn_server_error(err, EBUSY, "sandbox %s has no expiration (manual cleanup)", id);
-    else if (ms <= now_ms())
+    else if (ms <= kn_sbx_now_ms())
         kn_server_error(err, EINVAL, "expiresAt must be in the future");
     else if (kn_store_set_expires(m->store, id, ms, err) == 0) {
         char buf[40];
@@ -846,7 +711,7 @@ kn_sbx_patch_metadata(kn_sbx_t *m, const char *id, const json_t *patch, json_t *
         free(r.metadata);
         r.metadata = text;
         text = NULL;
-        *out = to_json(&r, true);
+        *out = kn_sbx_to_json(&r, true);
         ret = 0;
     }
     free(text);
@@ -868,7 +733,7 @@ renew_on_access(kn_sbx_t *m, const kn_store_rec_t *r)
         json_object_get(json_object_get(spec, "extensions"), "access.renew.extend.seconds"));
     long n = v ? strtol(v, NULL, 10) : 0;
     json_decref(spec);
-    int64_t want = now_ms() + (int64_t)n * 1000;
+    int64_t want = kn_sbx_now_ms() + (int64_t)n * 1000;
     kn_error_t err = {0};
     if (n > 0 && want - r->expires_ms >= 1000)
         kn_store_set_expires(m->store, r->id, want, &err);
@@ -887,7 +752,7 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
         kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
     } else {
         char dir[PATH_MAX];
-        run_dir(m, id, dir, sizeof dir);
+        kn_sbx_run_dir(m, id, dir, sizeof dir);
         json_t *st = kn_shim_state(dir);
         const char *ns = json_string_value(json_object_get(st, "pidns"));
         snprintf(pidns, nslen, "%s", ns ? ns : "");
@@ -918,7 +783,7 @@ kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char *sc
     /* Events are the supervisor's record; logs are what was asked for. */
     bool events = !strcmp(kind, "events");
     char dir[PATH_MAX], path[PATH_MAX];
-    run_dir(m, id, dir, sizeof dir);
+    kn_sbx_run_dir(m, id, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_LOG);
     json_t *warnings = json_array();
     FILE *f = fopen(path, "re");
@@ -961,46 +826,6 @@ kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char *sc
     return *out ? 0 : kn_error_set(err, ENOMEM, "diagnostics");
 }
 
-/* A warm member whose shim is gone is removed (nobody was promised it). */
-static bool
-warm_gone(kn_sbx_t *m, const kn_store_rec_t *r)
-{
-    char dir[PATH_MAX];
-    run_dir(m, r->id, dir, sizeof dir);
-    if (kn_shim_alive(dir))
-        return false;
-    kn_error_t e = {0};
-    destroy(m, r->id, &e);
-    log_event("info", "removed a warm sandbox whose supervisor is gone", r->id, NULL);
-    return true;
-}
-
-/* Starts the warm members a pool lacks, one at a time (this runs in the
- * reaper's thread). Returns true when some pool is still short. */
-static bool
-refill(kn_sbx_t *m, const int *warm)
-{
-    bool short_any = false;
-    for (int i = 0; i < m->n_pools; i++) {
-        pool_t *p = &m->pools[i];
-        if (warm[i] >= p->size)
-            continue;
-        short_any = true;
-        kn_store_rec_t rec = {0};
-        kn_error_t err = {0};
-        pthread_mutex_lock(&m->mu);
-        p->starting++;
-        pthread_mutex_unlock(&m->mu);
-        if (provision(m, p->spec, "Warm", p->reason, "Ready in a warm pool.", &rec, &err) < 0)
-            log_event("error", "a warm sandbox failed to start", p->name, err.msg);
-        pthread_mutex_lock(&m->mu);
-        p->starting--;
-        pthread_mutex_unlock(&m->mu);
-        kn_store_rec_free(&rec);
-    }
-    return short_any;
-}
-
 int
 kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
 {
@@ -1008,13 +833,13 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
     size_t n = 0;
     kn_error_t err = {0};
     int warm[KN_SERVER_MAX_POOLS] = {0};
-    int64_t now = now_ms(), next = now + max_wait_ms;
+    int64_t now = kn_sbx_now_ms(), next = now + max_wait_ms;
     if (kn_store_list(m->store, &recs, &n, &err) < 0)
         return max_wait_ms;
     for (size_t i = 0; i < n; i++) {
         kn_store_rec_t *r = &recs[i];
         if (!strcmp(r->state, "Warm")) {
-            if (!warm_gone(m, r))
+            if (!kn_sbx_warm_gone(m, r))
                 for (int k = 0; k < m->n_pools; k++)
                     warm[k] += r->reason && !strcmp(r->reason, m->pools[k].reason);
         } else if (!strcmp(r->state, "Pending")) {
@@ -1022,10 +847,10 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
                 settle_pending(m, r);
         } else if (r->expires_ms && r->expires_ms <= now) {
             kn_error_t e = {0};
-            if (destroy(m, r->id, &e) < 0)
-                log_event("error", "an expired sandbox could not be removed", r->id, e.msg);
+            if (kn_sbx_destroy(m, r->id, &e) < 0)
+                kn_sbx_log("error", "an expired sandbox could not be removed", r->id, e.msg);
             else
-                log_event("info", "expired", r->id, NULL);
+                kn_sbx_log("info", "expired", r->id, NULL);
         } else {
             refresh(m, r);
             if (r->expires_ms && r->expires_ms < next)
@@ -1034,96 +859,10 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
         kn_store_rec_free(r);
     }
     free(recs);
-    if (refill(m, warm))
+    if (kn_sbx_refill(m, warm))
         next = now; /* come back at once until the pools are full */
     int64_t wait = next - now;
     return wait < 10 ? 10 : (int)wait;
-}
-
-int
-kn_sbx_pools(kn_sbx_t *m, const char *name, json_t **out, kn_error_t *err)
-{
-    kn_store_rec_t *recs = NULL;
-    size_t n = 0;
-    int warm[KN_SERVER_MAX_POOLS] = {0}, taken[KN_SERVER_MAX_POOLS] = {0};
-    if (kn_store_list(m->store, &recs, &n, err) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        json_t *spec = NULL;
-        for (int k = 0; k < m->n_pools; k++) {
-            if (!strcmp(recs[i].state, "Warm")) {
-                warm[k] += recs[i].reason && !strcmp(recs[i].reason, m->pools[k].reason);
-                continue;
-            }
-            if (!spec && !(spec = json_loads(recs[i].spec, 0, NULL)))
-                break;
-            taken[k] += pool_match(m, spec, &m->pools[k]) != NULL;
-        }
-        json_decref(spec);
-        kn_store_rec_free(&recs[i]);
-    }
-    free(recs);
-    json_t *items = json_array();
-    for (int k = 0; k < m->n_pools; k++) {
-        pool_t *p = &m->pools[k];
-        if (name && strcmp(name, p->name) != 0)
-            continue;
-        json_array_append_new(
-            items, json_pack("{s:s, s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i}, s:O}", "name",
-                             p->name, "capacitySpec", "bufferMin", p->size, "bufferMax", p->size,
-                             "poolMin", p->size, "poolMax", p->size, "status", "total",
-                             warm[k] + taken[k], "allocated", taken[k], "available", warm[k],
-                             "template", json_object_get(p->spec, "kennel")));
-    }
-    if (name && json_array_size(items) == 0) {
-        json_decref(items);
-        return kn_server_error(err, ENOENT, "pool %s not found", name);
-    }
-    *out = name ? json_incref(json_array_get(items, 0)) : json_pack("{s:o}", "items", items);
-    if (name)
-        json_decref(items);
-    return *out ? 0 : kn_error_set(err, ENOMEM, "pools");
-}
-
-void
-kn_sbx_drain_pools(kn_sbx_t *m)
-{
-    kn_store_rec_t *recs = NULL;
-    size_t n = 0;
-    kn_error_t err = {0};
-    if (kn_store_list(m->store, &recs, &n, &err) < 0)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (!strcmp(recs[i].state, "Warm") && destroy(m, recs[i].id, &err) < 0)
-            log_event("error", "a warm sandbox could not be removed", recs[i].id, err.msg);
-        kn_store_rec_free(&recs[i]);
-    }
-    free(recs);
-}
-
-static int
-pools_init(kn_sbx_t *m, kn_error_t *err)
-{
-    for (int i = 0; i < m->cfg->n_pools; i++) {
-        const kn_server_pool_t *cp = &m->cfg->pools[i];
-        pool_t *p = &m->pools[m->n_pools];
-        json_t *limits = json_loads(cp->limits, 0, NULL);
-        json_t *req =
-            json_pack("{s:{s:s}, s:[s,s,s], s:o}", "image", "uri", cp->image, "entrypoint", "tail",
-                      "-f", "/dev/null", "resourceLimits", limits ? limits : json_null());
-        p->spec = req ? kn_spec_parse(req, m->cfg, err) : NULL;
-        json_decref(req);
-        if (!p->spec)
-            return kn_error_prefix(err, "pool %s", cp->name);
-        json_object_del(p->spec, "entrypoint");
-        json_object_set_new(p->spec, "pool", json_string(cp->name));
-        p->kennel = json_object_get(p->spec, "kennel");
-        p->name = cp->name;
-        p->size = cp->size;
-        snprintf(p->reason, sizeof p->reason, "pool:%s", cp->name);
-        m->n_pools++;
-    }
-    return 0;
 }
 
 void
@@ -1152,8 +891,8 @@ kn_sbx_count_states(kn_sbx_t *m, void (*fn)(const char *state, long n, void *ctx
  * still Pending were never acknowledged to a client; a live, ready shim
  * makes them Running, otherwise they go. Run directories without a row
  * are leftovers of an interrupted create or delete. */
-static void
-log_event(const char *level, const char *msg, const char *id, const char *detail)
+void
+kn_sbx_log(const char *level, const char *msg, const char *id, const char *detail)
 {
     json_t *j = json_pack("{s:s, s:s, s:s}", "level", level, "msg", msg, "sandboxId", id);
     if (j && detail && detail[0])
@@ -1173,19 +912,19 @@ settle_pending(kn_sbx_t *m, const kn_store_rec_t *r)
 {
     char dir[PATH_MAX];
     kn_error_t err = {0};
-    run_dir(m, r->id, dir, sizeof dir);
+    kn_sbx_run_dir(m, r->id, dir, sizeof dir);
     json_t *st = kn_shim_state(dir);
     const char *s = json_string_value(json_object_get(st, "state"));
     if (kn_shim_alive(dir) && s && !strcmp(s, "Running")) {
         if (kn_store_set_state(m->store, r->id, "Running", "CONTAINER_RUNNING",
                                "Sandbox adopted after a server restart.", &err) < 0)
-            log_event("error", "adoption: cannot mark Running", r->id, err.msg);
+            kn_sbx_log("error", "adoption: cannot mark Running", r->id, err.msg);
         else
-            log_event("info", "adopted a sandbox never acknowledged", r->id, NULL);
-    } else if (destroy(m, r->id, &err) < 0) {
-        log_event("error", "adoption: cannot remove an unfinished create", r->id, err.msg);
+            kn_sbx_log("info", "adopted a sandbox never acknowledged", r->id, NULL);
+    } else if (kn_sbx_destroy(m, r->id, &err) < 0) {
+        kn_sbx_log("error", "adoption: cannot remove an unfinished create", r->id, err.msg);
     } else {
-        log_event("info", "removed an unfinished create", r->id, s);
+        kn_sbx_log("info", "removed an unfinished create", r->id, s);
     }
     json_decref(st);
 }
@@ -1197,7 +936,7 @@ adopt(kn_sbx_t *m)
     size_t n = 0;
     kn_error_t err = {0};
     if (kn_store_list(m->store, &recs, &n, &err) < 0) {
-        log_event("error", "adoption: cannot list the store", "", err.msg);
+        kn_sbx_log("error", "adoption: cannot list the store", "", err.msg);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1205,7 +944,7 @@ adopt(kn_sbx_t *m)
         if (!strcmp(r->state, "Pending"))
             settle_pending(m, r);
         else if (!strcmp(r->state, "Warm"))
-            warm_gone(m, r);
+            kn_sbx_warm_gone(m, r);
         else
             refresh(m, r);
         kn_store_rec_free(r);
@@ -1223,11 +962,11 @@ adopt(kn_sbx_t *m)
             continue;
         }
         char dir[PATH_MAX];
-        run_dir(m, e->d_name, dir, sizeof dir);
+        kn_sbx_run_dir(m, e->d_name, dir, sizeof dir);
         if (kn_shim_alive(dir))
             kn_shim_call(dir, "kill", 20000, &err);
         remove_run_dir(m, e->d_name);
-        log_event("info", "removed a run directory without a row", e->d_name, NULL);
+        kn_sbx_log("info", "removed a run directory without a row", e->d_name, NULL);
     }
     if (d)
         closedir(d);
@@ -1266,7 +1005,7 @@ kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
         free(m);
         return -1;
     }
-    if (pools_init(m, err) < 0) {
+    if (kn_sbx_pools_init(m, err) < 0) {
         kn_sbx_close(m);
         return -1;
     }
