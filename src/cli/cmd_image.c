@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "image.h"
@@ -40,6 +41,18 @@ human(uint64_t b, char *out, size_t cap)
     snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", v, u[i]);
 }
 
+/* On a terminal, one line that updates for each large layer blob. */
+static void
+progress(void *arg, size_t layer, size_t n_layers, uint64_t done, uint64_t total)
+{
+    if (total < (16u << 20))
+        return;
+    fprintf(stderr, "\rlayer %zu/%zu: %5.1f / %.1f MiB", layer + 1, n_layers,
+            (double)done / 1048576.0, (double)total / 1048576.0);
+    if (done == total)
+        fputc('\n', stderr);
+}
+
 static int
 cmd_import(const char *store, int argc, char **argv)
 {
@@ -63,8 +76,9 @@ cmd_import(const char *store, int argc, char **argv)
     }
     kn_error_t err = {0};
     kn_image_info_t info = {0};
-    int rc = rootfs ? kn_image_import_rootfs(store, argv[optind], name, &info, &err)
-                    : kn_image_import(store, argv[optind], name, &info, &err);
+    kn_image_import_opts_t o = {.rootfs = rootfs,
+                                .progress = isatty(STDERR_FILENO) ? progress : NULL};
+    int rc = kn_image_import_with(store, argv[optind], name, &o, &info, &err);
     if (rc < 0) {
         fprintf(stderr, "kennel: %s\n", err.msg);
         return KN_EXIT_KENNEL;

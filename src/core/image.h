@@ -67,6 +67,23 @@ int kn_image_import(const char *store, const char *path, const char *name, kn_im
 int kn_image_import_rootfs(const char *store, const char *path, const char *name,
                            kn_image_info_t *info, kn_error_t *err);
 
+/* Progress of an import, called on the importing thread every few MiB of
+ * each layer blob read and at its end: layer (0-based) of n_layers, bytes
+ * of its blob read so far and in all. */
+typedef void (*kn_image_progress_fn)(void *arg, size_t layer, size_t n_layers, uint64_t done,
+                                     uint64_t total);
+
+typedef struct kn_image_import_opts {
+    bool rootfs;                   /* path is a root file system tarball */
+    kn_image_progress_fn progress; /* may be NULL */
+    void *arg;
+} kn_image_import_opts_t;
+
+/* kn_image_import and kn_image_import_rootfs with options (opts may be NULL). */
+int kn_image_import_with(const char *store, const char *path, const char *name,
+                         const kn_image_import_opts_t *opts, kn_image_info_t *info,
+                         kn_error_t *err);
+
 /* Resolves ref (NAME[:TAG], NAME@sha256:D, sha256:D), verifies it (see the
  * top of this file) and holds it open. *out is set only on success. */
 int kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *err);

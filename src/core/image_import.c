@@ -51,7 +51,13 @@ typedef struct range {
     int fd;
     uint64_t off, len, pos;
     sha_t *h; /* hashes what is read, may be NULL */
+    /* Layer blobs report their progress. */
+    const kn_image_import_opts_t *opts;
+    size_t layer, n_layers;
+    uint64_t reported;
 } range_t;
+
+#define PROGRESS_STEP (4u << 20)
 
 static ssize_t
 range_read(void *ctx, void *buf, size_t n, kn_error_t *err)
@@ -69,6 +75,11 @@ range_read(void *ctx, void *buf, size_t n, kn_error_t *err)
     if (r->h)
         kn_image_sha_update(r->h, buf, (size_t)got);
     r->pos += (uint64_t)got;
+    if (r->opts && r->opts->progress &&
+        (r->pos - r->reported >= PROGRESS_STEP || r->pos == r->len)) {
+        r->reported = r->pos;
+        r->opts->progress(r->opts->arg, r->layer, r->n_layers, r->pos, r->len);
+    }
     return got;
 }
 
@@ -380,6 +391,8 @@ typedef struct importer {
     const source_t *src;
     kn_tar_opts_t opts;
     kn_image_info_t *info;
+    const kn_image_import_opts_t *iopts;
+    size_t layer, n_layers; /* the layer being imported, for progress */
 } importer_t;
 
 /* Unpacks one layer blob whose compressed digest is blob_hex (NULL: not
@@ -394,6 +407,9 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
     if (source_range(im->src, path, &raw, &owned, err) < 0)
         return kn_error_prefix(err, "layer");
     layer_in_t L = {.raw = raw};
+    L.raw.opts = im->iopts;
+    L.raw.layer = im->layer;
+    L.raw.n_layers = im->n_layers;
     char stage[64] = "", layer[PATH_MAX];
     int stagefd = -1, fsfd = -1, rc = -1;
     kn_image_sha_init(&L.hz);
@@ -503,7 +519,7 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
     uint64_t size;
     if (kn_image_tree_digest(fsfd, tree, &size, err) < 0)
         goto out;
-    char body[80];
+    char body[128];
     int bl = snprintf(body, sizeof body, "sha256:%s\n%llu\n", tree, (unsigned long long)size);
     int tf = openat(stagefd, "tree", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (tf < 0 || kn_write_all(tf, body, (size_t)bl) < 0) {
@@ -601,6 +617,8 @@ import_layers(importer_t *im, json_t *config, json_t *layers, bool docker, kn_er
             size = sz > 0 ? (uint64_t)sz : 0;
             snprintf(path, sizeof path, "blobs/sha256/%s", blob);
         }
+        im->layer = i;
+        im->n_layers = n;
         if (import_layer(im, path, blob, diff, size, err) < 0)
             return -1;
     }
@@ -867,8 +885,8 @@ importer_ids(importer_t *im)
 }
 
 static int
-do_import(const char *store, const char *path, const char *name, bool rootfs, kn_image_info_t *info,
-          kn_error_t *err)
+do_import(const char *store, const char *path, const char *name, const kn_image_import_opts_t *o,
+          kn_image_info_t *info, kn_error_t *err)
 {
     kn_image_info_t local = {0};
     if (!info)
@@ -889,7 +907,8 @@ do_import(const char *store, const char *path, const char *name, bool rootfs, kn
         return -1;
     if ((lock = kn_image_store_lock(storefd, LOCK_SH, err)) < 0)
         goto out;
-    importer_t im = {.store = storefd, .src = &src, .info = info};
+    importer_t im = {.store = storefd, .src = &src, .info = info, .iopts = o, .n_layers = 1};
+    bool rootfs = o && o->rootfs;
     importer_ids(&im);
     if (rootfs) {
         struct stat st;
@@ -976,12 +995,20 @@ int
 kn_image_import(const char *store, const char *path, const char *name, kn_image_info_t *info,
                 kn_error_t *err)
 {
-    return do_import(store, path, name, false, info, err);
+    return do_import(store, path, name, NULL, info, err);
 }
 
 int
 kn_image_import_rootfs(const char *store, const char *path, const char *name, kn_image_info_t *info,
                        kn_error_t *err)
 {
-    return do_import(store, path, name, true, info, err);
+    kn_image_import_opts_t o = {.rootfs = true};
+    return do_import(store, path, name, &o, info, err);
+}
+
+int
+kn_image_import_with(const char *store, const char *path, const char *name,
+                     const kn_image_import_opts_t *opts, kn_image_info_t *info, kn_error_t *err)
+{
+    return do_import(store, path, name, opts, info, err);
 }

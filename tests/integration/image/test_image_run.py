@@ -1,6 +1,7 @@
 """Importing OCI layouts and docker save tarballs, and running sandboxes
 from them: layers stacked with overlayfs, whiteouts, the image config, pins."""
 import json
+import os
 import subprocess
 import time
 
@@ -221,3 +222,14 @@ def test_image_sandbox_keeps_every_layer(images, mk, build_dir):
                    f"ls /usr/bin/python3 /oldroot {images.store} /overlay 2>&1; "
                    "grep -c ' / / ' /proc/self/mountinfo; echo done")
     assert r.out.count("No such file") == 4 and r.out.endswith("done\n"), r
+
+
+def test_size_is_the_unpacked_bytes(images, mk):
+    big = b"\0" * (12 << 20)  # eight digits of size: once truncated the record
+    mk.oci_layout(images.path("oci"), [mk.busybox_entries(), [{"name": "big", "data": big}]],
+                  name="big:1")
+    assert images.image("import", images.path("oci")).rc == 0
+    r = images.image("inspect", "big:1")
+    bb = os.path.getsize("/bin/busybox")
+    size = json.loads(r.out)["size"]
+    assert len(big) + bb <= size < len(big) + bb + 4096, r
