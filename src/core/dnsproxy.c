@@ -301,6 +301,8 @@ kn_dnsproxy_new(uint32_t listen_addr, uint32_t client_addr, const struct sockadd
         kn_error_set(err, errno, "DNS proxy: TCP %s:53", inet_ntoa(sa.sin_addr));
         goto fail;
     }
+    if (upstream->sin_family != AF_INET)
+        return d; /* no upstream: allowed names get SERVFAIL */
     d->up = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (d->up < 0) {
         kn_error_set(err, errno, "DNS proxy upstream socket");
@@ -379,7 +381,7 @@ kn_dnsproxy_pollfds(kn_dnsproxy_t *d, struct pollfd *fds, int max)
     uint64_t now = kn_now_us();
     if (n < max)
         fds[n++] = (struct pollfd){d->udp, POLLIN, 0};
-    if (n < max)
+    if (n < max && d->up >= 0)
         fds[n++] = (struct pollfd){d->up, POLLIN, 0};
     if (n < max)
         fds[n++] = (struct pollfd){d->tcp_listen, POLLIN, 0};
@@ -475,7 +477,7 @@ on_query(kn_dnsproxy_t *d, uint8_t *buf, size_t len, const target_t *from)
     memcpy(p->name, q.name, sizeof p->name);
     buf[0] = (uint8_t)(p->up_id >> 8);
     buf[1] = (uint8_t)p->up_id;
-    if (send(d->up, buf, len, MSG_DONTWAIT) < 0) {
+    if (d->up < 0 || send(d->up, buf, len, MSG_DONTWAIT) < 0) {
         p->used = false;
         buf[0] = (uint8_t)(p->client_id >> 8);
         buf[1] = (uint8_t)p->client_id;
@@ -623,7 +625,7 @@ kn_dnsproxy_handle(kn_dnsproxy_t *d, int fd, short revents)
     uint8_t buf[KN_DNS_MAX_MSG];
     if (tcp_handle(d, fd, revents))
         return;
-    if ((fd != d->udp && fd != d->up) || !(revents & (POLLIN | POLLERR | POLLHUP)))
+    if (fd < 0 || (fd != d->udp && fd != d->up) || !(revents & (POLLIN | POLLERR | POLLHUP)))
         return;
     /* A bounded batch per wakeup, so that a flood cannot starve the loop. */
     for (int i = 0; i < 64; i++) {

@@ -69,7 +69,9 @@ struct kn_netns {
     int netns_fd;
     char host_if[IFNAMSIZ];
     uint32_t host_ip, sb_ip;
+    bool plumbed; /* the veth, tables and proxy exist (only with some egress) */
     bool veth, host_table, dir_made;
+    struct sockaddr_in upstream;
     kn_dnsproxy_t *dns;
     kn_relay_t *relays[KN_MAX_EXPOSE];
     size_t n_relays;
@@ -643,6 +645,77 @@ write_resolv_conf(kn_netns_t *n, kn_error_t *err)
     return rc < 0 ? kn_error_set(err, e, "write %s", path) : 0;
 }
 
+/* Whether a policy lets anything out. Without, the sandbox keeps a
+ * namespace with only lo (exposed ports need nothing more) until an update
+ * opens something. */
+static bool
+wants_egress(const kn_net_policy_t *p)
+{
+    if (p->default_allow)
+        return true;
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].allow)
+            return true;
+    return false;
+}
+
+/* The way out: veth, both tables, forwarding, the DNS proxy. On failure
+ * what was made stays recorded in n for unplumb(). */
+static int
+plumb(kn_netns_t *n, kn_error_t *err)
+{
+    if (kn_link_delete(n->host_if, err) < 0)
+        return -1;
+    loading_t l;
+    n->host_table = true; /* from here on, unplumb removes it (even half made) */
+    if (load_start(n, &l, err) < 0) {
+        kn_error_t scratch;
+        (void)load_finish(n, &l, &scratch);
+        return -1;
+    }
+    int rc = kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err);
+    n->veth = rc == 0;
+    if (rc == 0 && (rc = enable_forwarding(err)) < 0)
+        kn_error_prefix(err, "enable IPv4 forwarding");
+    if (rc < 0) {
+        kn_error_t scratch;
+        (void)load_finish(n, &l, &scratch);
+        return -1;
+    }
+    if (load_finish(n, &l, err) < 0)
+        return -1;
+    n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &n->upstream, open_addrs, n, err);
+    if (!n->dns)
+        return -1;
+    kn_dnsproxy_set_policy(n->dns, &n->pol);
+    n->plumbed = true;
+    return 0;
+}
+
+static void
+unplumb(kn_netns_t *n)
+{
+    kn_error_t err;
+    kn_dnsproxy_free(n->dns);
+    n->dns = NULL;
+    /* The host table and the veth go in parallel (each waits for the
+     * kernel). The table may not exist if plumbing failed early: the idiom
+     * "table X; delete table X" deletes it either way. */
+    kn_nft_proc_t del;
+    bool deleting = false;
+    if (n->host_table) {
+        char s[128];
+        snprintf(s, sizeof s, "table inet kennel_%d\ndelete table inet kennel_%d\n", n->slot,
+                 n->slot);
+        deleting = kn_nft_start(-1, s, &del, &err) == 0;
+    }
+    if (n->veth || n->host_table)
+        (void)kn_link_delete(n->host_if, &err);
+    if (deleting)
+        (void)kn_nft_wait(&del, &err);
+    n->host_table = n->veth = n->plumbed = false;
+}
+
 kn_netns_t *
 kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *err)
 {
@@ -655,10 +728,16 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     for (size_t i = 0; i < p->n_rules; i++)
         if (kn_net_rule_check(p->rules[i].target, err) < 0)
             return NULL;
-    if (kn_dns_upstream_parse(p->dns_upstream, &upstream, err) < 0) {
+    /* A bad --dns-upstream fails; a host without a usable nameserver only
+     * leaves the proxy without upstream (allowed names get SERVFAIL). */
+    memset(&upstream, 0, sizeof upstream);
+    if (p->dns_upstream[0] && kn_dns_upstream_parse(p->dns_upstream, &upstream, err) < 0) {
         kn_error_prefix(err, "network");
         return NULL;
     }
+    kn_error_t ignored;
+    if (!p->dns_upstream[0] && kn_dns_upstream_parse("", &upstream, &ignored) < 0)
+        upstream.sin_family = AF_UNSPEC;
     kn_netns_t *n = calloc(1, sizeof *n);
     opened_t *opened = calloc(MAX_OPENED, sizeof *opened);
     if (!n || !opened) {
@@ -678,31 +757,11 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
         kn_error_set(err, errno, "open %s", nspath);
         goto fail;
     }
-    if (take_slot(n, pid, err) < 0 || kn_link_delete(n->host_if, err) < 0)
+    n->upstream = upstream;
+    if (take_slot(n, pid, err) < 0 || write_resolv_conf(n, err) < 0)
         goto fail;
-    loading_t l;
-    n->host_table = true; /* from here on, detach removes it (even half made) */
-    if (load_start(n, &l, err) < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
+    if (wants_egress(p) && plumb(n, err) < 0)
         goto fail;
-    }
-    int rc = kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err);
-    n->veth = rc == 0;
-    if (rc == 0 && (rc = enable_forwarding(err)) < 0)
-        kn_error_prefix(err, "enable IPv4 forwarding");
-    if (rc < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
-        goto fail;
-    }
-    if (load_finish(n, &l, err) < 0)
-        goto fail;
-    if (write_resolv_conf(n, err) < 0)
-        goto fail;
-    if (!(n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &upstream, open_addrs, n, err)))
-        goto fail;
-    kn_dnsproxy_set_policy(n->dns, &n->pol);
     for (size_t i = 0; i < p->n_expose; i++) {
         kn_relay_t *r = kn_relay_new(n->netns_fd, p->expose[i].inside, p->expose[i].outside, err);
         if (!r)
@@ -763,6 +822,13 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
     memcpy(n->pol.rules, p->rules, sizeof p->rules);
     n->pol.n_rules = p->n_rules;
     n->pol.default_allow = p->default_allow;
+    if (!n->plumbed) {
+        if (!wants_egress(&n->pol) || plumb(n, err) == 0)
+            return 0;
+        unplumb(n);
+        n->pol = old;
+        return kn_error_prefix(err, "network update");
+    }
     if (load(n, false, false, err) < 0 || load(n, true, false, err) < 0) {
         n->pol = old;
         kn_error_t e2;
@@ -778,25 +844,9 @@ kn_net_detach(kn_netns_t *n)
 {
     if (!n)
         return;
-    kn_error_t err;
     for (size_t i = 0; i < n->n_relays; i++)
         kn_relay_free(n->relays[i]);
-    kn_dnsproxy_free(n->dns);
-    /* The host table and the veth go in parallel (each waits for the
-     * kernel). The table may not exist if attach failed early: the idiom
-     * "table X; delete table X" deletes it either way. */
-    kn_nft_proc_t del;
-    bool deleting = false;
-    if (n->host_table) {
-        char s[128];
-        snprintf(s, sizeof s, "table inet kennel_%d\ndelete table inet kennel_%d\n", n->slot,
-                 n->slot);
-        deleting = kn_nft_start(-1, s, &del, &err) == 0;
-    }
-    if (n->veth || n->slot_fd >= 0)
-        (void)kn_link_delete(n->host_if, &err);
-    if (deleting)
-        (void)kn_nft_wait(&del, &err);
+    unplumb(n);
     if (n->dir_made) {
         char path[PATH_MAX];
         if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)

@@ -87,6 +87,8 @@ typedef struct kn_dnsproxy kn_dnsproxy_t;
  * all of one answer at once; returns -1 to withhold the answer. */
 typedef int (*kn_dns_open_fn)(void *ctx, const char *name, const uint32_t *addrs,
                               const uint32_t *ttls, size_t n);
+/* An upstream whose sin_family is not AF_INET means none: allowed names
+ * are answered SERVFAIL. */
 kn_dnsproxy_t *kn_dnsproxy_new(uint32_t listen_addr, uint32_t client_addr,
                                const struct sockaddr_in *upstream, kn_dns_open_fn fn, void *ctx,
                                kn_error_t *err);

@@ -316,7 +316,8 @@ class H(http.server.BaseHTTPRequestHandler):
             egress = "open"
         except OSError:
             egress = "closed"
-        body = ("inside egress=" + egress).encode()
+        links = ",".join(sorted(n for _, n in socket.if_nameindex()))
+        body = ("inside egress=" + egress + " links=" + links).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -351,7 +352,8 @@ s.handle_request()
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert body == "inside egress=closed", (body, err)
+    # no egress asked for: no veth at all, the namespace keeps only lo
+    assert body == "inside egress=closed links=lo", (body, err)
     assert p.returncode == 0, err
 
 

@@ -123,3 +123,24 @@ def test_runtime_update(internet, harness_exe):
     finally:
         h.quit()
     assert leftovers([slot]) == []
+
+
+def test_update_opens_a_sandbox_that_had_no_egress(internet, harness_exe):
+    """Attached with nothing allowed, a sandbox has only lo; an update that
+    allows something gives it its veth and proxy; one that allows nothing
+    again closes it (the plumbing stays)."""
+    h = Harness(harness_exe)
+    slot = slot_of(h.ns)
+    try:
+        assert leftovers([slot]) == []
+        assert h.probe("get", "203.0.113.40").startswith("error:")
+        assert h.update("allow:203.0.113.40/32", "allow:allowed.test") == "ok"
+        assert leftovers([slot]) != []
+        assert h.probe("get", "203.0.113.40") == "served-by 203.0.113.40"
+        assert h.probe("dns", "allowed.test") == "203.0.113.10"
+        assert h.update("deny:allowed.test") == "ok"
+        assert h.probe("get", "203.0.113.40").startswith("error:")
+        assert h.probe("dns", "allowed.test") == "rcode:5"
+    finally:
+        h.quit()
+    assert leftovers([slot]) == []
