@@ -233,3 +233,47 @@ def test_size_is_the_unpacked_bytes(images, mk):
     bb = os.path.getsize("/bin/busybox")
     size = json.loads(r.out)["size"]
     assert len(big) + bb <= size < len(big) + bb + 4096, r
+
+
+def test_dynamic_binaries_from_a_gnu_tar_layer(images, mk):
+    """A layer written by GNU tar (gnu format: long names as 'L' records)
+    holding the host's bash and its libraries under a merged /usr, with the
+    usual absolute and relative symlinks: the loader and libraries resolve
+    inside the image."""
+    import shutil
+    stage = images.path("stage")
+    libs = subprocess.run(["ldd", "/usr/bin/bash"], capture_output=True, text=True).stdout
+    paths = ["/usr/bin/bash"] + [w for w in libs.split() if w.startswith("/")]
+    for p in paths:
+        real = os.path.realpath(p)
+        dst = stage / real.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(real, dst)
+        if p != real and not p.startswith("/lib64"):
+            link = stage / p.lstrip("/").replace("lib/", "usr/lib/", 1)
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.basename(real), link)
+    os.symlink("usr/bin", stage / "bin")
+    os.symlink("usr/lib", stage / "lib")
+    os.symlink("usr/lib64", stage / "lib64")
+    loader = [p for p in paths if p.startswith("/lib64/")][0]
+    (stage / "usr" / "lib64").mkdir(parents=True, exist_ok=True)
+    target = os.path.realpath(loader)
+    (stage / "usr" / "lib64" / os.path.basename(loader)).symlink_to(target)  # absolute
+    deep = stage / "usr" / "share" / ("d" * 90) / ("f" * 90)
+    deep.parent.mkdir(parents=True)
+    deep.write_text("long names\n")
+    (stage / "etc").mkdir()
+    raw = subprocess.run(["tar", "-C", str(stage), "--format=gnu", "--numeric-owner", "-cf", "-",
+                          "."], capture_output=True, check=True).stdout
+    assert b"././@LongLink" in raw  # the gnu long-name records are really there
+    mk.oci_layout(images.path("oci"), [raw], name="bash:1",
+                  config={"Env": ["PATH=/usr/bin"], "Cmd": ["bash", "-c", "echo $BASH_VERSION"]})
+    r = images.image("import", images.path("oci"))
+    assert r.rc == 0, r
+    r = images.run("--image", "bash:1")
+    assert r.rc == 0 and r.out.strip() and r.out[0].isdigit(), r
+    r = images.run("--image", "bash:1", "--", "bash", "-c",
+                   f"read l < /usr/share/{'d' * 90}/{'f' * 90}; echo $l")
+    assert r.rc == 0 and r.out == "long names\n", r
