@@ -910,9 +910,8 @@ kn_cmd_run(int argc, char **argv)
 {
     run_opts_t o = {.profile = "default", .stdout_cap = 1024 * 1024, .stderr_cap = 100 * 1024};
     source_t src[MAX_SOURCES];
-    job_t jobs[MAX_SOURCES];
+    job_t *jobs = NULL; /* n of them, once the sources are known */
     memset(src, 0, sizeof src);
-    memset(jobs, 0, sizeof jobs);
     int n = 0, rc = 0, sigfd = -1;
     signal(SIGPIPE, SIG_IGN);
     /* A signal to kennel ends its sandboxes and cleans up before kennel
@@ -931,6 +930,13 @@ kn_cmd_run(int argc, char **argv)
         rc = pr < 0 ? 0 : pr;
         goto out;
     }
+    if (!(jobs = calloc((size_t)n, sizeof *jobs))) {
+        fprintf(stderr, "kennel: out of memory\n");
+        rc = KN_EXIT_KENNEL;
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        jobs[i].s[0].fd = jobs[i].s[1].fd = -1;
     if (o.image && kn_image_is_ref(o.image)) {
         kn_error_t err = {0};
         if (kn_image_open(NULL, o.image, &o.img, &err) < 0) {
@@ -1010,7 +1016,7 @@ out:
     fflush(stdout);
     if (sigfd >= 0)
         close(sigfd);
-    for (int i = 0; i < MAX_SOURCES; i++) {
+    for (int i = 0; jobs && i < n; i++) {
         for (int k = 0; k < 2; k++) {
             if (jobs[i].s[k].fd >= 0)
                 close(jobs[i].s[k].fd);
@@ -1018,8 +1024,10 @@ out:
         }
         kn_sandbox_destroy(jobs[i].sb);
         kn_config_free(&jobs[i].cfg);
-        free(src[i].code);
     }
+    free(jobs);
+    for (int i = 0; i < MAX_SOURCES; i++)
+        free(src[i].code);
     kn_image_close(o.img);
     return rc;
 }
