@@ -436,10 +436,18 @@ list_refs(int storefd, const char *hex, char ***names)
 int
 kn_image_list(const char *store, kn_image_info_t **out, size_t *count, kn_error_t *err)
 {
-    int storefd = kn_image_store_open(store, true, err);
-    if (storefd < 0)
+    /* Listing creates nothing: no store (yet) is an empty list. */
+    int storefd = kn_image_store_open(store, false, err);
+    if (storefd < 0 && errno != ENOENT)
         return -1;
-    int fd = openat(storefd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = storefd < 0 ? -1 : openat(storefd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        if (storefd >= 0)
+            close(storefd);
+        *out = NULL;
+        *count = 0;
+        return 0;
+    }
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
         if (fd >= 0)
@@ -626,15 +634,15 @@ sweep(int storefd, const char *dir, char **live, size_t n, bool any_name)
 int
 kn_image_prune(const char *store, size_t *freed, kn_error_t *err)
 {
-    int storefd = kn_image_store_open(store, true, err);
+    *freed = 0;
+    int storefd = kn_image_store_open(store, false, err);
     if (storefd < 0)
-        return -1;
+        return errno == ENOENT ? 0 : -1; /* no store: nothing to prune */
     int lock = kn_image_store_lock(storefd, LOCK_EX, err);
     if (lock < 0) {
         close(storefd);
         return -1;
     }
-    *freed = 0;
     kn_image_info_t *list = NULL;
     size_t n = 0;
     char **live = NULL;

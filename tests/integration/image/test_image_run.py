@@ -277,3 +277,10 @@ def test_dynamic_binaries_from_a_gnu_tar_layer(images, mk):
     r = images.run("--image", "bash:1", "--", "bash", "-c",
                    f"read l < /usr/share/{'d' * 90}/{'f' * 90}; echo $l")
     assert r.rc == 0 and r.out == "long names\n", r
+
+
+def test_ls_and_prune_create_nothing(images):
+    r = images.image("ls")
+    assert r.rc == 0 and r.out.startswith("NAME") and len(r.out.splitlines()) == 1, r
+    assert images.image("prune").rc == 0
+    assert not images.store.exists()
