@@ -386,8 +386,12 @@ kn_image_apply_config(kn_config_t *cfg, const kn_image_t *img, kn_error_t *err)
         if (rc < 0)
             return -1;
     }
-    if (img->workdir && kn_config_set_str(&cfg->cwd, img->workdir, err) < 0)
-        return -1;
+    if (img->workdir) { /* relative to / as docker reads it */
+        char wd[PATH_MAX];
+        snprintf(wd, sizeof wd, "%s%s", img->workdir[0] == '/' ? "" : "/", img->workdir);
+        if (kn_config_set_str(&cfg->cwd, wd, err) < 0)
+            return -1;
+    }
     /* A profile that names its own user (deny-by-default: 65532) keeps it. */
     if (img->user && cfg->uid == 0 && cfg->gid == 0 && apply_user(cfg, img, err) < 0)
         return -1;

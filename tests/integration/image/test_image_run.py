@@ -284,3 +284,11 @@ def test_ls_and_prune_create_nothing(images):
     assert r.rc == 0 and r.out.startswith("NAME") and len(r.out.splitlines()) == 1, r
     assert images.image("prune").rc == 0
     assert not images.store.exists()
+
+
+def test_relative_workdir_is_below_root(images, mk):
+    mk.oci_layout(images.path("oci"), [mk.busybox_entries()], name="wd:1",
+                  config={"WorkingDir": "etc", "Cmd": ["/bin/pwd"]})
+    assert images.image("import", images.path("oci")).rc == 0
+    r = images.run("--image", "wd:1")
+    assert r.rc == 0 and r.out == "/etc\n", r
