@@ -631,12 +631,15 @@ kn_dnsproxy_handle(kn_dnsproxy_t *d, int fd, short revents)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_in from;
         socklen_t fl = sizeof from;
-        ssize_t r = recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+        ssize_t r =
+            recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             break; /* EAGAIN, or an ICMP error from the upstream */
         }
+        if ((size_t)r > sizeof buf)
+            continue; /* larger than any message we relay: dropped, never cut */
         if (fd == d->udp && fl == sizeof from && from.sin_family == AF_INET) {
             target_t to = {.addr = from, .tcp = -1};
             (void)on_query(d, buf, (size_t)r, &to);
