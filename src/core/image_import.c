@@ -535,10 +535,11 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
             kn_error_set(err, errno, "store layer %s", diff_hex);
             goto out;
         }
+        /* A concurrent import stored it first: ours is dropped. */
     } else {
         stage[0] = '\0';
+        im->info->layers_new++;
     }
-    im->info->layers_new++;
     im->info->devices_skipped += st.devices_skipped;
     im->info->setid_cleared += st.setid_cleared;
     rc = 0;
