@@ -67,6 +67,7 @@ struct kn_netns {
     int slot;
     int slot_fd;
     int netns_fd;
+    int nfnl; /* nfnetlink in the sandbox, for the proxy's set additions */
     char host_if[IFNAMSIZ];
     uint32_t host_ip, sb_ip;
     bool plumbed; /* the veth, tables and proxy exist (only with some egress) */
@@ -539,11 +540,9 @@ static int
 open_addrs(void *ctx, const char *name, const uint32_t *addrs, const uint32_t *ttls, size_t k)
 {
     kn_netns_t *n = ctx;
-    char script[8192];
-    sbuf_t b = {.s = script, .cap = sizeof script};
-    script[0] = '\0';
     uint64_t now = kn_now_us(), until[64];
-    bool any = false;
+    uint32_t add[64], add_ttl[64];
+    size_t nadd = 0;
     if (k > 64)
         k = 64;
     for (size_t i = 0; i < k; i++) {
@@ -555,14 +554,21 @@ open_addrs(void *ctx, const char *name, const uint32_t *addrs, const uint32_t *t
         if (until[i] >= now + (uint64_t)ttl * 500000u)
             continue;
         until[i] = now + (uint64_t)ttl * 1000000u;
-        put(&b, any ? ", " : "add element inet kennel open4 { ");
-        put_ip(&b, addrs[i]);
-        put(&b, " timeout %us", ttl);
-        any = true;
+        add[nadd] = addrs[i];
+        add_ttl[nadd++] = ttl;
     }
-    if (any) {
+    kn_error_t err;
+    if (nadd && (n->nfnl < 0 ||
+                 kn_nft_add_elems(n->nfnl, "kennel", "open4", add, add_ttl, nadd, &err) < 0)) {
+        char script[4096];
+        sbuf_t b = {.s = script, .cap = sizeof script};
+        script[0] = '\0';
+        for (size_t i = 0; i < nadd; i++) {
+            put(&b, i ? ", " : "add element inet kennel open4 { ");
+            put_ip(&b, add[i]);
+            put(&b, " timeout %us", add_ttl[i]);
+        }
         put(&b, " }\n");
-        kn_error_t err;
         if (b.overflow || kn_nft_run(n->netns_fd, script, &err) < 0)
             return -1;
     }
@@ -684,6 +690,8 @@ plumb(kn_netns_t *n, kn_error_t *err)
     }
     if (load_finish(n, &l, err) < 0)
         return -1;
+    kn_error_t scratch;
+    n->nfnl = kn_nft_socket(n->netns_fd, &scratch); /* without, nft(8) does it */
     n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &n->upstream, open_addrs, n, err);
     if (!n->dns)
         return -1;
@@ -698,6 +706,9 @@ unplumb(kn_netns_t *n)
     kn_error_t err;
     kn_dnsproxy_free(n->dns);
     n->dns = NULL;
+    if (n->nfnl >= 0)
+        close(n->nfnl); /* first: closing after a deletion would wait for it */
+    n->nfnl = -1;
     /* The host table and the veth go in parallel (each waits for the
      * kernel). The table may not exist if plumbing failed early: the idiom
      * "table X; delete table X" deletes it either way. */
@@ -748,7 +759,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     }
     n->opened = opened;
     n->pol = *p;
-    n->slot_fd = n->netns_fd = -1;
+    n->slot_fd = n->netns_fd = n->nfnl = -1;
     snprintf(n->id, sizeof n->id, "%s", id);
     char nspath[64];
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int)pid);

@@ -58,6 +58,14 @@ int kn_link_veth_setup(const char *host_if, int netns_fd, uint32_t host, uint32_
 int kn_link_delete(const char *name, kn_error_t *err);
 /* Creates a socket inside netns_fd (setns there and back on this thread). */
 int kn_netns_socket(int netns_fd, int domain, int type, kn_error_t *err);
+int kn_netns_socket_proto(int netns_fd, int domain, int type, int protocol, kn_error_t *err);
+/* An nfnetlink socket in netns_fd, for kn_nft_add_elems. */
+int kn_nft_socket(int netns_fd, kn_error_t *err);
+/* Adds n IPv4 addresses (host byte order) with timeouts in seconds to the
+ * set `set` of table inet `table`, in one batch; an element already there
+ * gets the new timeout. */
+int kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *addrs,
+                     const uint32_t *timeouts_s, size_t n, kn_error_t *err);
 
 /* ---- DNS (dnsproxy.c) ---- */
 
