@@ -653,6 +653,14 @@ extract_one(kn_tar_t *t, ex_t *x, const kn_tar_entry_t *e, kn_error_t *err)
     }
     if (!path[0]) /* the layer root itself: its mode is the store's */
         return 0;
+    /* Other ".wh..wh." names are the writer's own bookkeeping (aufs hard
+     * link directories) and everything below them: not part of the tree. */
+    for (const char *c = path; c;) {
+        const char *next = strchr(c, '/');
+        if (!strncmp(c, ".wh..wh.", 8) && (next || strcmp(c, ".wh..wh..opq") != 0))
+            return 0;
+        c = next ? next + 1 : NULL;
+    }
     const char *leaf;
     int pfd = parent_of(x, path, &leaf, err);
     if (pfd < 0)

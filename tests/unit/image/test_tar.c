@@ -325,6 +325,8 @@ extract_sanitizes(void **state)
     entry(&b, "var/.wh.empty", '0', NULL, NULL, 0644); /* whites out a dir of this layer */
     entry(&b, "run/", '5', NULL, NULL, 0755);
     entry(&b, "run", '0', NULL, "file now", 0644); /* an empty dir replaced by a file */
+    entry(&b, ".wh..wh.plnk/", '5', NULL, NULL, 0700); /* aufs bookkeeping: ignored */
+    entry(&b, ".wh..wh.plnk/x", '0', NULL, "x", 0644);
     finish(&b);
     kn_tar_stats_t st = {0};
     kn_error_t err = {0};
@@ -335,6 +337,8 @@ extract_sanitizes(void **state)
     assert_int_equal(st.whiteouts, 3);
     assert_int_equal(fstatat(s->rootfd, "var/empty", &sb, AT_SYMLINK_NOFOLLOW), 0);
     assert_true(S_ISCHR(sb.st_mode));
+    assert_int_equal(fstatat(s->rootfd, ".wh.plnk", &sb, AT_SYMLINK_NOFOLLOW), -1);
+    assert_int_equal(fstatat(s->rootfd, ".wh..wh.plnk", &sb, AT_SYMLINK_NOFOLLOW), -1);
     assert_int_equal(fstatat(s->rootfd, "run", &sb, AT_SYMLINK_NOFOLLOW), 0);
     assert_true(S_ISREG(sb.st_mode));
     assert_int_equal(fstatat(s->rootfd, "bin/suid", &sb, AT_SYMLINK_NOFOLLOW), 0);
