@@ -1,14 +1,16 @@
 /* netpolicy.c - a sandbox's way out, when it has one (DESIGN.md §5).
  *
- * kn_net_attach() builds, in this order: a /30 from 10.231.0.0/16 (a slot,
- * held by an flock on /run/kennel/net/slots/N for as long as the sandbox
- * lives, so concurrent launchers never collide and a crashed one frees its
- * slot), a veth pair (host "knhN", sandbox "eth0") with a default route
- * inside, the host table "inet kennel_N" (NAT, the host closed to the
- * sandbox but for the DNS proxy, forwarding closed to blocked ranges), the
- * sandbox's own table "inet kennel" (the policy proper, see inner_script),
- * /run/kennel/net/ID/resolv.conf naming the proxy, the DNS proxy and the
- * exposed ports' relays. kn_net_detach() undoes all of it.
+ * kn_net_attach() takes a /30 from 10.231.0.0/16 (a slot, held by an flock
+ * on /run/kennel/net/slots/N for as long as the sandbox lives, so concurrent
+ * launchers never collide and a crashed one frees its slot) and writes
+ * /run/kennel/net/ID/resolv.conf naming the proxy. If the policy lets
+ * anything out it then plumbs (plumb()): a veth pair (host "knhN", sandbox
+ * "eth0") with a default route inside, the host table "inet kennel_N" (NAT,
+ * the host closed to the sandbox but for the DNS proxy, forwarding closed
+ * to blocked ranges), the sandbox's own table "inet kennel" (the policy
+ * proper, see inner_script) and the DNS proxy; a policy that allows nothing
+ * leaves the namespace with only lo. Last come the exposed ports' relays.
+ * kn_net_detach() undoes all of it.
  *
  * The policy is enforced inside the sandbox's namespace (the sandbox has no
  * capabilities there and cannot change it) and, for the ranges that matter
