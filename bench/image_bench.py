@@ -14,8 +14,9 @@
    image: an overlay of its layers over a tmpfs layer) and the same pinned
    by digest (every layer tree re-hashed); median, p90, min.
 
-Everything lives in a fresh directory under /root (the caller's own), which
-is removed at the end.
+Everything lives in a fresh 0755 directory under /var/tmp (the sandbox's
+root, an unprivileged host id, must reach the store's layers), which is
+removed at the end.
 """
 import argparse
 import os
@@ -76,7 +77,7 @@ def main():
     ap.add_argument("--mib", type=int, default=100)
     a = ap.parse_args()
     kennel = str(pathlib.Path(a.build) / "kennel")
-    work = pathlib.Path(tempfile.mkdtemp(prefix="kn-image-bench-", dir="/root"))
+    work = pathlib.Path(tempfile.mkdtemp(prefix="kn-image-bench-", dir="/var/tmp"))
     work.chmod(0o755)
     try:
         entries, bulk = bulk_entries(a.mib)
