@@ -362,28 +362,28 @@ layer_read(void *ctx, void *buf, size_t n, kn_error_t *err)
     }
 }
 
-/* After a failed extraction: hashes the rest of the compressed blob and,
- * if it does not match blob_hex, replaces err with that. */
-static bool
-blob_mismatch(layer_in_t *L, const char *blob_hex, kn_error_t *err)
+/* Reads the rest of the compressed blob (hashing it) and checks the blob's
+ * digest. Returns 0 when it matches, 1 when it does not (err says so), -1
+ * when the blob could not be read. */
+static int
+check_blob(layer_in_t *L, const char *blob_hex, kn_error_t *err)
 {
     char *buf = malloc(IOBUF);
-    kn_error_t ignored = {0};
-    ssize_t r = buf ? 1 : -1;
+    ssize_t r = buf ? 1 : kn_error_set(err, ENOMEM, "layer");
     while (r > 0)
-        r = range_read(&L->raw, buf, IOBUF, &ignored);
+        r = range_read(&L->raw, buf, IOBUF, err);
     free(buf);
     if (r < 0)
-        return false;
+        return -1;
     hex_t got;
     kn_image_sha_final_hex(&L->hz, got);
     if (!strcmp(got, blob_hex))
-        return false;
+        return 0;
     kn_error_set(err, EBADMSG,
                  "blob sha256:%s (layer) does not match its digest: its content hashes to "
                  "sha256:%s",
                  blob_hex, got);
-    return true;
+    return 1;
 }
 
 typedef struct importer {
@@ -395,88 +395,134 @@ typedef struct importer {
     size_t layer, n_layers; /* the layer being imported, for progress */
 } importer_t;
 
+/* Opens the source range of a layer and sniffs its compression. */
+static int
+layer_open(importer_t *im, const char *path, uint64_t want_size, const char *blob_hex,
+           layer_in_t *L, int *owned, kn_error_t *err)
+{
+    if (source_range(im->src, path, &L->raw, owned, err) < 0)
+        return kn_error_prefix(err, "layer");
+    L->raw.opts = im->iopts;
+    L->raw.layer = im->layer;
+    L->raw.n_layers = im->n_layers;
+    L->raw.h = &L->hz;
+    if (want_size && L->raw.len != want_size)
+        return kn_error_set(err, EBADMSG, "blob sha256:%s is %llu bytes, the manifest says %llu",
+                            blob_hex, (unsigned long long)L->raw.len,
+                            (unsigned long long)want_size);
+    unsigned char magic[4] = {0};
+    kn_image_pread_full(L->raw.fd, magic, sizeof magic, L->raw.off);
+    if (L->raw.len >= 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f &&
+        magic[3] == 0xfd)
+        return kn_error_set(err, ENOTSUP, "layer %s is zstd-compressed: not supported yet", path);
+    if (L->raw.len >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+        if (!(L->zbuf = malloc(IOBUF)) || inflateInit2(&L->z, 16 + MAX_WBITS) != Z_OK) {
+            free(L->zbuf);
+            L->zbuf = NULL;
+            return kn_error_set(err, ENOMEM, "gzip");
+        }
+        L->gz = true;
+    }
+    return 0;
+}
+
+/* A fresh tmp/layer-RANDOM/fs owned by the mapped root; *stage names it. */
+static int
+stage_open(importer_t *im, char *stage, size_t cap, int *stagefd, int *fsfd, kn_error_t *err)
+{
+    kn_image_random_name("tmp/layer-", stage, cap);
+    if (mkdirat(im->store, stage, 0755) < 0) {
+        kn_error_set(err, errno, "staging %s", stage);
+        stage[0] = '\0';
+        return -1;
+    }
+    *stagefd = openat(im->store, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (*stagefd < 0 || mkdirat(*stagefd, "fs", 0755) < 0 ||
+        (*fsfd = openat(*stagefd, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return kn_error_set(err, errno, "staging %s", stage);
+    if (im->opts.chown && fchown(*fsfd, im->opts.uid_base, im->opts.gid_base) < 0)
+        return kn_error_set(err, errno, "chown layer root");
+    return 0;
+}
+
+/* After the tar's end: the rest of the stream, then both digests. */
+static int
+check_digests(layer_in_t *L, const char *blob_hex, char *diff_hex, kn_error_t *err)
+{
+    char drain[4096];
+    ssize_t r;
+    while ((r = layer_read(L, drain, sizeof drain, err)) > 0)
+        ;
+    if (r < 0)
+        return -1;
+    hex_t gotz, gotu;
+    kn_image_sha_final_hex(&L->hz, gotz);
+    kn_image_sha_final_hex(&L->hu, gotu);
+    if (blob_hex && strcmp(gotz, blob_hex))
+        return kn_error_set(err, EBADMSG,
+                            "blob sha256:%s (layer) does not match its digest: its content "
+                            "hashes to sha256:%s",
+                            blob_hex, gotz);
+    if (diff_hex[0] && strcmp(gotu, diff_hex))
+        return kn_error_set(err, EBADMSG,
+                            "layer sha256:%s: its uncompressed content hashes to sha256:%s, the "
+                            "image config's diff_id is sha256:%s",
+                            blob_hex ? blob_hex : gotz, gotu, diff_hex);
+    if (!diff_hex[0])
+        memcpy(diff_hex, gotu, HEXLEN + 1);
+    return 0;
+}
+
+/* Writes the tree digest and renames the staged layer into layers/.
+ * Returns 1 when it was stored, 0 when a concurrent import was first. */
+static int
+stage_commit(importer_t *im, const char *stage, int stagefd, int fsfd, const char *diff_hex,
+             kn_error_t *err)
+{
+    hex_t tree;
+    uint64_t size;
+    if (kn_image_tree_digest(fsfd, tree, &size, err) < 0)
+        return -1;
+    char body[128], layer[128];
+    int bl = snprintf(body, sizeof body, "sha256:%s\n%llu\n", tree, (unsigned long long)size);
+    int tf = openat(stagefd, "tree", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (tf < 0 || kn_write_all(tf, body, (size_t)bl) < 0) {
+        kn_error_set(err, errno, "write tree digest");
+        if (tf >= 0)
+            close(tf);
+        return -1;
+    }
+    close(tf);
+    snprintf(layer, sizeof layer, "layers/sha256/%s", diff_hex);
+    if (renameat(im->store, stage, im->store, layer) == 0)
+        return 1;
+    if (errno == EEXIST || errno == ENOTEMPTY)
+        return 0;
+    return kn_error_set(err, errno, "store layer %s", diff_hex);
+}
+
 /* Unpacks one layer blob whose compressed digest is blob_hex (NULL: not
  * known, a rootfs tarball) and whose uncompressed digest must be diff_hex
- * (NULL: learn it; written back). Returns 0 and the layer is in layers/. */
+ * ("": learn it; written back). Returns 0 and the layer is in layers/. */
 static int
 import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_hex,
              uint64_t want_size, kn_error_t *err)
 {
-    range_t raw;
-    int owned;
-    if (source_range(im->src, path, &raw, &owned, err) < 0)
-        return kn_error_prefix(err, "layer");
-    layer_in_t L = {.raw = raw};
-    L.raw.opts = im->iopts;
-    L.raw.layer = im->layer;
-    L.raw.n_layers = im->n_layers;
-    char stage[64] = "", layer[PATH_MAX];
-    int stagefd = -1, fsfd = -1, rc = -1;
+    layer_in_t L = {0};
+    char stage[64] = "", tree[128];
+    int owned = -1, stagefd = -1, fsfd = -1, rc = -1;
     kn_image_sha_init(&L.hz);
     kn_image_sha_init(&L.hu);
-    L.raw.h = &L.hz;
-    if (want_size && raw.len != want_size) {
-        kn_error_set(err, EBADMSG, "blob sha256:%s is %llu bytes, the manifest says %llu", blob_hex,
-                     (unsigned long long)raw.len, (unsigned long long)want_size);
+    if (layer_open(im, path, want_size, blob_hex, &L, &owned, err) < 0)
+        goto out;
+    snprintf(tree, sizeof tree, "layers/sha256/%s/tree", diff_hex);
+    if (diff_hex[0] && blob_hex && faccessat(im->store, tree, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+        /* Unpacked before: only check that this blob is what it claims. */
+        rc = check_blob(&L, blob_hex, err) == 0 ? 0 : -1;
         goto out;
     }
-    unsigned char magic[4] = {0};
-    kn_image_pread_full(raw.fd, magic, sizeof magic, raw.off);
-    if (raw.len >= 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f &&
-        magic[3] == 0xfd) {
-        kn_error_set(err, ENOTSUP, "layer %s is zstd-compressed: not supported yet", path);
+    if (stage_open(im, stage, sizeof stage, &stagefd, &fsfd, err) < 0)
         goto out;
-    }
-    L.gz = raw.len >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-    if (diff_hex[0]) {
-        snprintf(layer, sizeof layer, "layers/sha256/%s/tree", diff_hex);
-        if (faccessat(im->store, layer, F_OK, AT_SYMLINK_NOFOLLOW) == 0 && blob_hex) {
-            /* Unpacked before: only check that this blob is what it claims. */
-            char *buf = malloc(IOBUF);
-            ssize_t r = buf ? 1 : kn_error_set(err, ENOMEM, "layer");
-            while (r > 0)
-                r = range_read(&L.raw, buf, IOBUF, err);
-            free(buf);
-            if (r < 0)
-                goto out;
-            hex_t got;
-            kn_image_sha_final_hex(&L.hz, got);
-            if (strcmp(got, blob_hex)) {
-                kn_error_set(err, EBADMSG,
-                             "blob sha256:%s (layer) does not match its digest: its content "
-                             "hashes to sha256:%s",
-                             blob_hex, got);
-                goto out;
-            }
-            rc = 0;
-            goto out;
-        }
-    }
-    if (L.gz) {
-        if (!(L.zbuf = malloc(IOBUF)) || inflateInit2(&L.z, 16 + MAX_WBITS) != Z_OK) {
-            kn_error_set(err, ENOMEM, "gzip");
-            free(L.zbuf);
-            L.zbuf = NULL;
-            L.gz = false;
-            goto out;
-        }
-    }
-    kn_image_random_name("tmp/layer-", stage, sizeof stage);
-    if (mkdirat(im->store, stage, 0755) < 0) {
-        kn_error_set(err, errno, "staging %s", stage);
-        stage[0] = '\0';
-        goto out;
-    }
-    stagefd = openat(im->store, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (stagefd < 0 || mkdirat(stagefd, "fs", 0755) < 0 ||
-        (fsfd = openat(stagefd, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-        kn_error_set(err, errno, "staging %s", stage);
-        goto out;
-    }
-    if (im->opts.chown && fchown(fsfd, im->opts.uid_base, im->opts.gid_base) < 0) {
-        kn_error_set(err, errno, "chown layer root");
-        goto out;
-    }
     kn_tar_t t;
     kn_tar_init(&t, (kn_tar_src_t){layer_read, NULL, &L});
     kn_tar_stats_t st = {0};
@@ -484,59 +530,19 @@ import_layer(importer_t *im, const char *path, const char *blob_hex, char *diff_
     kn_tar_free(&t);
     if (xr < 0) {
         /* A blob that is not what its digest says is the clearer error. */
-        if (blob_hex && blob_mismatch(&L, blob_hex, err))
-            goto out;
-        kn_error_prefix(err, "layer %s", blob_hex ? blob_hex : path);
+        kn_error_t ignored = {0};
+        if (!blob_hex || check_blob(&L, blob_hex, &ignored) != 1)
+            kn_error_prefix(err, "layer %s", blob_hex ? blob_hex : path);
+        else
+            *err = ignored;
         goto out;
     }
-    /* Whatever follows the end blocks is part of the blob's digest. */
-    char drain[4096];
-    ssize_t r;
-    while ((r = layer_read(&L, drain, sizeof drain, err)) > 0)
-        ;
-    if (r < 0)
+    if (check_digests(&L, blob_hex, diff_hex, err) < 0)
         goto out;
-    hex_t gotz, gotu;
-    kn_image_sha_final_hex(&L.hz, gotz);
-    kn_image_sha_final_hex(&L.hu, gotu);
-    if (blob_hex && strcmp(gotz, blob_hex)) {
-        kn_error_set(err, EBADMSG,
-                     "blob sha256:%s (layer) does not match its digest: its content hashes to "
-                     "sha256:%s",
-                     blob_hex, gotz);
+    int stored = stage_commit(im, stage, stagefd, fsfd, diff_hex, err);
+    if (stored < 0)
         goto out;
-    }
-    if (diff_hex[0] && strcmp(gotu, diff_hex)) {
-        kn_error_set(err, EBADMSG,
-                     "layer sha256:%s: its uncompressed content hashes to sha256:%s, the image "
-                     "config's diff_id is sha256:%s",
-                     blob_hex ? blob_hex : gotz, gotu, diff_hex);
-        goto out;
-    }
-    if (!diff_hex[0])
-        memcpy(diff_hex, gotu, HEXLEN + 1);
-    hex_t tree;
-    uint64_t size;
-    if (kn_image_tree_digest(fsfd, tree, &size, err) < 0)
-        goto out;
-    char body[128];
-    int bl = snprintf(body, sizeof body, "sha256:%s\n%llu\n", tree, (unsigned long long)size);
-    int tf = openat(stagefd, "tree", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (tf < 0 || kn_write_all(tf, body, (size_t)bl) < 0) {
-        kn_error_set(err, errno, "write tree digest");
-        if (tf >= 0)
-            close(tf);
-        goto out;
-    }
-    close(tf);
-    snprintf(layer, sizeof layer, "layers/sha256/%s", diff_hex);
-    if (renameat(im->store, stage, im->store, layer) < 0) {
-        if (errno != EEXIST && errno != ENOTEMPTY) {
-            kn_error_set(err, errno, "store layer %s", diff_hex);
-            goto out;
-        }
-        /* A concurrent import stored it first: ours is dropped. */
-    } else {
+    if (stored) {
         stage[0] = '\0';
         im->info->layers_new++;
     }
@@ -885,6 +891,54 @@ importer_ids(importer_t *im)
     im->opts.gid_base = im->opts.chown ? KN_ROOTMAP_BASE : getegid();
 }
 
+/* A root file system tarball as a one-layer image: its layer, and a config
+ * and manifest written for it. */
+static int
+parse_rootfs(importer_t *im, source_t *src, const char *path, parsed_t *p, kn_error_t *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return kn_error_set(err, errno, "%s", path);
+    if (S_ISDIR(st.st_mode))
+        return kn_error_set(err, ENOTSUP,
+                            "--rootfs takes a tarball; a root directory runs as it is with "
+                            "--image %s",
+                            path);
+    src->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (src->fd < 0 || !(src->m = calloc(1, sizeof *src->m)))
+        return kn_error_set(err, errno, "%s", path);
+    src->m[0] = (member_t){
+        .name = strdup("rootfs"), .link = strdup(""), .type = '0', .size = (uint64_t)st.st_size};
+    src->n = 1;
+    hex_t diff = "";
+    if (import_layer(im, "rootfs", NULL, diff, 0, err) < 0)
+        return -1;
+    char dd[80], cd[80];
+    snprintf(dd, sizeof dd, "sha256:%s", diff);
+    p->config = json_pack("{s:s,s:s,s:{s:[s]},s:{s:s,s:[s]}}", "architecture", host_arch(), "os",
+                          "linux", "config", "Env",
+                          "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                          "rootfs", "type", "layers", "diff_ids", dd);
+    p->config_raw = p->config ? json_dumps(p->config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (!p->config_raw)
+        return kn_error_set(err, ENOMEM, "config");
+    p->config_len = strlen(p->config_raw);
+    kn_image_sha_hex(p->config_raw, p->config_len, p->config_hex);
+    snprintf(cd, sizeof cd, "sha256:%s", p->config_hex);
+    p->manifest = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:[{s:s,s:s,s:I}]}", "schemaVersion", 2,
+                            "mediaType", "application/vnd.oci.image.manifest.v1+json", "config",
+                            "mediaType", "application/vnd.oci.image.config.v1+json", "digest", cd,
+                            "size", (json_int_t)p->config_len, "layers", "mediaType",
+                            "application/vnd.oci.image.layer.v1.tar", "digest", dd, "size",
+                            (json_int_t)st.st_size);
+    p->manifest_raw = p->manifest ? json_dumps(p->manifest, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (!p->manifest_raw)
+        return kn_error_set(err, ENOMEM, "manifest");
+    p->manifest_len = strlen(p->manifest_raw);
+    kn_image_sha_hex(p->manifest_raw, p->manifest_len, p->manifest_hex);
+    return 0;
+}
+
 static int
 do_import(const char *store, const char *path, const char *name, const kn_image_import_opts_t *o,
           kn_image_info_t *info, kn_error_t *err)
@@ -912,59 +966,8 @@ do_import(const char *store, const char *path, const char *name, const kn_image_
     bool rootfs = o && o->rootfs;
     importer_ids(&im);
     if (rootfs) {
-        struct stat st;
-        if (stat(path, &st) < 0) {
-            kn_error_set(err, errno, "%s", path);
+        if (parse_rootfs(&im, &src, path, &p, err) < 0)
             goto out;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            kn_error_set(err, ENOTSUP,
-                         "--rootfs takes a tarball; a root directory runs as it is with "
-                         "--image %s",
-                         path);
-            goto out;
-        }
-        src.fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (src.fd < 0 || !(src.m = calloc(1, sizeof *src.m))) {
-            kn_error_set(err, errno, "%s", path);
-            goto out;
-        }
-        src.m[0] = (member_t){.name = strdup("rootfs"),
-                              .link = strdup(""),
-                              .type = '0',
-                              .size = (uint64_t)st.st_size};
-        src.n = 1;
-        hex_t diff = "";
-        if (import_layer(&im, "rootfs", NULL, diff, 0, err) < 0)
-            goto out;
-        char dd[80];
-        snprintf(dd, sizeof dd, "sha256:%s", diff);
-        p.config = json_pack("{s:s,s:s,s:{s:[s]},s:{s:s,s:[s]}}", "architecture", host_arch(), "os",
-                             "linux", "config", "Env",
-                             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                             "rootfs", "type", "layers", "diff_ids", dd);
-        p.config_raw = p.config ? json_dumps(p.config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        if (!p.config_raw) {
-            kn_error_set(err, ENOMEM, "config");
-            goto out;
-        }
-        p.config_len = strlen(p.config_raw);
-        kn_image_sha_hex(p.config_raw, p.config_len, p.config_hex);
-        char cd[80];
-        snprintf(cd, sizeof cd, "sha256:%s", p.config_hex);
-        p.manifest = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:[{s:s,s:s,s:I}]}", "schemaVersion", 2,
-                               "mediaType", "application/vnd.oci.image.manifest.v1+json", "config",
-                               "mediaType", "application/vnd.oci.image.config.v1+json", "digest",
-                               cd, "size", (json_int_t)p.config_len, "layers", "mediaType",
-                               "application/vnd.oci.image.layer.v1.tar", "digest", dd, "size",
-                               (json_int_t)st.st_size);
-        p.manifest_raw = p.manifest ? json_dumps(p.manifest, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        if (!p.manifest_raw) {
-            kn_error_set(err, ENOMEM, "manifest");
-            goto out;
-        }
-        p.manifest_len = strlen(p.manifest_raw);
-        kn_image_sha_hex(p.manifest_raw, p.manifest_len, p.manifest_hex);
     } else {
         if (source_open(&src, path, err) < 0)
             goto out;
