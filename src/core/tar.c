@@ -252,6 +252,39 @@ pax_parse(const char *buf, size_t size, pax_t *p, kn_error_t *err)
     return 0;
 }
 
+/* The entry's name and link target: pax records win over GNU long names,
+ * which win over the header (with its ustar prefix). Ownership of the
+ * chosen strings moves to e. */
+static void
+entry_names(kn_tar_entry_t *e, const struct ustar *h, pax_t *pax, char **gnu_name, char **gnu_link)
+{
+    if (pax->path) {
+        e->path = pax->path;
+        pax->path = NULL;
+    } else if (*gnu_name) {
+        e->path = *gnu_name;
+        *gnu_name = NULL;
+    } else if (!memcmp(h->magic, "ustar", 5) && h->prefix[0]) {
+        char *pre = field_dup(h->prefix, sizeof h->prefix),
+             *nm = field_dup(h->name, sizeof h->name);
+        if (pre && nm && asprintf(&e->path, "%s/%s", pre, nm) < 0)
+            e->path = NULL;
+        free(pre);
+        free(nm);
+    } else {
+        e->path = field_dup(h->name, sizeof h->name);
+    }
+    if (pax->link) {
+        e->link = pax->link;
+        pax->link = NULL;
+    } else if (*gnu_link) {
+        e->link = *gnu_link;
+        *gnu_link = NULL;
+    } else {
+        e->link = field_dup(h->linkname, sizeof h->linkname);
+    }
+}
+
 int
 kn_tar_next(kn_tar_t *t, const kn_tar_entry_t **out, kn_error_t *err)
 {
@@ -326,31 +359,7 @@ kn_tar_next(kn_tar_t *t, const kn_tar_entry_t **out, kn_error_t *err)
             kn_error_set(err, ENOTSUP, "tar: entry type '%c' is not supported", e->type);
             goto out;
         }
-        if (pax.path) {
-            e->path = pax.path;
-            pax.path = NULL;
-        } else if (gnu_name) {
-            e->path = gnu_name;
-            gnu_name = NULL;
-        } else if (!memcmp(h.magic, "ustar", 5) && h.prefix[0]) {
-            char *pre = field_dup(h.prefix, sizeof h.prefix),
-                 *nm = field_dup(h.name, sizeof h.name);
-            if (pre && nm && asprintf(&e->path, "%s/%s", pre, nm) < 0)
-                e->path = NULL;
-            free(pre);
-            free(nm);
-        } else {
-            e->path = field_dup(h.name, sizeof h.name);
-        }
-        if (pax.link) {
-            e->link = pax.link;
-            pax.link = NULL;
-        } else if (gnu_link) {
-            e->link = gnu_link;
-            gnu_link = NULL;
-        } else {
-            e->link = field_dup(h.linkname, sizeof h.linkname);
-        }
+        entry_names(e, &h, &pax, &gnu_name, &gnu_link);
         if (!e->path || !e->link) {
             kn_error_set(err, ENOMEM, "tar");
             goto out;
