@@ -359,6 +359,9 @@ inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
     put(b, "\t\tip daddr ");
     put_ip(b, n->host_ip);
     put(b, " meta l4proto { udp, tcp } th dport 53 accept\n");
+    /* DNS goes to the proxy only, even where the policy opens the resolver's
+     * address: other resolvers would bypass its name rules. */
+    put(b, "\t\tmeta l4proto { udp, tcp } th dport 53 " REJECT "\n");
     put_rule_cidrs(b, "", p, false, REJECT);
     put_rule_cidrs(b, "", p, true, "accept");
     put(b, "\t\tip daddr ");

@@ -278,14 +278,30 @@ out["host_gw"] = get(gw, {port}, timeout=1)
 out["host_gw80"] = get(gw, 80, timeout=1)
 out["host_addr"] = get("{HOST_ADDR}", {port}, timeout=1)
 out["host_lo"] = get("127.0.0.1", {port}, timeout=1)
-out["dns_direct"] = udp("{DNS_ADDR}", 53, timeout=1)
+import struct
+q = struct.pack(">HHHHHH", 9, 0x0100, 1, 0, 0, 0) + b"\x05other\x04test\x00" + struct.pack(">HH", 1, 1)
+def direct_dns(proto):
+    try:
+        s = socket.socket(socket.AF_INET, proto)
+        s.settimeout(2)
+        if proto == socket.SOCK_DGRAM:
+            s.sendto(q, ("{DNS_ADDR}", 53))
+            return "answered" if s.recv(512) else "empty"
+        s.connect(("{DNS_ADDR}", 53))
+        s.sendall(struct.pack(">H", len(q)) + q)
+        return "answered" if s.recv(512) else "empty"
+    except OSError as e:
+        return "error:" + type(e).__name__
+out["dns_direct"] = direct_dns(socket.SOCK_DGRAM)
+out["dns_direct_tcp"] = direct_dns(socket.SOCK_STREAM)
 ''', "--network")
     assert out["public"] == served("203.0.113.20"), out
     assert out["public_dns"] == ["203.0.113.20"], out
     for k in ("metadata", "private10", "private172", "private192", "host_gw", "host_gw80",
               "host_addr", "host_lo"):
         assert failed(out[k]), (k, out)
-    assert failed(out["dns_direct"]), out
+    # DNS goes to the proxy only, even when the resolver's address is open
+    assert failed(out["dns_direct"]) and failed(out["dns_direct_tcp"]), out
 
 
 def test_a_rule_can_name_a_blocked_range(net_run):
