@@ -2,11 +2,13 @@
 still sandbox with user namespaces, and name what it cannot enforce."""
 import json
 import os
+import shutil
 import socket
 
 import pytest
 
 from .conftest import host_processes_matching
+from .test_image import BUSYBOX, is_static_elf
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -140,3 +142,19 @@ def test_cannot_bind_what_the_caller_cannot_read(unpriv_kn, hostdir):
     r = unpriv_kn.run("--ro-bind", f"{private}:/r", "-c",
                       "import os\ntry: print(os.listdir('/r'))\nexcept OSError as e: print(e)")
     assert "secret.txt" not in r.out, r
+
+
+def test_rootfs_image(unpriv_kn, hostdir, probe_dir):
+    if not os.path.exists(BUSYBOX) or not is_static_elf(BUSYBOX):
+        pytest.skip("busybox-static is not installed")
+    root = hostdir / "rootfs"
+    for d in ("bin", "etc", "tmp", "work", "proc", "dev"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    os.symlink("busybox", root / "bin" / "sh")
+    shutil.copy2(probe_dir / "kennel-probe", root / "bin" / "kennel-probe")
+    r = unpriv_kn.run("-q", "--image", str(root), "--", "/bin/sh", "-c", "echo from-image")
+    assert r.rc == 0 and r.out == "from-image\n", r
+    r = unpriv_kn.run("-q", "--image", str(root), "--", "/bin/kennel-probe", "caps")
+    p = r.probe()
+    assert int(p["CapEff"], 16) == 0 and p["Seccomp"] == "2", p
