@@ -65,7 +65,8 @@ def test_writes_never_reach_the_host(kn, marker, probe_dir):
 
 
 def test_host_home_directories_hidden(kn):
-    assert os.listdir("/root"), "host /root is empty: nothing to hide"
+    if not os.listdir("/root"):
+        pytest.skip("host /root is empty: nothing to hide")
     code = ("import json, os\n"
             "out = {}\n"
             "for d in ('/root', '/home'):\n"
