@@ -741,6 +741,10 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
         kn_error_set(err, EINVAL, "network: bad sandbox id");
         return NULL;
     }
+    if (p->n_rules > KN_MAX_NET_RULES || p->n_expose > KN_MAX_EXPOSE) {
+        kn_error_set(err, EINVAL, "network: too many rules or exposed ports");
+        return NULL;
+    }
     for (size_t i = 0; i < p->n_rules; i++)
         if (kn_net_rule_check(p->rules[i].target, err) < 0)
             return NULL;
@@ -829,6 +833,8 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
 {
     if (!n)
         return kn_error_set(err, EINVAL, "this sandbox has no network to update");
+    if (p->n_rules > KN_MAX_NET_RULES)
+        return kn_error_set(err, EINVAL, "network update: too many rules");
     for (size_t i = 0; i < p->n_rules; i++)
         if (kn_net_rule_check(p->rules[i].target, err) < 0)
             return -1;
