@@ -19,6 +19,15 @@ int kn_cmd_attest_probe(int argc, char **argv);
 int kn_cmd_receipts(int argc, char **argv);
 int kn_cmd_serve(int argc, char **argv);
 int kn_cmd_shim(int argc, char **argv);
+int kn_cmd_create(int argc, char **argv);
+int kn_cmd_ls(int argc, char **argv);
+int kn_cmd_inspect(int argc, char **argv);
+int kn_cmd_exec(int argc, char **argv);
+int kn_cmd_logs(int argc, char **argv);
+int kn_cmd_pause(int argc, char **argv);
+int kn_cmd_resume(int argc, char **argv);
+int kn_cmd_renew(int argc, char **argv);
+int kn_cmd_rm(int argc, char **argv);
 int kn_cmd_image(int argc, char **argv);
 
 #endif

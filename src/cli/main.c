@@ -12,6 +12,15 @@ static const kn_command_t commands[] = {
     {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
     {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", kn_cmd_serve},
     {"shim", "supervise one sandbox for `kennel serve` (internal)", kn_cmd_shim},
+    {"create", "create a sandbox on a kennel serve", kn_cmd_create},
+    {"ls", "list the sandboxes of a kennel serve", kn_cmd_ls},
+    {"inspect", "print a sandbox of a kennel serve as JSON", kn_cmd_inspect},
+    {"exec", "run a command in a sandbox of a kennel serve, streaming", kn_cmd_exec},
+    {"logs", "print a sandbox's logs (execd and its supervisor)", kn_cmd_logs},
+    {"pause", "pause sandboxes of a kennel serve", kn_cmd_pause},
+    {"resume", "resume paused sandboxes of a kennel serve", kn_cmd_resume},
+    {"renew", "set a sandbox to expire SECONDS from now", kn_cmd_renew},
+    {"rm", "delete sandboxes of a kennel serve", kn_cmd_rm},
     {"image", "import, list, inspect and remove images (OCI, docker save)", kn_cmd_image},
 };
 

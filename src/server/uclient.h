@@ -27,6 +27,18 @@ int kn_uclient_check_peer(int fd, const char *pidns, kn_error_t *err);
 int kn_uclient_request(const char *path, const char *pidns, const char *method, const char *target,
                        const char *ctype, const char *body, size_t blen, int timeout_ms, size_t cap,
                        kn_uresp_t *out, kn_error_t *err);
+/* A TCP connection to a numeric address (or "localhost"). */
+int kn_uclient_connect_tcp(const char *host, int port, kn_error_t *err);
+/* Called with each piece of a response body as it arrives; -1 stops. */
+typedef int (*kn_uclient_body_fn)(const char *data, size_t len, void *ctx);
+/* One request on a connected fd (the caller closes it): headers are extra
+ * "Name: value\r\n" lines or NULL; timeout_ms < 0 waits for ever. With fn,
+ * the body goes to fn (out->body stays empty) and out->status is set as
+ * soon as the head has arrived. */
+int kn_uclient_exchange(int fd, const char *method, const char *target, const char *headers,
+                        const char *ctype, const char *body, size_t blen, int timeout_ms,
+                        size_t cap, kn_uclient_body_fn fn, void *ctx, kn_uresp_t *out,
+                        kn_error_t *err);
 void kn_uresp_free(kn_uresp_t *r);
 
 #endif

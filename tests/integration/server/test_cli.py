@@ -1,0 +1,47 @@
+"""The CLI client commands (kennel create, ls, inspect, exec, logs, pause,
+resume, renew, rm) against a real `kennel serve`."""
+import json
+import os
+import subprocess
+from datetime import datetime, timezone
+
+from .conftest import API_KEY
+
+
+def cli(kennel, server, *args, check=True):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "KENNEL_SERVER": f"http://127.0.0.1:{server.port}", "OPEN_SANDBOX_API_KEY": API_KEY}
+    r = subprocess.run([kennel, *args], capture_output=True, text=True, timeout=60, env=env)
+    if check:
+        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return r
+
+
+def test_cli_commands(kennel, server):
+    sid = cli(kennel, server, "create", "--meta", "via=cli", "-e", "GREETING=hi",
+              "--timeout", "120").stdout.strip()
+    server.note_cgroups(sid)
+    ls = cli(kennel, server, "ls", "--meta", "via=cli").stdout
+    assert sid in ls and "Running" in ls
+    assert json.loads(cli(kennel, server, "ls", "--json", "--meta", "via=cli").stdout)[0]["id"] == sid
+    info = json.loads(cli(kennel, server, "inspect", sid).stdout)
+    assert info["metadata"] == {"via": "cli"}
+    # exec streams stdout and stderr apart and exits with the command's status.
+    r = cli(kennel, server, "exec", sid, "--", "echo $GREETING; echo oops >&2; exit 3", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "hi\n", "oops\n")
+    r = cli(kennel, server, "exec", "-e", "X=1 2", sid, "--", "sh", "-c", "echo \"[$X]\"")
+    assert r.stdout == "[1 2]\n"
+    assert cli(kennel, server, "pause", sid).stdout.strip() == sid
+    r = cli(kennel, server, "exec", sid, "--", "true", check=False)
+    assert r.returncode == 125 and "Paused" in r.stderr
+    cli(kennel, server, "resume", sid)
+    until = cli(kennel, server, "renew", sid, "3600").stdout.strip()
+    left = (datetime.fromisoformat(until.replace("Z", "+00:00")) -
+            datetime.now(timezone.utc)).total_seconds()
+    assert 3500 < left <= 3600
+    assert "kennel-shim" in cli(kennel, server, "logs", sid).stdout
+    cli(kennel, server, "rm", sid)
+    r = cli(kennel, server, "inspect", sid, check=False)
+    assert r.returncode != 0 and "not found" in r.stderr
+    r = cli(kennel, server, "create", "--image", "nope:1", check=False)
+    assert r.returncode == 125 and "nope:1" in r.stderr
