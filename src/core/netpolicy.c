@@ -42,6 +42,7 @@
 #define TTL_MAX 86400u
 #define MAX_OPENED 1024
 #define SCRIPT_MAX 65536
+#define RELAY_DRAIN_US (2u * 1000000u) /* answers still on their way out, at most */
 
 /* Never reachable unless an allow CIDR names them: "this network",
  * RFC 1918, shared address space, loopback, link-local (with the cloud
@@ -714,21 +715,30 @@ unplumb(kn_netns_t *n)
     if (n->nfnl >= 0)
         close(n->nfnl); /* first: closing after a deletion would wait for it */
     n->nfnl = -1;
-    /* The host table and the veth go in parallel (each waits for the
-     * kernel). The table may not exist if plumbing failed early: the idiom
-     * "table X; delete table X" deletes it either way. */
+    /* The host table goes first, over nfnetlink: the commit is quick, and
+     * the grace period that freeing it needs passes while the veth is
+     * deleted (which waits for its own), so closing the socket afterwards
+     * rarely waits. Should nfnetlink fail, nft does it, in parallel. The
+     * table may not exist if plumbing failed early. */
+    int tfd = -1;
     kn_nft_proc_t del;
     bool deleting = false;
     if (n->host_table) {
-        char s[128];
-        snprintf(s, sizeof s, "table inet kennel_%d\ndelete table inet kennel_%d\n", n->slot,
-                 n->slot);
-        deleting = kn_nft_start(-1, s, &del, &err) == 0;
+        char t[32];
+        snprintf(t, sizeof t, "kennel_%d", n->slot);
+        tfd = kn_nft_delete_table(t, &err);
+        if (tfd < 0 && err.code != ENOENT) {
+            char s[128];
+            snprintf(s, sizeof s, "table inet %s\ndelete table inet %s\n", t, t);
+            deleting = kn_nft_start(-1, s, &del, &err) == 0;
+        }
     }
     if (n->veth || n->host_table)
         (void)kn_link_delete(n->host_if, &err);
     if (deleting)
         (void)kn_nft_wait(&del, &err);
+    if (tfd >= 0)
+        close(tfd);
     n->host_table = n->veth = n->plumbed = false;
 }
 
@@ -866,8 +876,11 @@ kn_net_detach(kn_netns_t *n)
 {
     if (!n)
         return;
-    for (size_t i = 0; i < n->n_relays; i++)
+    uint64_t deadline = kn_now_us() + RELAY_DRAIN_US;
+    for (size_t i = 0; i < n->n_relays; i++) {
+        kn_relay_drain(n->relays[i], deadline);
         kn_relay_free(n->relays[i]);
+    }
     unplumb(n);
     if (n->dir_made) {
         char path[PATH_MAX];

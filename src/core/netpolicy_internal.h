@@ -66,6 +66,10 @@ int kn_nft_socket(int netns_fd, kn_error_t *err);
  * gets the new timeout. */
 int kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *addrs,
                      const uint32_t *timeouts_s, size_t n, kn_error_t *err);
+/* Deletes table inet `table` of the caller's namespace over nfnetlink.
+ * Returns the socket, which the caller closes (closing right away would
+ * wait for the kernel to free the table), or -1. */
+int kn_nft_delete_table(const char *table, kn_error_t *err);
 
 /* ---- DNS (dnsproxy.c) ---- */
 
@@ -118,6 +122,9 @@ uint16_t kn_relay_port(const kn_relay_t *r);
 int kn_relay_pollfds(kn_relay_t *r, struct pollfd *fds, int max);
 /* Returns true when fd belonged to this relay. */
 bool kn_relay_handle(kn_relay_t *r, int fd, short revents);
+/* Before free, once the program has ended: passes on what the sandbox
+ * already sent, for at most until deadline_us (kn_now_us clock). */
+void kn_relay_drain(kn_relay_t *r, uint64_t deadline_us);
 void kn_relay_free(kn_relay_t *r);
 
 #endif

@@ -436,6 +436,32 @@ nl_nest_end(nlbuf_t *nb, size_t at)
         ((struct nlattr *)(void *)(nb->b + at))->nla_len = (uint16_t)(nb->len - at);
 }
 
+/* Sends a batch built in nb (its middle message has seq 2 and asks for an
+ * ACK) and reads that ACK. The kernel processes the batch within send(), so
+ * the answer is already queued when it returns. */
+static int
+nl_batch(int fd, nlbuf_t *nb, const char *what, kn_error_t *err)
+{
+    if (nb->overflow)
+        return kn_error_set(err, E2BIG, "%s: batch too large", what);
+    if (send(fd, nb->b, nb->len, 0) < 0)
+        return kn_error_set(err, errno, "%s: nfnetlink send", what);
+    for (;;) {
+        ssize_t r = recv(fd, nb->b, sizeof nb->b, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return kn_error_set(err, errno, "%s: no answer from nfnetlink", what);
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)nb->b; NLMSG_OK(h, (size_t)r);
+             h = NLMSG_NEXT(h, r)) {
+            if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq != 2)
+                continue;
+            const struct nlmsgerr *e = NLMSG_DATA(h);
+            return e->error ? kn_error_set(err, -e->error, "%s", what) : 0;
+        }
+    }
+}
+
 int
 kn_nft_socket(int netns_fd, kn_error_t *err)
 {
@@ -470,34 +496,32 @@ kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *add
     nl_msg_end(nb, m);
     m = nl_msg(nb, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 3);
     nl_msg_end(nb, m);
-    int rc = -1;
-    if (nb->overflow) {
-        kn_error_set(err, E2BIG, "set elements");
-    } else if (send(fd, nb->b, nb->len, 0) < 0) {
-        kn_error_set(err, errno, "nfnetlink send");
-    } else {
-        /* The batch is processed within send(): its answer is already queued. */
-        for (;;) {
-            ssize_t r = recv(fd, nb->b, sizeof nb->b, MSG_DONTWAIT);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                kn_error_set(err, errno, "nfnetlink: no answer");
-                break;
-            }
-            bool done = false;
-            for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)nb->b; NLMSG_OK(h, (size_t)r);
-                 h = NLMSG_NEXT(h, r)) {
-                if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq != 2)
-                    continue;
-                const struct nlmsgerr *e = NLMSG_DATA(h);
-                rc = e->error ? kn_error_set(err, -e->error, "add to set %s", set) : 0;
-                done = true;
-            }
-            if (done)
-                break;
-        }
-    }
+    int rc = nl_batch(fd, nb, set, err);
     free(nb);
     return rc;
+}
+
+int
+kn_nft_delete_table(const char *table, kn_error_t *err)
+{
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+    if (fd < 0)
+        return kn_error_set(err, errno, "nfnetlink socket");
+    nlbuf_t *nb = calloc(1, sizeof *nb);
+    if (!nb) {
+        close(fd);
+        return kn_error_set(err, ENOMEM, "delete table");
+    }
+    size_t m = nl_msg(nb, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 1);
+    nl_msg_end(nb, m);
+    m = nl_msg(nb, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK, NFPROTO_INET, 0, 2);
+    nl_attr(nb, NFTA_TABLE_NAME, table, strlen(table) + 1);
+    nl_msg_end(nb, m);
+    m = nl_msg(nb, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 3);
+    nl_msg_end(nb, m);
+    int rc = nl_batch(fd, nb, "delete table", err);
+    free(nb);
+    /* Closing waits for nftables to free what the deletion left (an RCU
+     * grace period) unless that is done already: callers close late. */
+    return rc < 0 ? (close(fd), -1) : fd;
 }

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define RELAY_MAX_CONNS 8
 #define RELAY_BUF 65536
 
@@ -195,6 +197,39 @@ conn_step(conn_t *c)
     if (pump(c->out, c->in, &c->to_in) < 0 || pump(c->in, c->out, &c->to_out) < 0 ||
         (c->to_in.shut && c->to_out.shut))
         conn_close(c);
+}
+
+/* Passes on what the sandbox already sent towards the caller, until that
+ * side ends, the caller stops taking it, or deadline_us. The launcher stops
+ * polling a sandbox's descriptors when its program ends, and a program
+ * that answers and exits must not have its answer cut short. */
+static void
+conn_drain(conn_t *c, uint64_t deadline_us)
+{
+    while (c->out >= 0 && !c->connecting && !c->to_out.shut) {
+        if (pump(c->in, c->out, &c->to_out) < 0)
+            return;
+        if (c->to_out.shut)
+            return;
+        uint64_t now = kn_now_us();
+        if (now >= deadline_us)
+            return;
+        struct pollfd p[2] = {{c->out, c->to_out.len ? POLLOUT : 0, 0},
+                              {c->in, c->to_out.eof ? 0 : POLLIN, 0}};
+        int ms = (int)((deadline_us - now) / 1000) + 1;
+        if (poll(p, 2, ms) <= 0 && errno != EINTR)
+            return;
+        if ((p[0].revents & (POLLERR | POLLHUP)) && !(p[0].revents & POLLOUT))
+            return;
+    }
+}
+
+void
+kn_relay_drain(kn_relay_t *r, uint64_t deadline_us)
+{
+    for (int i = 0; r && i < RELAY_MAX_CONNS; i++)
+        if (r->conns[i].out >= 0)
+            conn_drain(&r->conns[i], deadline_us);
 }
 
 int
