@@ -24,6 +24,7 @@ int kn_cmd_ls(int argc, char **argv);
 int kn_cmd_inspect(int argc, char **argv);
 int kn_cmd_exec(int argc, char **argv);
 int kn_cmd_logs(int argc, char **argv);
+int kn_cmd_cp(int argc, char **argv);
 int kn_cmd_pause(int argc, char **argv);
 int kn_cmd_resume(int argc, char **argv);
 int kn_cmd_renew(int argc, char **argv);

@@ -17,6 +17,7 @@ static const kn_command_t commands[] = {
     {"inspect", "print a sandbox of a kennel serve as JSON", kn_cmd_inspect},
     {"exec", "run a command in a sandbox of a kennel serve, streaming", kn_cmd_exec},
     {"logs", "print a sandbox's logs (execd and its supervisor)", kn_cmd_logs},
+    {"cp", "copy a file into or out of a sandbox of a kennel serve", kn_cmd_cp},
     {"pause", "pause sandboxes of a kennel serve", kn_cmd_pause},
     {"resume", "resume paused sandboxes of a kennel serve", kn_cmd_resume},
     {"renew", "set a sandbox to expire SECONDS from now", kn_cmd_renew},

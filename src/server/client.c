@@ -89,6 +89,30 @@ kn_client_call(kn_client_t *c, const char *method, const char *path, const json_
 }
 
 int
+kn_client_raw(kn_client_t *c, const char *method, const char *path, const char *ctype,
+              const char *body, size_t len, kn_error_t *err)
+{
+    kn_uresp_t r;
+    int fd = kn_uclient_connect_tcp(c->host, c->port, err);
+    if (fd < 0)
+        return -1;
+    int rc = kn_uclient_exchange(fd, method, path, c->headers, ctype, body, len, 600000, 1 << 20,
+                                 NULL, NULL, &r, err);
+    close(fd);
+    if (rc < 0)
+        return -1;
+    if (r.status < 200 || r.status > 299) {
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        kn_server_error(err, r.status, "%s (HTTP %d)", msg ? msg : r.body, r.status);
+        json_decref(j);
+        rc = -1;
+    }
+    kn_uresp_free(&r);
+    return rc;
+}
+
+int
 kn_client_stream(kn_client_t *c, const char *method, const char *path, const json_t *body,
                  kn_uclient_body_fn fn, void *ctx, int *status, kn_error_t *err)
 {

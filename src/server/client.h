@@ -25,6 +25,9 @@ int kn_client_init(kn_client_t *c, const char *server, kn_error_t *err);
  * HTTP status. */
 int kn_client_call(kn_client_t *c, const char *method, const char *path, const json_t *body,
                    json_t **out, kn_error_t *err);
+/* A call with a raw body of the given content type; -1 unless 2xx. */
+int kn_client_raw(kn_client_t *c, const char *method, const char *path, const char *ctype,
+                  const char *body, size_t len, kn_error_t *err);
 /* A call whose answer streams to fn (no timeout). *status is the HTTP status. */
 int kn_client_stream(kn_client_t *c, const char *method, const char *path, const json_t *body,
                      kn_uclient_body_fn fn, void *ctx, int *status, kn_error_t *err);

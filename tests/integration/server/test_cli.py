@@ -45,3 +45,22 @@ def test_cli_commands(kennel, server):
     assert r.returncode != 0 and "not found" in r.stderr
     r = cli(kennel, server, "create", "--image", "nope:1", check=False)
     assert r.returncode == 125 and "nope:1" in r.stderr
+
+
+def test_cli_cp(kennel, server, tmp_path):
+    sid = server.create()
+    src = tmp_path / "in.bin"
+    data = os.urandom(200000) + "åäö\n".encode()
+    src.write_bytes(data)
+    os.chmod(src, 0o640)
+    cli(kennel, server, "cp", str(src), f"{sid}:/tmp/deep/in.bin")
+    assert server.run(sid, "stat -c %s:%a /tmp/deep/in.bin")[0] == [f"{len(data)}:640"]
+    out = tmp_path / "out.bin"
+    cli(kennel, server, "cp", f"{sid}:/tmp/deep/in.bin", str(out))
+    assert out.read_bytes() == data
+    r = cli(kennel, server, "cp", f"{sid}:/tmp/missing", str(tmp_path / "x"), check=False)
+    assert r.returncode == 1 and not (tmp_path / "x").exists()
+    assert not (tmp_path / "x.kennel-cp").exists()
+    r = cli(kennel, server, "cp", str(src), str(out), check=False)
+    assert r.returncode == 125
+    server.request("DELETE", f"/v1/sandboxes/{sid}")
