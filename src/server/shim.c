@@ -274,9 +274,6 @@ start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
         return kn_error_set(err, ESRCH, "cannot read the sandbox's pid namespace");
     if (wait_ping(s, ready_timeout_ms, err) < 0)
         return -1;
-    /* A warm pool member has no entrypoint until a create claims it. */
-    if (json_object_get(s->spec, "entrypoint") && start_entrypoint(s, err) < 0)
-        return -1;
     return 0;
 }
 
@@ -335,11 +332,9 @@ serve_control(shim_t *s, int fd)
         } else {
             json_decref(s->spec);
             s->spec = spec;
-            if (start_entrypoint(s, &err) < 0)
-                snprintf(reply, sizeof reply, "error %s\n", err.msg);
-            else
-                write_state(s, "Running", "CONTAINER_RUNNING", "Sandbox taken from a warm pool.",
-                            -1000);
+            write_state(s, "Running", "CONTAINER_RUNNING", "Sandbox taken from a warm pool.",
+                        -1000);
+            quit = 2; /* the entrypoint starts once the answer is out */
         }
     } else if (!strcmp(line, "kill")) {
         finish(s, "Terminated", "user_delete", "Sandbox deleted.");
@@ -351,6 +346,22 @@ serve_control(shim_t *s, int fd)
     kn_write_all(fd, reply, strlen(reply));
     logf_(s, "control: %s -> %.*s", line, (int)strcspn(reply, "\n"), reply);
     return quit;
+}
+
+/* Starts the entrypoint after the sandbox was reported ready (the create's
+ * answer does not wait for execd to spawn it). A start that fails ends the
+ * sandbox as Failed, as an entrypoint that cannot run ends a container. */
+static int
+begin_entrypoint(shim_t *s)
+{
+    kn_error_t err = {0};
+    if (!json_object_get(s->spec, "entrypoint"))
+        return 0; /* a warm pool member: no entrypoint until a create claims it */
+    if (start_entrypoint(s, &err) == 0)
+        return 0;
+    logf_(s, "entrypoint: %s", err.msg);
+    finish(s, "Failed", "entrypoint_failed", err.msg);
+    return -1;
 }
 
 /* The sandbox ended on its own: answers whoever is already waiting on the
@@ -469,7 +480,11 @@ loop(shim_t *s)
             if (c >= 0) {
                 int quit = serve_control(s, c);
                 close(c);
-                if (quit)
+                if (quit == 2 && begin_entrypoint(s) < 0) {
+                    drain_control(s);
+                    return 0;
+                }
+                if (quit == 1)
                     return 0;
             }
         }
@@ -515,13 +530,17 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
         }
         goto out;
     }
-    if (s.entrypoint_id[0])
+    if (json_object_get(s.spec, "entrypoint"))
         write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
     else
         write_state(&s, "Warm", "warm", "Ready in a warm pool.", -1000);
     logf_(&s, "ready in %.3f ms (sandbox pid %d)", (kn_now_us() - t0) / 1000.0,
           (int)kn_sandbox_pid(s.sb));
     tell_ready(&s, "ready\n");
+    if (begin_entrypoint(&s) < 0) {
+        drain_control(&s);
+        goto out;
+    }
     rc = loop(&s);
 out:
     if (err.msg[0]) {

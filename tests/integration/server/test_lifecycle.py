@@ -70,8 +70,14 @@ def test_create_get_shapes(server):
     assert s["id"] == c["id"] and s["createdAt"] == c["createdAt"]
     # The same routes answer without the /v1 prefix, as the reference does.
     assert server.request("GET", f"/sandboxes/{c['id']}").json()["id"] == c["id"]
-    # env reaches the sandbox; the entrypoint runs through execd.
-    out, _ = server.run(c["id"], "echo $A; ps -eo args | grep -c '^tail -f /dev/null'")
+    # env reaches the sandbox; the entrypoint runs through execd (started
+    # right after the create's answer).
+    deadline = time.monotonic() + 3
+    while True:
+        out, _ = server.run(c["id"], "echo $A; ps -eo args | grep -c '^tail -f /dev/null' || true")
+        if out == ["1", "1"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert out == ["1", "1"]
     assert server.request("DELETE", f"/v1/sandboxes/{c['id']}").status == 204
 

@@ -48,7 +48,12 @@ def test_pool_serves_matching_creates(fresh_server):
     assert got["status"]["state"] == "Running" and got["metadata"] == {"from": "pool"}
     assert got["entrypoint"] == ["tail", "-f", "/dev/null"]
     assert "expiresAt" in got
-    out, _ = s.run(sid, "ps -eo args | grep -c '^tail -f /dev/null'; echo ok")
+    deadline = time.monotonic() + 3
+    while True:  # the entrypoint starts right after the create's answer
+        out, _ = s.run(sid, "ps -eo args | grep -c '^tail -f /dev/null'; echo ok")
+        if out == ["1", "ok"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert out == ["1", "ok"]
     # A request that differs (env, limits) is made cold, and the pool is untouched.
     cold = s.create(env={"A": "1"})
