@@ -23,6 +23,7 @@
 #include <linux/veth.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,27 +137,60 @@ kn_netns_socket(int netns_fd, int domain, int type, kn_error_t *err)
     return kn_netns_socket_proto(netns_fd, domain, type, 0, err);
 }
 
+/* Work inside the sandbox's network namespace happens on a short-lived
+ * thread that enters it (setns affects only the calling thread for network
+ * namespaces) and then ends: the launcher's own thread never leaves the
+ * host's namespace, so nothing can strand it in the sandbox's. */
+typedef struct netns_job {
+    int netns_fd;
+    int (*fn)(void *arg, kn_error_t *err);
+    void *arg;
+    int rc;
+    kn_error_t err;
+} netns_job_t;
+
+static void *
+netns_thread(void *p)
+{
+    netns_job_t *j = p;
+    if (setns(j->netns_fd, CLONE_NEWNET) < 0)
+        j->rc = kn_error_set(&j->err, errno, "enter the sandbox's network namespace");
+    else
+        j->rc = j->fn(j->arg, &j->err);
+    return NULL;
+}
+
+static int
+netns_run(int netns_fd, int (*fn)(void *arg, kn_error_t *err), void *arg, kn_error_t *err)
+{
+    netns_job_t j = {.netns_fd = netns_fd, .fn = fn, .arg = arg, .rc = -1};
+    pthread_t t;
+    int e = pthread_create(&t, NULL, netns_thread, &j);
+    if (e)
+        return kn_error_set(err, e, "thread for the sandbox's network namespace");
+    pthread_join(t, NULL);
+    if (j.rc < 0)
+        *err = j.err;
+    return j.rc;
+}
+
+typedef struct socket_args {
+    int domain, type, protocol;
+} socket_args_t;
+
+static int
+make_socket(void *p, kn_error_t *err)
+{
+    const socket_args_t *a = p;
+    int fd = socket(a->domain, a->type | SOCK_CLOEXEC, a->protocol);
+    return fd < 0 ? kn_error_set(err, errno, "socket in the sandbox's network namespace") : fd;
+}
+
 int
 kn_netns_socket_proto(int netns_fd, int domain, int type, int protocol, kn_error_t *err)
 {
-    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0)
-        return kn_error_set(err, errno, "open /proc/thread-self/ns/net");
-    if (setns(netns_fd, CLONE_NEWNET) < 0) {
-        int e = errno;
-        close(self);
-        return kn_error_set(err, e, "enter the sandbox's network namespace");
-    }
-    int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
-    int e = errno;
-    /* Going back cannot fail for a namespace we were in a moment ago; if it
-     * did, this thread would be stranded in the sandbox: treat it as fatal. */
-    if (setns(self, CLONE_NEWNET) < 0)
-        abort();
-    close(self);
-    if (fd < 0)
-        return kn_error_set(err, e, "socket in the sandbox's network namespace");
-    return fd;
+    socket_args_t a = {domain, type, protocol};
+    return netns_run(netns_fd, make_socket, &a, err);
 }
 
 /* ---- rtnetlink ---- */
@@ -311,7 +345,7 @@ kn_link_delete(const char *name, kn_error_t *err)
 
 /* The veth carries IPv4 only: no link-local address, no router or
  * neighbour solicitations. /proc/sys/net is the opener's namespace, so this
- * works on either end while the thread is in that end's namespace. */
+ * works on either end from a thread in that end's namespace. */
 static void
 ipv6_off(const char *ifname)
 {
@@ -321,33 +355,36 @@ ipv6_off(const char *ifname)
     (void)kn_write_file(path, "1", &err); /* absent without IPv6: nothing to turn off */
 }
 
+typedef struct inside_args {
+    uint32_t host, peer;
+} inside_args_t;
+
+/* On the thread inside the sandbox's namespace: eth0's address, up, and
+ * the default route via the host end. */
+static int
+configure_inside(void *p, kn_error_t *err)
+{
+    const inside_args_t *a = p;
+    int fd = rtnl_open(err);
+    if (fd < 0)
+        return -1;
+    int rc = -1;
+    int idx = (int)if_nametoindex("eth0");
+    ipv6_off("eth0");
+    if (idx <= 0)
+        kn_error_set(err, errno, "the sandbox's eth0");
+    else if (addr_add(fd, idx, a->peer, err) == 0 && link_up(fd, idx, err) == 0 &&
+             route_default(fd, idx, a->host, err) == 0)
+        rc = 0;
+    close(fd);
+    return rc;
+}
+
 static int
 setup_inside(int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
 {
-    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0)
-        return kn_error_set(err, errno, "open /proc/thread-self/ns/net");
-    if (setns(netns_fd, CLONE_NEWNET) < 0) {
-        int e = errno;
-        close(self);
-        return kn_error_set(err, e, "enter the sandbox's network namespace");
-    }
-    int rc = -1;
-    int fd = rtnl_open(err);
-    if (fd >= 0) {
-        int idx = (int)if_nametoindex("eth0");
-        ipv6_off("eth0");
-        if (idx <= 0)
-            kn_error_set(err, errno, "the sandbox's eth0");
-        else if (addr_add(fd, idx, peer, err) == 0 && link_up(fd, idx, err) == 0 &&
-                 route_default(fd, idx, host, err) == 0)
-            rc = 0;
-        close(fd);
-    }
-    if (setns(self, CLONE_NEWNET) < 0)
-        abort(); /* see kn_netns_socket */
-    close(self);
-    return rc < 0 ? kn_error_prefix(err, "inside") : 0;
+    inside_args_t a = {host, peer};
+    return netns_run(netns_fd, configure_inside, &a, err) < 0 ? kn_error_prefix(err, "inside") : 0;
 }
 
 int
