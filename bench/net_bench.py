@@ -90,10 +90,7 @@ def throughput(kennel, mb=1024, rounds=5):
         for p in sinks:
             p.terminate()
             p.wait()
-        count = net.guard_count()
-        net.teardown()
-        net.unload_guard()
-        net.release()
+        count = net.finish()
     assert count == 0, f"the guard dropped {count} packets headed for a real uplink"
     print(f"\n| TCP, {mb} MiB per run, python sender | median MiB/s | min | max |")
     print("|---|---:|---:|---:|")

@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -322,6 +323,22 @@ class Internet:
             pathlib.Path("/proc/sys/net/ipv4/ip_forward").write_text(self.old_forward)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def finish(self):
+        """Reads the guard's count, then takes everything down whatever
+        fails on the way (a missing guard table reads as a failure)."""
+        try:
+            count = self.guard_count()
+        except Exception:
+            count = -1
+        try:
+            self.teardown()
+        finally:
+            try:
+                self.unload_guard()
+            finally:
+                self.release()
+        return count
+
     def release(self):
         if self.lock:
             self.lock.close()  # unlocks
@@ -340,6 +357,10 @@ def _skip_reason():
 _BUILD_FAILED = []
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def internet():
     reason = _skip_reason()
@@ -347,22 +368,22 @@ def internet():
         pytest.skip(reason)
     if _BUILD_FAILED:
         pytest.fail(f"the test internet could not be built: {_BUILD_FAILED[0]}")
+    # A run stopped by SIGTERM (a CI timeout) still takes its internet down.
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
     net = Internet()
     try:
         net.build()
     except Exception as e:
         _BUILD_FAILED.append(e)
-        count = net.guard_count()
-        net.teardown()
-        net.unload_guard()
-        net.release()
+        count = net.finish()
+        signal.signal(signal.SIGTERM, old_term)
         assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
         raise
-    yield net
-    count = net.guard_count()
-    net.teardown()
-    net.unload_guard()
-    net.release()
+    try:
+        yield net
+    finally:
+        count = net.finish()
+        signal.signal(signal.SIGTERM, old_term)
     assert count == 0, f"the guard dropped {count} packet(s) headed for a real uplink"
 
 
