@@ -6,6 +6,7 @@
  * v2 hierarchy, so both paths are exercised by the tests that run here. */
 #include "cgroup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -333,6 +334,33 @@ static const kn_cgroup_ops_t v1_ops = {"v1",      v1_limit,    v1_add_pid, v1_st
 
 /* ---- common ---- */
 
+/* Removes "kennel-PID-..." cgroups under parent whose launcher PID is gone:
+ * a launcher killed with SIGKILL cannot remove its own (its sandbox dies with
+ * it, through PDEATHSIG, but the empty directories stay). rmdir refuses a
+ * cgroup that still has tasks, so a live sandbox is never touched. */
+static void
+reap_stale(const char *parent)
+{
+    DIR *d = opendir(parent);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "kennel-", 7) != 0)
+            continue;
+        char *end = NULL;
+        long pid = strtol(e->d_name + 7, &end, 10);
+        if (pid <= 0 || !end || *end != '-')
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%.3800s/%s", parent, e->d_name);
+        rmdir(p);
+    }
+    closedir(d);
+}
+
 static bool
 v2_usable(char *base, size_t len)
 {
@@ -358,6 +386,7 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
     char base[PATH_MAX];
     if (v2_usable(base, sizeof base)) {
         cg->ops = &v2_ops;
+        reap_stale(base);
         snprintf(cg->v2, sizeof cg->v2, "%.4000s/kennel-%s", base, name);
         if (mkdir(cg->v2, 0755) < 0) {
             kn_error_set(err, errno, "create cgroup %s", cg->v2);
@@ -376,6 +405,7 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
                 continue;
             if (own_cgroup_dir(v1_names[i], base, sizeof base) < 0)
                 continue;
+            reap_stale(base);
             snprintf(cg->v1[i], sizeof cg->v1[i], "%.4000s/kennel-%s", base, name);
             if (mkdir(cg->v1[i], 0755) < 0) {
                 kn_error_set(err, errno, "create cgroup %s", cg->v1[i]);
