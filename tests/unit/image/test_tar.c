@@ -324,7 +324,7 @@ extract_sanitizes(void **state)
     entry(&b, "var/empty/", '5', NULL, NULL, 0755);
     entry(&b, "var/.wh.empty", '0', NULL, NULL, 0644); /* whites out a dir of this layer */
     entry(&b, "run/", '5', NULL, NULL, 0755);
-    entry(&b, "run", '0', NULL, "file now", 0644); /* an empty dir replaced by a file */
+    entry(&b, "run", '0', NULL, "file now", 0644);     /* an empty dir replaced by a file */
     entry(&b, ".wh..wh.plnk/", '5', NULL, NULL, 0700); /* aufs bookkeeping: ignored */
     entry(&b, ".wh..wh.plnk/x", '0', NULL, "x", 0644);
     finish(&b);
