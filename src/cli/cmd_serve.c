@@ -12,32 +12,35 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: kennel serve [OPTIONS]\n"
-               "\n"
-               "Serves the OpenSandbox lifecycle API (/v1) and proxies each sandbox's execd at\n"
-               "/sandboxes/{id}/proxy/44772/. Sandboxes are owned by detached supervisors\n"
-               "(`kennel shim`) and survive a restart of the server, which adopts them again.\n"
-               "\n"
-               "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
-               "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
-               "                           readyTimeoutMs); flags override it\n"
-               "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
-               "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
-               "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
-               "      --execd PATH         kennel-execd binary (default: next to kennel)\n"
-               "      --image-alias NAME=IMAGE  accept image NAME as IMAGE (host or a rootfs dir)\n"
-               "      --allow-host-path DIR     host volumes may come from under DIR\n"
-               "      --max-timeout SECONDS     longest sandbox timeout accepted\n"
-               "      --ready-timeout MS        give up a create when execd is silent (30000)\n"
-               "      --pool NAME=SIZE     keep SIZE sandboxes ready for creates of image host\n"
-               "                           with the SDK's default limits (cpu 1, memory 2Gi);\n"
-               "                           other pools: \"pools\" in the config\n"
-               "  -q, --quiet              no request log lines\n"
-               "\n"
-               "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
-               "send one in the OPEN-SANDBOX-API-KEY header. Without any key the server accepts\n"
-               "every request and will only listen on a loopback address.\n"
-               "Logs are JSON lines on standard error.\n");
+    fprintf(f,
+            "usage: kennel serve [OPTIONS]\n"
+            "\n"
+            "Serves the OpenSandbox lifecycle API (/v1) and proxies each sandbox's execd at\n"
+            "/sandboxes/{id}/proxy/44772/. Sandboxes are owned by detached supervisors\n"
+            "(`kennel shim`) and survive a restart of the server, which adopts them again.\n"
+            "\n"
+            "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
+            "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
+            "                           readyTimeoutMs); flags override it\n"
+            "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
+            "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
+            "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
+            "      --execd PATH         kennel-execd binary (default: next to kennel)\n"
+            "      --image-alias NAME=IMAGE  accept image NAME as IMAGE (host or a rootfs dir)\n"
+            "      --allow-host-path DIR     host volumes may come from under DIR\n"
+            "      --max-timeout SECONDS     longest sandbox timeout accepted\n"
+            "      --ready-timeout MS        give up a create when execd is silent (30000)\n"
+            "      --pool NAME=SIZE     keep SIZE sandboxes ready for creates of image host\n"
+            "                           with the SDK's default limits (cpu 1, memory 2Gi);\n"
+            "                           other pools: \"pools\" in the config\n"
+            "      --max-sandboxes N    refuse creates (409) past N live sandboxes (0: no limit)\n"
+            "      --public-host HOST[:PORT]  what endpoints name (default: the request's Host)\n"
+            "  -q, --quiet              no request log lines\n"
+            "\n"
+            "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
+            "send one in the OPEN-SANDBOX-API-KEY header. Without any key the server accepts\n"
+            "every request and will only listen on a loopback address.\n"
+            "Logs are JSON lines on standard error.\n");
 }
 
 static bool
@@ -69,6 +72,8 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"max-timeout", required_argument, 0, 262},
         {"ready-timeout", required_argument, 0, 263},
         {"pool", required_argument, 0, 264},
+        {"max-sandboxes", required_argument, 0, 265},
+        {"public-host", required_argument, 0, 266},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -162,6 +167,19 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             }
             break;
         }
+        case 265:
+            errno = 0;
+            v = strtol(optarg, &eq, 10);
+            if (errno || *eq || v < 0 || v > 1000000) {
+                fprintf(stderr, "kennel serve: bad --max-sandboxes '%s'\n", optarg);
+                return KN_EXIT_KENNEL;
+            }
+            cfg->max_sandboxes = (int)v;
+            break;
+        case 266:
+            free(cfg->public_host);
+            cfg->public_host = strdup(optarg);
+            break;
         case 'q':
             cfg->log_requests = false;
             break;

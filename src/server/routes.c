@@ -261,7 +261,9 @@ endpoint(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id, con
                              "reached through the server proxy with the API key");
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
     char fallback[96], ep[512];
-    if (!host_ok(host)) {
+    if (s->cfg->public_host)
+        host = s->cfg->public_host;
+    else if (!host_ok(host)) {
         snprintf(fallback, sizeof fallback, "%s:%d", s->cfg->listen_host, s->cfg->listen_port);
         host = fallback;
     }

@@ -523,6 +523,31 @@ out:
     return ret;
 }
 
+/* Live sandboxes, pool members aside. Creates racing each other may pass
+ * the limit by as many as run at once (the check is not a reservation). */
+static int
+quota_check(kn_sbx_t *m, kn_error_t *err)
+{
+    if (m->cfg->max_sandboxes <= 0)
+        return 0;
+    kn_store_rec_t *recs = NULL;
+    size_t n = 0;
+    if (kn_store_list(m->store, &recs, &n, err) < 0)
+        return -1;
+    long live = 0;
+    for (size_t i = 0; i < n; i++) {
+        live += !terminal(recs[i].state) && !hidden(&recs[i]);
+        kn_store_rec_free(&recs[i]);
+    }
+    free(recs);
+    if (live >= m->cfg->max_sandboxes)
+        return kn_server_error(err, EBUSY,
+                               "this server runs at most %d sandboxes (maxSandboxes); delete some "
+                               "first",
+                               m->cfg->max_sandboxes);
+    return 0;
+}
+
 int
 kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
 {
@@ -534,6 +559,10 @@ kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
     json_decref(merged);
     if (!spec)
         return -1;
+    if (quota_check(m, err) < 0) {
+        json_decref(spec);
+        return -1;
+    }
     int ret = 0;
     kn_sbx_pool_t *p = kn_sbx_pool_match(m, spec, wanted);
     if (!p || !kn_sbx_claim(m, p, spec, out)) {

@@ -55,3 +55,16 @@ def test_bad_config_is_refused(kennel, tmp_path):
     r = subprocess.run([kennel, "serve", "-c", str(cfg)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 125 and "bad.json" in r.stderr
+
+
+def test_max_sandboxes_and_public_host(fresh_server):
+    s = fresh_server(extra_args=["--max-sandboxes", "2", "--public-host", "sandboxes.example:443"])
+    s.start()
+    a, b = s.create(), s.create()
+    r = s.request("POST", "/v1/sandboxes", {"image": {"uri": "host"}, "entrypoint": ["x"],
+                                            "resourceLimits": {}})
+    assert r.status == 409 and "maxSandboxes" in r.json()["message"]
+    ep = s.request("GET", f"/v1/sandboxes/{a}/endpoints/44772").json()["endpoint"]
+    assert ep == f"sandboxes.example:443/sandboxes/{a}/proxy/44772"
+    assert s.request("DELETE", f"/v1/sandboxes/{b}").status == 204
+    s.create()
