@@ -144,7 +144,9 @@ kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char
     setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
-    p->body_mode = cl ? 1 : te ? 2 : 0;
+    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3): libmicrohttpd
+     * hands over the decoded body either way. */
+    p->body_mode = te ? 2 : cl ? 1 : 0;
     buf_str(&b, method);
     buf_str(&b, " ");
     buf_str(&b, target);

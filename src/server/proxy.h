@@ -16,8 +16,8 @@
 typedef struct kn_proxy kn_proxy_t;
 
 /* Connects, checks the peer, sends the request head (method, target with
- * query, the client's end-to-end headers). body_mode: 0 none, 1 the
- * client's Content-Length, 2 chunked. */
+ * query, the client's end-to-end headers). The body is relayed as the
+ * client framed it: with its Content-Length, or re-chunked. */
 int kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char *method,
                    const char *target, struct MHD_Connection *conn, kn_error_t *err);
 /* Relays a piece of the request body. */
