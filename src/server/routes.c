@@ -393,7 +393,7 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
     if (n == 3 && !strcmp(op, "snapshots")) {
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);
-        kn_error_set(&err, ENOTSUP, "%s are not implemented by Kennel yet", op);
+        kn_server_error(&err, ENOTSUP, "%s are not implemented by Kennel yet", op);
         return kn_http_fail(c, r, &err);
     }
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
