@@ -76,7 +76,7 @@ def test_concurrent_clients(server):
     errors = []
 
     def client(i):
-        for k in range(40):
+        for k in range(200):
             if k % 4 == 0:
                 r = server.request("GET", f"/v1/sandboxes/{sid}")
             elif k % 4 == 1:
