@@ -34,7 +34,7 @@ def test_kill9_during_concurrent_creates(fresh_server):
             except (OSError, http.client.HTTPException, AssertionError):
                 return
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
     for t in threads:
         t.start()
     time.sleep(0.6)
