@@ -38,7 +38,8 @@ def test_next_run_removes_cgroups_of_a_killed_launcher(kn):
                    for d in made if os.path.isdir(d)):
             break
         time.sleep(0.02)
-    assert all(os.path.isdir(d) for d in made), "the killed launcher's cgroups vanished on their own"
+    # (Another kennel running at the same time on this host may already have
+    # removed them; either way none may be left after the next run.)
     r = kn.run("--", "true")
     assert r.rc == 0, r
     left = [d for d in made if os.path.isdir(d)]
