@@ -454,6 +454,49 @@ kn_cgroup_add_pid(kn_cgroup_t *cg, pid_t pid, kn_error_t *err)
     return cg->ops->add_pid(cg, v, err);
 }
 
+/* Writes "0" (the calling thread) to the threads file of dir/.. or dir. */
+static int
+move_self(const char *dir, bool to_parent, const char *file, kn_error_t *err)
+{
+    char p[PATH_MAX];
+    if (to_parent) {
+        const char *slash = strrchr(dir, '/');
+        if (!slash)
+            return kn_error_set(err, EINVAL, "cgroup %s", dir);
+        snprintf(p, sizeof p, "%.*s/%s", (int)(slash - dir), dir, file);
+    } else {
+        snprintf(p, sizeof p, "%s/%s", dir, file);
+    }
+    return kn_write_file(p, "0", err);
+}
+
+static int
+move_self_all(kn_cgroup_t *cg, bool to_parent, kn_error_t *err)
+{
+    if (cg->ops == &v2_ops)
+        return move_self(cg->v2, to_parent, "cgroup.threads", err);
+    for (int i = 0; i < V1_N; i++)
+        if (cg->v1[i][0] && move_self(cg->v1[i], to_parent, "tasks", err) < 0)
+            return -1;
+    return 0;
+}
+
+int
+kn_cgroup_enter(kn_cgroup_t *cg, kn_error_t *err)
+{
+    if (move_self_all(cg, false, err) < 0) {
+        move_self_all(cg, true, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int
+kn_cgroup_leave(kn_cgroup_t *cg, kn_error_t *err)
+{
+    return move_self_all(cg, true, err);
+}
+
 int
 kn_cgroup_stats(kn_cgroup_t *cg, kn_cgroup_stats_t *st)
 {

@@ -401,8 +401,8 @@ child_main(child_ctx_t *c)
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_EXEC)
         _exit(KN_CHILD_SETUP_FAILED);
     c->no_cgroup = m.value == 1;
-    /* Only now is init surely in its cgroup (the launcher joins it while the
-     * root is built): the cgroup namespace is rooted there. */
+    /* Init is surely in its cgroup by now (born there, or moved before
+     * READY): the cgroup namespace is rooted there. */
     if (unshare(CLONE_NEWCGROUP) < 0)
         child_fail(c->sync, &(kn_error_t){errno, "unshare cgroup namespace"});
     kn_error_t err2 = {0};
@@ -540,13 +540,9 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
         sb->unenforced_landlock = true;
         warn(sb, "landlock is not enforced", "the kernel does not offer it");
     }
-    /* A service sandbox binds its cgroup inside, so it must exist before the
-     * root is built; otherwise the cgroup is made while the child builds it. */
-    if (cfg->service) {
-        if (setup_cgroup(sb, cfg, err) < 0)
-            goto fail;
-        phase(sb, "cgroup", &t);
-    }
+    if (setup_cgroup(sb, cfg, err) < 0)
+        goto fail;
+    phase(sb, "cgroup", &t);
     /* Bind sources are reached with the launcher's rights, not the
      * sandbox user's (see mount.c setup_binds). */
     for (size_t i = 0; i < cfg->n_binds && geteuid() == 0; i++)
@@ -568,7 +564,20 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
                           CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+    /* The child is born in its cgroup: the launcher steps in for the clone
+     * and out right after (see kn_cgroup_enter). If stepping in fails, the
+     * child is moved the slow way below. */
+    bool born_inside = sb->cg && kn_cgroup_enter(sb->cg, NULL) == 0;
     long pid = syscall(SYS_clone, flags, NULL, &pidfd, NULL, 0);
+    if (pid != 0 && born_inside && kn_cgroup_leave(sb->cg, err) < 0) {
+        if (pid > 0) {
+            kill((pid_t)pid, SIGKILL);
+            waitpid((pid_t)pid, NULL, 0);
+            close(pidfd);
+        }
+        kn_error_prefix(err, "leave the sandbox's cgroup");
+        goto fail;
+    }
     if (pid < 0) {
         kn_error_set(err, errno, "clone the sandbox (user namespaces available?)");
         goto fail;
@@ -603,16 +612,11 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
         goto fail;
     }
     phase(sb, "idmap", &t);
-    /* In parallel with the child building its root: the cgroup, and the
-     * child in it. The program cannot start before this is done. */
-    if (!cfg->service) {
-        if (setup_cgroup(sb, cfg, err) < 0)
+    if (sb->cg && !born_inside) {
+        if (kn_cgroup_add_pid(sb->cg, sb->pid, err) < 0)
             goto fail;
-        phase(sb, "cgroup", &t);
+        phase(sb, "cgroup_join", &t);
     }
-    if (sb->cg && kn_cgroup_add_pid(sb->cg, sb->pid, err) < 0)
-        goto fail;
-    phase(sb, "cgroup_join", &t);
     msg_t m;
     int r = recv_msg(sb->sync, &m);
     if (r != 1 || m.type != MSG_READY) {
