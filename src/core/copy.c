@@ -77,7 +77,11 @@ kn_sandbox_copy_in(kn_sandbox_t *sb, const char *local, const char *guest, kn_er
     if (in < 0)
         return kn_error_set(err, errno, "upload %s", local);
     struct stat st;
-    if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(in, &st) < 0) {
+        kn_error_set(err, errno, "upload %s", local);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
         kn_error_set(err, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "upload %s: not a regular file",
                      local);
         goto out;
