@@ -1,7 +1,7 @@
 """Conformance with the official OpenSandbox JavaScript SDK from npm.
 
-tests/sdk/js pins @alibaba-group/opensandbox in package-lock.json; `npm ci`
-installs it (from the npm cache when offline). The node script runs each
+tests/sdk/js pins @alibaba-group/opensandbox in package-lock.json; scripts/setup
+installs it with `npm ci`. The node script runs each
 family of SDK calls against a real `kennel serve` with an API key; known gaps
 must fail loudly (GAP lines), anything else failing fails this test."""
 import json
@@ -23,16 +23,14 @@ KNOWN_GAPS = {"egress policy (port 18080)", "snapshots"}
 @pytest.fixture(scope="module")
 def sdk():
     node = shutil.which("node")
-    npm = shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("node and npm are needed for the SDK conformance test")
+    if not node:
+        pytest.skip("node is needed for the SDK conformance test")
     mod = SDK_DIR / "node_modules" / "@alibaba-group" / "opensandbox" / "package.json"
     if not mod.exists():
-        r = subprocess.run([npm, "ci", "--prefer-offline", "--no-audit", "--no-fund"],
-                           cwd=SDK_DIR, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0 or not mod.exists():
-            print(r.stdout[-2000:], r.stderr[-2000:])
-            pytest.skip(f"npm ci could not install the SDK (offline?): {r.stderr.strip()[-300:]}")
+        # scripts/setup runs `npm ci` before any test: here, the network tests'
+        # uplink guard may be up and would count npm's requests as leaks.
+        pytest.skip(f"the SDK is not installed in {SDK_DIR} (scripts/setup runs npm ci; "
+                    "it was offline or failed)")
     return node
 
 
