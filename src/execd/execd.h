@@ -5,6 +5,7 @@
 #ifndef KN_EXECD_H
 #define KN_EXECD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -29,6 +30,7 @@ typedef struct kn_execd {
     const char *token; /* X-EXECD-ACCESS-TOKEN required when non-NULL */
     struct kn_cmdstore *cmds;
     struct kn_replstore *repls; /* code contexts and bash sessions */
+    atomic_bool stopping;       /* set at shutdown: tunnels end within a second */
 } kn_execd_t;
 
 #endif

@@ -37,6 +37,14 @@ enum MHD_Result kn_session_create(kn_req_t *req);
 enum MHD_Result kn_session_run(kn_req_t *req);
 enum MHD_Result kn_session_delete(kn_req_t *req);
 
+/* tunnel.c: GET /tunnel/{port} with Upgrade: kennel-tunnel answers 101 and
+ * then carries bytes to 127.0.0.1:{port} (or [::1]) inside the sandbox until
+ * either side ends; 502 PORT_UNREACHABLE when nothing accepts there. */
+struct kn_tunnel;
+enum MHD_Result kn_tunnel_open(kn_req_t *req);
+/* Closes what a tunnel that never started left open (from on_completed). */
+void kn_tunnel_free(struct kn_tunnel *t);
+
 /* metrics.c */
 enum MHD_Result kn_metrics_get(kn_req_t *req);
 enum MHD_Result kn_metrics_watch(kn_req_t *req);

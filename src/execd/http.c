@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "handlers.h"
 #include "routes.h"
 #include "upload.h"
 
@@ -338,6 +339,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!req)
         return;
     kn_upload_free(req);
+    kn_tunnel_free(req->tunnel);
     kn_buf_free(&req->body);
     free(req);
     *con_cls = NULL;
@@ -355,7 +357,7 @@ static struct MHD_Daemon *
 start_daemon(kn_http_t *h, int fd)
 {
     return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                                MHD_USE_POLL | MHD_USE_ERROR_LOG,
+                                MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
                             0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KN_EXECD_HEADER_MEMORY,
@@ -405,6 +407,8 @@ kn_http_stop(kn_http_t *h)
 {
     if (!h)
         return;
+    /* Tunnels end at their next wake-up, so that stopping does not wait. */
+    atomic_store(&h->ex->stopping, true);
     /* MHD_stop_daemon closes the listen socket it was given. */
     if (h->unix_d)
         MHD_stop_daemon(h->unix_d);
