@@ -73,6 +73,7 @@ kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
         {ENOTSUP, 501, "NOT_IMPLEMENTED"},
         {EPERM, 502, "PROXY::BACKEND_REFUSED"},
         {ECONNREFUSED, 502, "PROXY::BACKEND_UNAVAILABLE"},
+        {EHOSTUNREACH, 502, "PROXY::PORT_UNREACHABLE"},
         {EPROTO, 502, "PROXY::BAD_BACKEND_RESPONSE"},
         {ETIMEDOUT, 504, "SANDBOX::PROVISION_TIMEOUT"},
     };
@@ -227,31 +228,42 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
+/* The one place a proxied port is dispatched: execd's own port is served
+ * by execd; every other port is reached through execd's tunnel, which
+ * connects inside the sandbox's network namespace (see proxy.h). Returns
+ * the tunnel port, 0 for execd itself. */
+static int
+backend_port(long port)
+{
+    return port == KN_HTTP_EXECD_PORT ? 0 : (int)port;
+}
+
 static enum MHD_Result
 start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *method, const char *id,
             long port, const char *rest)
 {
     kn_error_t err = {0};
-    char sock[4096], pidns[64], target[8192];
+    char sock[4096], pidns[64], target[8192], prefix[256];
     s->proxied++;
     snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
-    if (port != KN_HTTP_EXECD_PORT) {
-        if (kn_sbx_exists(s->mgr, id, &err) < 0)
-            return kn_http_fail(c, r, &err);
-        return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
-                             "only execd's port 44772 is proxied yet; other ports are planned");
-    }
-    const char *upgrade = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Upgrade");
-    if (upgrade)
-        return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
-                             "WebSocket upgrades through the proxy are not supported yet");
+    if (port < 1 || port > 65535)
+        return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
+                             "port must be an integer from 1 to 65535");
     if (kn_sbx_execd(s->mgr, id, sock, sizeof sock, pidns, sizeof pidns, &err) < 0)
         return kn_http_fail(c, r, &err);
     if (snprintf(target, sizeof target, "%s%s", rest[0] == '/' ? "" : "/", rest) >=
         (int)sizeof target)
         return kn_http_error(c, r, 414, "URI_TOO_LONG", "the proxied path is too long");
-    if (kn_proxy_begin(&r->proxy, sock, pidns, method, target, c, &err) < 0) {
-        if (err.code != EPERM)
+    size_t plen = (size_t)(rest - r->raw_uri);
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(plen < sizeof prefix ? plen : 0), r->raw_uri);
+    kn_proxy_target_t t = {.sock = sock,
+                           .pidns = pidns,
+                           .port = backend_port(port),
+                           .method = method,
+                           .target = target,
+                           .prefix = prefix};
+    if (kn_proxy_begin(&r->proxy, &t, c, &err) < 0) {
+        if (err.code != EPERM && err.code != EHOSTUNREACH)
             err.code = ECONNREFUSED;
         return kn_http_fail(c, r, &err);
     }
@@ -332,7 +344,8 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         struct MHD_Response *resp = kn_proxy_response(r->proxy, &status, &err);
         if (!resp)
             return kn_http_fail(c, r, &err);
-        r->proxy = NULL; /* the response owns it now */
+        if (status != 101)
+            r->proxy = NULL; /* the response owns it now; an upgrade uses it until completion */
         return kn_http_queue(c, r, status, resp);
     }
     if (r->too_big) {

@@ -69,7 +69,8 @@ enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned sta
 enum MHD_Result kn_http_error(struct MHD_Connection *c, kn_req_t *r, unsigned status,
                               const char *code, const char *message);
 /* Maps err->code: EINVAL 400, ENOENT 404, EBUSY 409, E2BIG 413, ENOTSUP 501,
- * ETIMEDOUT 504, anything else 500. */
+ * EPERM, ECONNREFUSED, EHOSTUNREACH (nothing listens on a proxied port) and
+ * EPROTO 502, ETIMEDOUT 504, anything else 500. */
 enum MHD_Result kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err);
 /* An empty body with Content-Length: 0 (or none for 204). */
 enum MHD_Result kn_http_empty(struct MHD_Connection *c, kn_req_t *r, unsigned status);

@@ -3,9 +3,13 @@
  * thread for ever. */
 #include "proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <jansson.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -16,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bridge.h"
+#include "server.h"
 #include "uclient.h"
 #include "util.h"
 
@@ -23,7 +29,10 @@
 #define MAX_FIELD 256
 #define MAX_VALUE 8192
 #define SEND_TIMEOUT_S 60
-#define WAKE_MS 1000 /* how often a silent stream checks for shutdown */
+#define WAKE_MS 1000               /* how often a silent stream checks for shutdown */
+#define TUNNEL_TIMEOUT_US 15000000 /* execd connects within 5 s or says why */
+#define TUNNEL_ERROR_CAP 4096      /* what is read of execd's refusal */
+#define LINGER_MS 10000 /* an upgraded connection half-closed and silent this long ends */
 
 /* Set once by kn_proxy_shutdown(): streams end at their next wake-up. */
 static atomic_bool stopping;
@@ -31,23 +40,32 @@ static atomic_bool stopping;
 struct kn_proxy {
     int fd;
     int client_fd; /* the client's socket, watched for hang-ups; -1 unknown */
-    int body_mode;
+    int port;      /* 0: execd; else the port inside, through the tunnel */
+    int body_mode; /* 0 none, 1 Content-Length, 2 chunked */
     http_parser parser;
-    bool head_done, complete, failed, is_head;
-    bool sized;    /* the backend sent Content-Length (not chunked) */
-    uint64_t clen; /* its value, kept: the parser counts it down */
+    bool head_done, complete, is_head, in_tunnel;
+    bool is_upgrade;    /* the client asked for an upgrade, passed on */
+    bool upgraded;      /* the backend switched protocols */
+    bool informational; /* the message being parsed is a 1xx other than 101 */
+    bool sized;         /* the backend sent Content-Length (not chunked) */
+    uint64_t clen;      /* its value, kept: the parser counts it down */
     char *names[MAX_HEADERS];
     char *values[MAX_HEADERS];
     int n_headers;
     bool in_value;
-    char *pending; /* body bytes not yet handed to MHD */
+    char *pending; /* body bytes not yet handed on (after an upgrade: the new protocol's) */
     size_t plen, poff, pcap;
+    char *early; /* bytes read before the parser needed them (after the tunnel's 101) */
+    size_t elen, eoff;
 };
 
+/* Never passed on, either way: hop-by-hop headers (an upgrade is passed on
+ * explicitly), framing (re-done), and the client's credentials. */
 static const char *const hop_by_hop[] = {"connection",
                                          "keep-alive",
                                          "proxy-authenticate",
                                          "proxy-authorization",
+                                         "proxy-connection",
                                          "te",
                                          "trailer",
                                          "transfer-encoding",
@@ -60,12 +78,40 @@ static const char *const hop_by_hop[] = {"connection",
                                          "expect",
                                          NULL};
 
+/* Set by the proxy itself on requests: a client's own are dropped. */
+static const char *const forwarded[] = {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                                        "x-forwarded-prefix", NULL};
+
+static bool
+in_list(const char *name, const char *const *list)
+{
+    for (int i = 0; list[i]; i++)
+        if (!strcasecmp(name, list[i]))
+            return true;
+    return false;
+}
+
 static bool
 skipped(const char *name)
 {
-    for (int i = 0; hop_by_hop[i]; i++)
-        if (!strcasecmp(name, hop_by_hop[i]))
+    return in_list(name, hop_by_hop);
+}
+
+/* Does the comma-separated header value v hold token t? */
+static bool
+has_token(const char *v, const char *t)
+{
+    size_t tl = strlen(t);
+    while (v && *v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, ",");
+        size_t m = n;
+        while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
+            m--;
+        if (m == tl && !strncasecmp(v, t, tl))
             return true;
+        v += n;
+    }
     return false;
 }
 
@@ -103,17 +149,23 @@ buf_str(buf_t *b, const char *s)
     buf_add(b, s, strlen(s));
 }
 
+static void
+buf_header(buf_t *b, const char *name, const char *value)
+{
+    buf_str(b, name);
+    buf_str(b, ": ");
+    buf_str(b, value);
+    buf_str(b, "\r\n");
+}
+
 static enum MHD_Result
 add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     buf_t *b = cls;
-    if (!key || !value || skipped(key))
+    if (!key || !value || skipped(key) || in_list(key, forwarded))
         return MHD_YES;
-    buf_str(b, key);
-    buf_str(b, ": ");
-    buf_str(b, value);
-    buf_str(b, "\r\n");
+    buf_header(b, key, value);
     return MHD_YES;
 }
 
@@ -121,79 +173,34 @@ static int
 send_all(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
 {
     if (kn_write_all(p->fd, data, len) < 0)
-        return kn_error_set(err, errno, "send to execd");
+        return kn_error_set(err, errno, "send to the sandbox");
     return 0;
 }
 
-int
-kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char *method,
-               const char *target, struct MHD_Connection *conn, kn_error_t *err)
+/* ---- the backend's answer ---------------------------------------------- */
+
+static void
+head_reset(kn_proxy_t *p)
 {
-    kn_proxy_t *p = calloc(1, sizeof *p);
-    if (!p)
-        return kn_error_set(err, ENOMEM, "proxy");
-    p->fd = -1;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    p->client_fd = ci ? ci->connect_fd : -1;
-    p->is_head = !strcmp(method, "HEAD");
-    buf_t b = {0};
-    if ((p->fd = kn_uclient_connect(sock, err)) < 0 || kn_uclient_check_peer(p->fd, pidns, err) < 0)
-        goto fail;
-    struct timeval st = {SEND_TIMEOUT_S, 0};
-    setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
-    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3): libmicrohttpd
-     * hands over the decoded body either way. */
-    p->body_mode = te ? 2 : cl ? 1 : 0;
-    buf_str(&b, method);
-    buf_str(&b, " ");
-    buf_str(&b, target);
-    buf_str(&b, " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, &b);
-    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
-    if (host) {
-        buf_str(&b, "X-Forwarded-Host: ");
-        buf_str(&b, host);
-        buf_str(&b, "\r\n");
+    for (int i = 0; i < p->n_headers; i++) {
+        free(p->names[i]);
+        free(p->values[i]);
+        p->names[i] = p->values[i] = NULL;
     }
-    buf_str(&b, "X-Forwarded-Proto: http\r\n");
-    if (p->body_mode == 1) {
-        buf_str(&b, "Content-Length: ");
-        buf_str(&b, cl);
-        buf_str(&b, "\r\n");
-    } else if (p->body_mode == 2) {
-        buf_str(&b, "Transfer-Encoding: chunked\r\n");
-    }
-    buf_str(&b, "\r\n");
-    if (b.oom) {
-        kn_error_set(err, ENOMEM, "proxy");
-        goto fail;
-    }
-    if (send_all(p, b.p, b.len, err) < 0)
-        goto fail;
-    free(b.p);
-    *out = p;
-    return 0;
-fail:
-    free(b.p);
-    kn_proxy_free(p);
-    return -1;
+    p->n_headers = 0;
+    p->in_value = p->head_done = p->complete = p->upgraded = p->informational = false;
+    p->plen = p->poff = 0;
+    http_parser_init(&p->parser, HTTP_RESPONSE);
+    p->parser.data = p;
 }
 
-int
-kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
+static const char *
+header(const kn_proxy_t *p, const char *name)
 {
-    if (p->body_mode == 2) {
-        char head[32];
-        int n = snprintf(head, sizeof head, "%zx\r\n", len);
-        if (send_all(p, head, (size_t)n, err) < 0 || send_all(p, data, len, err) < 0 ||
-            send_all(p, "\r\n", 2, err) < 0)
-            return -1;
-        return 0;
-    }
-    return send_all(p, data, len, err);
+    for (int i = 0; i < p->n_headers; i++)
+        if (p->names[i] && p->values[i] && !strcasecmp(p->names[i], name))
+            return p->values[i];
+    return NULL;
 }
 
 static int
@@ -243,16 +250,29 @@ static int
 on_headers_complete(http_parser *hp)
 {
     kn_proxy_t *p = hp->data;
+    if (hp->status_code >= 100 && hp->status_code < 200 && hp->status_code != 101) {
+        /* 100 Continue, 103 Early Hints: the real answer follows. */
+        for (int i = 0; i < p->n_headers; i++) {
+            free(p->names[i]);
+            free(p->values[i]);
+            p->names[i] = p->values[i] = NULL;
+        }
+        p->n_headers = 0;
+        p->in_value = false;
+        p->informational = true;
+        return 0;
+    }
     p->head_done = true;
     p->sized = !(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX;
     p->clen = p->sized ? hp->content_length : 0;
-    return p->is_head ? 1 : 0;
+    return p->is_head && !p->in_tunnel ? 1 : 0;
 }
 
 static int
-on_body(http_parser *hp, const char *at, size_t len)
+append(kn_proxy_t *p, const char *at, size_t len)
 {
-    kn_proxy_t *p = hp->data;
+    if (len == 0)
+        return 0;
     if (p->poff == p->plen)
         p->poff = p->plen = 0;
     if (p->plen + len > p->pcap) {
@@ -271,9 +291,19 @@ on_body(http_parser *hp, const char *at, size_t len)
 }
 
 static int
+on_body(http_parser *hp, const char *at, size_t len)
+{
+    return append(hp->data, at, len);
+}
+
+static int
 on_complete(http_parser *hp)
 {
-    ((kn_proxy_t *)hp->data)->complete = true;
+    kn_proxy_t *p = hp->data;
+    if (p->informational)
+        p->informational = false;
+    else
+        p->complete = true;
     return 0;
 }
 
@@ -286,15 +316,26 @@ static const http_parser_settings settings = {
 };
 
 /* Waits for the backend. A stream may stay silent for as long as its
- * command runs (execd sends no keep-alive), so there is no timeout; but a
- * client that hangs up ends it at once (execd then sees its connection
- * close and stops the command), and so does a server shutdown. */
+ * command runs (execd sends no keep-alive), so there is no timeout unless
+ * deadline_us is set; but a client that hangs up ends it at once (execd
+ * then sees its connection close and stops the command, or closes the
+ * tunnel), and so does a server shutdown. */
 static int
-wait_backend(kn_proxy_t *p)
+wait_backend(kn_proxy_t *p, uint64_t deadline_us)
 {
     for (;;) {
+        int ms = WAKE_MS;
+        if (deadline_us) {
+            uint64_t now = kn_now_us();
+            if (now >= deadline_us) {
+                errno = ETIMEDOUT;
+                return -1;
+            }
+            if ((deadline_us - now) / 1000 < (uint64_t)ms)
+                ms = (int)((deadline_us - now) / 1000) + 1;
+        }
         struct pollfd pfd[2] = {{p->fd, POLLIN, 0}, {p->client_fd, POLLRDHUP, 0}};
-        int n = poll(pfd, p->client_fd >= 0 ? 2 : 1, WAKE_MS);
+        int n = poll(pfd, p->client_fd >= 0 ? 2 : 1, ms);
         if (n < 0 && errno != EINTR)
             return -1;
         if (atomic_load(&stopping))
@@ -306,26 +347,215 @@ wait_backend(kn_proxy_t *p)
     }
 }
 
-/* Reads once from the backend and parses it. -1 on error or early EOF. */
+/* Reads once from the backend (or takes what was read ahead) and parses
+ * it. -1 on error or early EOF. After an upgrade the rest belongs to the
+ * new protocol and goes to pending, unparsed. */
 static int
-pump(kn_proxy_t *p)
+pump(kn_proxy_t *p, uint64_t deadline_us)
 {
     char buf[65536];
     ssize_t n;
-    if (wait_backend(p) < 0)
-        return -1;
-    do
-        n = read(p->fd, buf, sizeof buf);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -1;
+    if (p->eoff < p->elen) {
+        n = (ssize_t)(p->elen - p->eoff);
+        if (n > (ssize_t)sizeof buf)
+            n = sizeof buf;
+        memcpy(buf, p->early + p->eoff, (size_t)n);
+        p->eoff += (size_t)n;
+    } else {
+        if (wait_backend(p, deadline_us) < 0)
+            return -1;
+        do
+            n = read(p->fd, buf, sizeof buf);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return -1;
+    }
     size_t used = http_parser_execute(&p->parser, &settings, buf, (size_t)n);
-    if (HTTP_PARSER_ERRNO(&p->parser) != HPE_OK || used != (size_t)n)
+    if (HTTP_PARSER_ERRNO(&p->parser) != HPE_OK)
         return -1;
-    if (n == 0 && !p->complete)
+    if (p->parser.upgrade) {
+        p->upgraded = true;
+        return append(p, buf + used, (size_t)n - used) ? -1 : 0;
+    }
+    if (used != (size_t)n || (n == 0 && !p->complete))
         return -1;
     return 0;
 }
+
+static int
+read_head(kn_proxy_t *p, uint64_t deadline_us)
+{
+    while (!p->head_done)
+        if (pump(p, deadline_us) < 0)
+            return -1;
+    return 0;
+}
+
+/* The message of execd's refusal, kept short: it is shown to the client. */
+static void
+refusal(kn_proxy_t *p, char *msg, size_t n)
+{
+    json_t *j = p->pending ? json_loadb(p->pending + p->poff, p->plen - p->poff, 0, NULL) : NULL;
+    const char *m = json_string_value(json_object_get(j, "message"));
+    snprintf(msg, n, "%.300s", m ? m : "execd refused the tunnel");
+    json_decref(j);
+}
+
+/* Asks execd for a byte stream to p->port on the sandbox's loopback. On
+ * success what execd sent past its 101 is kept for the response parser. */
+static int
+open_tunnel(kn_proxy_t *p, kn_error_t *err)
+{
+    char req[160];
+    int n = snprintf(req, sizeof req,
+                     "GET /tunnel/%d HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+                     "Upgrade: " KN_TUNNEL_PROTOCOL "\r\n\r\n",
+                     p->port);
+    if (send_all(p, req, (size_t)n, err) < 0)
+        return -1;
+    uint64_t deadline = kn_now_us() + TUNNEL_TIMEOUT_US;
+    p->in_tunnel = true;
+    head_reset(p);
+    if (read_head(p, deadline) < 0)
+        return kn_server_error(err, ECONNREFUSED, "port %d: execd did not open a tunnel%s", p->port,
+                               errno == ETIMEDOUT ? " in time" : "");
+    if (p->parser.status_code != 101 || !p->upgraded) {
+        while (!p->complete && !p->upgraded && p->plen - p->poff < TUNNEL_ERROR_CAP &&
+               pump(p, deadline) == 0)
+            ;
+        char msg[320];
+        refusal(p, msg, sizeof msg);
+        /* execd's 502: it tried, and nothing accepts on that port. */
+        return kn_server_error(err, p->parser.status_code == 502 ? EHOSTUNREACH : ECONNREFUSED,
+                               "%s", msg);
+    }
+    /* Bytes the program sent at once (a banner) come before its answer. */
+    free(p->early);
+    p->early = p->pending;
+    p->elen = p->plen;
+    p->eoff = p->poff;
+    p->pending = NULL;
+    p->pcap = 0;
+    p->in_tunnel = false;
+    head_reset(p);
+    return 0;
+}
+
+/* ---- the request ------------------------------------------------------- */
+
+static void
+forwarded_for(struct MHD_Connection *conn, buf_t *b)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char a[INET6_ADDRSTRLEN] = "";
+    if (!ci || !ci->client_addr)
+        return;
+    if (ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, a, sizeof a);
+    else if (ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, a,
+                  sizeof a);
+    if (a[0])
+        buf_header(b, "X-Forwarded-For", a);
+}
+
+static int
+request_head(kn_proxy_t *p, const kn_proxy_target_t *t, struct MHD_Connection *conn, buf_t *b)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
+    /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3): libmicrohttpd
+     * hands over the decoded body either way. */
+    p->body_mode = te ? 2 : cl ? 1 : 0;
+    p->is_upgrade = up && up[0] && co && has_token(co, "upgrade");
+    buf_str(b, t->method);
+    buf_str(b, " ");
+    buf_str(b, t->target);
+    buf_str(b, " HTTP/1.1\r\n");
+    char host[32];
+    if (p->port)
+        snprintf(host, sizeof host, "localhost:%d", p->port);
+    else
+        snprintf(host, sizeof host, "localhost");
+    buf_header(b, "Host", host);
+    if (p->is_upgrade) {
+        buf_header(b, "Connection", "Upgrade");
+        buf_header(b, "Upgrade", up);
+    } else {
+        buf_header(b, "Connection", "close");
+    }
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, b);
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+    if (h)
+        buf_header(b, "X-Forwarded-Host", h);
+    buf_header(b, "X-Forwarded-Proto", "http");
+    if (t->prefix && t->prefix[0])
+        buf_header(b, "X-Forwarded-Prefix", t->prefix);
+    forwarded_for(conn, b);
+    if (p->body_mode == 1)
+        buf_header(b, "Content-Length", cl);
+    else if (p->body_mode == 2)
+        buf_header(b, "Transfer-Encoding", "chunked");
+    buf_str(b, "\r\n");
+    return b->oom ? -1 : 0;
+}
+
+int
+kn_proxy_begin(kn_proxy_t **out, const kn_proxy_target_t *t, struct MHD_Connection *conn,
+               kn_error_t *err)
+{
+    kn_proxy_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return kn_error_set(err, ENOMEM, "proxy");
+    p->fd = -1;
+    p->port = t->port;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    p->client_fd = ci ? ci->connect_fd : -1;
+    p->is_head = !strcmp(t->method, "HEAD");
+    buf_t b = {0};
+    if ((p->fd = kn_uclient_connect(t->sock, err)) < 0 ||
+        kn_uclient_check_peer(p->fd, t->pidns, err) < 0)
+        goto fail;
+    struct timeval st = {SEND_TIMEOUT_S, 0};
+    setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
+    if (p->port && open_tunnel(p, err) < 0)
+        goto fail;
+    if (!p->port)
+        head_reset(p);
+    if (request_head(p, t, conn, &b) < 0) {
+        kn_error_set(err, ENOMEM, "proxy");
+        goto fail;
+    }
+    if (send_all(p, b.p, b.len, err) < 0)
+        goto fail;
+    free(b.p);
+    *out = p;
+    return 0;
+fail:
+    free(b.p);
+    kn_proxy_free(p);
+    return -1;
+}
+
+int
+kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
+{
+    if (p->body_mode == 2) {
+        char head[32];
+        int n = snprintf(head, sizeof head, "%zx\r\n", len);
+        if (send_all(p, head, (size_t)n, err) < 0 || send_all(p, data, len, err) < 0 ||
+            send_all(p, "\r\n", 2, err) < 0)
+            return -1;
+        return 0;
+    }
+    return send_all(p, data, len, err);
+}
+
+/* ---- the response ------------------------------------------------------ */
 
 static ssize_t
 reader(void *cls, uint64_t pos, char *out, size_t max)
@@ -335,7 +565,7 @@ reader(void *cls, uint64_t pos, char *out, size_t max)
     while (p->poff == p->plen) {
         if (p->complete)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (pump(p) < 0)
+        if (pump(p, 0) < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = p->plen - p->poff;
@@ -352,25 +582,77 @@ reader_free(void *cls)
     kn_proxy_free(cls);
 }
 
+/* The upgraded connection: bytes both ways until either side ends. Runs on
+ * the connection's own thread (thread-per-connection mode may block here). */
+static void
+upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra_in,
+         size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)conn;
+    (void)req_cls;
+    kn_proxy_t *p = cls;
+    /* libmicrohttpd turns Nagle back on for an upgraded socket: small
+     * WebSocket frames would wait for the client's delayed ACK. */
+    int one = 1;
+    (void)setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    kn_bridge_opts_t o = {.a_pre = extra_in,
+                          .a_pre_len = extra_len,
+                          .b_pre = p->pending ? p->pending + p->poff : NULL,
+                          .b_pre_len = p->plen - p->poff,
+                          .stop = &stopping,
+                          .linger_ms = LINGER_MS};
+    (void)kn_bridge(sock, p->fd, &o);
+    close(p->fd);
+    p->fd = -1;
+    /* Last: the request (and p with it) may be completed once this runs. */
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static struct MHD_Response *
+upgrade_response(kn_proxy_t *p, kn_error_t *err)
+{
+    const char *proto = header(p, "Upgrade");
+    if (!p->is_upgrade || !p->upgraded || !proto) {
+        kn_server_error(err, EPROTO, "the sandbox switched protocols without a valid upgrade");
+        return NULL;
+    }
+    struct MHD_Response *r = MHD_create_response_for_upgrade(upgraded, p);
+    if (!r) {
+        kn_error_set(err, ENOMEM, "response");
+        return NULL;
+    }
+    for (int i = 0; i < p->n_headers; i++)
+        if (p->names[i] && p->values[i] && !skipped(p->names[i]))
+            MHD_add_response_header(r, p->names[i], p->values[i]);
+    MHD_add_response_header(r, "Upgrade", proto);
+    MHD_add_response_header(r, "Connection", "Upgrade");
+    return r;
+}
+
 struct MHD_Response *
 kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
 {
     if (p->body_mode == 2 && send_all(p, "0\r\n\r\n", 5, err) < 0)
         return NULL;
-    http_parser_init(&p->parser, HTTP_RESPONSE);
-    p->parser.data = p;
-    while (!p->head_done) {
-        if (pump(p) < 0) {
-            kn_error_set(err, EPROTO, "execd closed the connection or answered badly");
-            return NULL;
-        }
+    if (read_head(p, 0) < 0) {
+        if (p->port)
+            kn_server_error(err, EPROTO,
+                            "the program on port %d closed the connection or answered badly",
+                            p->port);
+        else
+            kn_server_error(err, EPROTO, "execd closed the connection or answered badly");
+        return NULL;
     }
     *status = p->parser.status_code;
+    if (*status == 101)
+        return upgrade_response(p, err);
     struct MHD_Response *r;
     bool sized = p->sized;
-    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
+    bool empty =
+        *status == 204 || *status == 304 || (sized && p->clen == 0) || (p->is_head && !sized);
+    if (empty)
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    else
+    else /* a HEAD keeps the length GET would have; MHD then reads nothing */
         r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, 64 * 1024, reader,
                                               p, reader_free);
     if (!r) {
@@ -380,7 +662,7 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     for (int i = 0; i < p->n_headers; i++)
         if (p->names[i] && p->values[i] && !skipped(p->names[i]))
             MHD_add_response_header(r, p->names[i], p->values[i]);
-    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
+    if (empty)
         kn_proxy_free(p);
     return r;
 }
@@ -403,5 +685,6 @@ kn_proxy_free(kn_proxy_t *p)
         free(p->values[i]);
     }
     free(p->pending);
+    free(p->early);
     free(p);
 }

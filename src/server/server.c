@@ -259,7 +259,7 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
     struct sockaddr_storage ss = {0};
     socklen_t len;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, s->cfg->listen_host, &a4->sin_addr) == 1) {

@@ -231,8 +231,9 @@ def test_endpoints(server):
     for bad in ["0", "65536", "x"]:
         assert_error(server.request("GET", f"/v1/sandboxes/{sid}/endpoints/{bad}"), 400)
     assert_error(server.request("GET", "/v1/sandboxes/nope/endpoints/44772"), 404)
-    # Ports other than execd's are not proxied yet: a loud 501, not a hang.
-    assert_error(server.request("GET", f"/sandboxes/{sid}/proxy/8080/"), 501)
+    # Any port is proxied (test_proxy.py); nothing listens on this one.
+    assert_error(server.request("GET", f"/sandboxes/{sid}/proxy/8080/"), 502,
+                 "PROXY::PORT_UNREACHABLE")
     server.request("DELETE", f"/v1/sandboxes/{sid}")
 
 

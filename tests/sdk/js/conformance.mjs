@@ -237,9 +237,38 @@ await family("code context over plain HTTP through the proxy (no code-interprete
   check(res.ok && text.includes("42"), `code: HTTP ${res.status} ${text.slice(0, 300)}`);
 });
 
+await family("a program's own port through its endpoint (server proxy)", async () => {
+  // A web server started inside, reached at the URL the SDK resolves for
+  // its port: HTTP through the server proxy and execd's tunnel.
+  await sandbox.commands.run(
+    "mkdir -p /tmp/kn-sdk-web && echo served-from-inside > /tmp/kn-sdk-web/hello.txt && " +
+    "exec python3 -m http.server 8123 --bind 127.0.0.1 --directory /tmp/kn-sdk-web",
+    { background: true });
+  const ep = await sandbox.getEndpoint(8123);
+  check(ep.endpoint.endsWith(`/sandboxes/${sandbox.id}/proxy/8123`), ep.endpoint);
+  const url = await sandbox.getEndpointUrl(8123);
+  const headers = { ...(ep.headers ?? {}) };
+  if (apiKey) headers["OPEN-SANDBOX-API-KEY"] = apiKey;
+  let res = null;
+  for (let i = 0; i < 50; i++) {
+    res = await fetch(`${url}/hello.txt`, { headers });
+    if (res.status !== 502) break;
+    await res.arrayBuffer();
+    await new Promise((r) => setTimeout(r, 100)); // until python3 listens
+  }
+  const text = await res.text();
+  check(res.status === 200 && text === "served-from-inside\n", `HTTP ${res.status} ${text.slice(0, 200)}`);
+  const missing = await fetch(`${url}/nope`, { headers });
+  check(missing.status === 404, `404 from the program: ${missing.status}`);
+  await missing.arrayBuffer();
+  const none = await fetch(`${(await sandbox.getEndpointUrl(8124))}/`, { headers });
+  const err = await none.json();
+  check(none.status === 502 && err.code === "PROXY::PORT_UNREACHABLE", `${none.status} ${JSON.stringify(err)}`);
+});
+
 await family("egress policy (port 18080)", async () => {
   await sandbox.getEgressPolicy();
-}, "no egress sidecar: sandboxes have no network and port 18080 is not proxied (501)");
+}, "no egress sidecar: sandboxes have no network and nothing listens on port 18080 (502)");
 
 await family("snapshots", async () => {
   const list = await manager.listSnapshots({});
