@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -32,7 +33,14 @@
 #define WAKE_MS 1000               /* how often a silent stream checks for shutdown */
 #define TUNNEL_TIMEOUT_US 15000000 /* execd connects within 5 s or says why */
 #define TUNNEL_ERROR_CAP 4096      /* what is read of execd's refusal */
-#define LINGER_MS 10000 /* an upgraded connection half-closed and silent this long ends */
+#define LINGER_MS 10000       /* an upgraded connection half-closed and silent this long ends */
+#define READ_BUF (256 * 1024) /* one read from the backend; also MHD's block size */
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf_t;
 
 /* Set once by kn_proxy_shutdown(): streams end at their next wake-up. */
 static atomic_bool stopping;
@@ -57,6 +65,9 @@ struct kn_proxy {
     size_t plen, poff, pcap;
     char *early; /* bytes read before the parser needed them (after the tunnel's 101) */
     size_t elen, eoff;
+    char *rbuf; /* READ_BUF bytes, for reads from the backend */
+    buf_t head; /* the request head; sent from kn_proxy_begin */
+    size_t head_sent;
 };
 
 /* Never passed on, either way: hop-by-hop headers (an upgrade is passed on
@@ -115,12 +126,6 @@ has_token(const char *v, const char *t)
     return false;
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
 static void
 buf_add(buf_t *b, const char *s, size_t n)
 {
@@ -174,6 +179,40 @@ send_all(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
 {
     if (kn_write_all(p->fd, data, len) < 0)
         return kn_error_set(err, errno, "send to the sandbox");
+    return 0;
+}
+
+/* Sends what is left of the request head, then the n pieces, in one
+ * writev where the socket takes it (a chunk's size line, data and CRLF go
+ * together). */
+static int
+send_parts(kn_proxy_t *p, struct iovec *iov, int n, kn_error_t *err)
+{
+    struct iovec v[5];
+    int k = 0;
+    if (p->head.len > p->head_sent)
+        v[k++] = (struct iovec){p->head.p + p->head_sent, p->head.len - p->head_sent};
+    for (int i = 0; i < n && k < 5; i++)
+        if (iov[i].iov_len)
+            v[k++] = iov[i];
+    int i = 0;
+    while (i < k) {
+        ssize_t w = writev(p->fd, v + i, k - i);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) /* 502: the sandbox's end went away */
+            return kn_server_error(err, ECONNREFUSED, "send to the sandbox: %s", strerror(errno));
+        if (p->head.len > p->head_sent) {
+            size_t h = p->head.len - p->head_sent;
+            p->head_sent += (size_t)w < h ? (size_t)w : h;
+        }
+        while (i < k && (size_t)w >= v[i].iov_len)
+            w -= (ssize_t)v[i++].iov_len;
+        if (i < k) {
+            v[i].iov_base = (char *)v[i].iov_base + w;
+            v[i].iov_len -= (size_t)w;
+        }
+    }
     return 0;
 }
 
@@ -276,7 +315,7 @@ append(kn_proxy_t *p, const char *at, size_t len)
     if (p->poff == p->plen)
         p->poff = p->plen = 0;
     if (p->plen + len > p->pcap) {
-        size_t nc = p->pcap ? p->pcap : 65536;
+        size_t nc = p->pcap ? p->pcap : READ_BUF;
         while (nc < p->plen + len)
             nc *= 2;
         char *g = realloc(p->pending, nc);
@@ -353,19 +392,19 @@ wait_backend(kn_proxy_t *p, uint64_t deadline_us)
 static int
 pump(kn_proxy_t *p, uint64_t deadline_us)
 {
-    char buf[65536];
+    char *buf = p->rbuf;
     ssize_t n;
     if (p->eoff < p->elen) {
         n = (ssize_t)(p->elen - p->eoff);
-        if (n > (ssize_t)sizeof buf)
-            n = sizeof buf;
+        if (n > READ_BUF)
+            n = READ_BUF;
         memcpy(buf, p->early + p->eoff, (size_t)n);
         p->eoff += (size_t)n;
     } else {
         if (wait_backend(p, deadline_us) < 0)
             return -1;
         do
-            n = read(p->fd, buf, sizeof buf);
+            n = read(p->fd, buf, READ_BUF);
         while (n < 0 && errno == EINTR);
         if (n < 0)
             return -1;
@@ -508,15 +547,16 @@ kn_proxy_begin(kn_proxy_t **out, const kn_proxy_target_t *t, struct MHD_Connecti
                kn_error_t *err)
 {
     kn_proxy_t *p = calloc(1, sizeof *p);
-    if (!p)
+    if (!p || !(p->rbuf = malloc(READ_BUF))) {
+        free(p);
         return kn_error_set(err, ENOMEM, "proxy");
+    }
     p->fd = -1;
     p->port = t->port;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     p->client_fd = ci ? ci->connect_fd : -1;
     p->is_head = !strcmp(t->method, "HEAD");
-    buf_t b = {0};
     if ((p->fd = kn_uclient_connect(t->sock, err)) < 0 ||
         kn_uclient_check_peer(p->fd, t->pidns, err) < 0)
         goto fail;
@@ -526,17 +566,16 @@ kn_proxy_begin(kn_proxy_t **out, const kn_proxy_target_t *t, struct MHD_Connecti
         goto fail;
     if (!p->port)
         head_reset(p);
-    if (request_head(p, t, conn, &b) < 0) {
+    if (request_head(p, t, conn, &p->head) < 0) {
         kn_error_set(err, ENOMEM, "proxy");
         goto fail;
     }
-    if (send_all(p, b.p, b.len, err) < 0)
+    /* The head goes at once: execd parses it while the body is read. */
+    if (send_parts(p, NULL, 0, err) < 0)
         goto fail;
-    free(b.p);
     *out = p;
     return 0;
 fail:
-    free(b.p);
     kn_proxy_free(p);
     return -1;
 }
@@ -547,12 +586,11 @@ kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err)
     if (p->body_mode == 2) {
         char head[32];
         int n = snprintf(head, sizeof head, "%zx\r\n", len);
-        if (send_all(p, head, (size_t)n, err) < 0 || send_all(p, data, len, err) < 0 ||
-            send_all(p, "\r\n", 2, err) < 0)
-            return -1;
-        return 0;
+        struct iovec v[3] = {{head, (size_t)n}, {(char *)data, len}, {"\r\n", 2}};
+        return send_parts(p, v, 3, err);
     }
-    return send_all(p, data, len, err);
+    struct iovec v = {(char *)data, len};
+    return send_parts(p, &v, 1, err);
 }
 
 /* ---- the response ------------------------------------------------------ */
@@ -632,7 +670,8 @@ upgrade_response(kn_proxy_t *p, kn_error_t *err)
 struct MHD_Response *
 kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
 {
-    if (p->body_mode == 2 && send_all(p, "0\r\n\r\n", 5, err) < 0)
+    struct iovec end = {"0\r\n\r\n", p->body_mode == 2 ? 5 : 0};
+    if (send_parts(p, &end, 1, err) < 0)
         return NULL;
     if (read_head(p, 0) < 0) {
         if (p->port)
@@ -653,7 +692,7 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     if (empty)
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     else /* a HEAD keeps the length GET would have; MHD then reads nothing */
-        r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, 64 * 1024, reader,
+        r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, READ_BUF, reader,
                                               p, reader_free);
     if (!r) {
         kn_error_set(err, ENOMEM, "response");
@@ -686,5 +725,7 @@ kn_proxy_free(kn_proxy_t *p)
     }
     free(p->pending);
     free(p->early);
+    free(p->rbuf);
+    free(p->head.p);
     free(p);
 }

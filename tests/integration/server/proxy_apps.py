@@ -55,6 +55,7 @@ def read_body(h):
 
 class Http(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
     log_path = "/dev/null"
 
     def log_message(self, *a):
@@ -228,6 +229,7 @@ class Ws(socketserver.BaseRequestHandler):
 
     def handle(self):
         s = self.request
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         head = b""
         while b"\r\n\r\n" not in head:
             b = s.recv(4096)
