@@ -11,13 +11,16 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -45,6 +48,103 @@ typedef struct buf {
 /* Set once by kn_proxy_shutdown(): streams end at their next wake-up. */
 static atomic_bool stopping;
 
+/* ---- idle connections to execd ------------------------------------------
+ *
+ * A connection to execd that carried a whole request and answer (framed by
+ * Content-Length or chunks, no Connection: close) is kept for the next
+ * request to the same sandbox: that saves the connect, the peer check and
+ * execd's start of a connection thread (about a tenth of a millisecond of a
+ * command's round trip). The key is the socket path, the sandbox's pid
+ * namespace and the socket file's identity (device and inode), so a
+ * connection only ever serves the execd it was checked against, and not
+ * after the file was replaced; the sandbox's state is still looked up for
+ * every request. A
+ * connection that is readable or hung up while idle is dropped. Tunnels and
+ * upgraded connections are never kept. */
+#define POOL_MAX 64
+#define POOL_IDLE_US 5000000
+
+typedef struct idle_conn {
+    int fd;
+    char *key;
+    uint64_t since;
+} idle_conn_t;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static idle_conn_t pool[POOL_MAX];
+static int pool_n;
+
+static bool
+idle_ok(int fd)
+{
+    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+    return poll(&p, 1, 0) == 0;
+}
+
+/* Drops expired entries (under pool_mu); their fds go to out. */
+static int
+pool_sweep(uint64_t now, int *out, int max)
+{
+    int k = 0, n = 0;
+    for (int i = 0; i < pool_n; i++) {
+        if (now - pool[i].since > POOL_IDLE_US && k < max) {
+            out[k++] = pool[i].fd;
+            free(pool[i].key);
+        } else {
+            pool[n++] = pool[i];
+        }
+    }
+    pool_n = n;
+    return k;
+}
+
+/* An idle connection for key, or -1. */
+static int
+pool_take(const char *key)
+{
+    int drop[POOL_MAX], nd, fd = -1;
+    uint64_t now = kn_now_us();
+    for (;;) {
+        pthread_mutex_lock(&pool_mu);
+        nd = pool_sweep(now, drop, POOL_MAX);
+        int at = -1;
+        for (int i = pool_n - 1; i >= 0 && at < 0; i--) /* the newest first */
+            if (!strcmp(pool[i].key, key))
+                at = i;
+        if (at >= 0) {
+            fd = pool[at].fd;
+            free(pool[at].key);
+            pool[at] = pool[--pool_n];
+        }
+        pthread_mutex_unlock(&pool_mu);
+        for (int i = 0; i < nd; i++)
+            close(drop[i]);
+        if (fd < 0 || idle_ok(fd))
+            return fd;
+        close(fd); /* execd went away or spoke out of turn: try the next */
+        fd = -1;
+    }
+}
+
+static void
+pool_put(int fd, char *key)
+{
+    int drop[POOL_MAX + 1], nd;
+    uint64_t now = kn_now_us();
+    pthread_mutex_lock(&pool_mu);
+    nd = pool_sweep(now, drop, POOL_MAX);
+    if (pool_n == POOL_MAX) { /* the oldest makes room */
+        drop[nd++] = pool[0].fd;
+        free(pool[0].key);
+        memmove(pool, pool + 1, sizeof pool[0] * (size_t)(POOL_MAX - 1));
+        pool_n--;
+    }
+    pool[pool_n++] = (idle_conn_t){fd, key, now};
+    pthread_mutex_unlock(&pool_mu);
+    for (int i = 0; i < nd; i++)
+        close(drop[i]);
+}
+
 struct kn_proxy {
     int fd;
     int client_fd; /* the client's socket, watched for hang-ups; -1 unknown */
@@ -68,6 +168,8 @@ struct kn_proxy {
     char *rbuf; /* READ_BUF bytes, for reads from the backend */
     buf_t head; /* the request head; sent from kn_proxy_begin */
     size_t head_sent;
+    char *pool_key; /* for a connection to execd itself: "sock\npidns\ndev:ino" */
+    bool dirty;     /* the backend sent more than one answer: never reused */
 };
 
 /* Never passed on, either way: hop-by-hop headers (an upgrade is passed on
@@ -339,11 +441,12 @@ static int
 on_complete(http_parser *hp)
 {
     kn_proxy_t *p = hp->data;
-    if (p->informational)
+    if (p->informational) {
         p->informational = false;
-    else
-        p->complete = true;
-    return 0;
+        return 0;
+    }
+    p->complete = true;
+    return p->parser.upgrade ? 0 : 1; /* one answer per request: stop here */
 }
 
 static const http_parser_settings settings = {
@@ -409,8 +512,19 @@ pump(kn_proxy_t *p, uint64_t deadline_us)
         if (n < 0)
             return -1;
     }
+    if (p->complete) { /* bytes past the answer */
+        p->dirty = p->dirty || n > 0;
+        return 0;
+    }
     size_t used = http_parser_execute(&p->parser, &settings, buf, (size_t)n);
-    if (HTTP_PARSER_ERRNO(&p->parser) != HPE_OK)
+    enum http_errno e = HTTP_PARSER_ERRNO(&p->parser);
+    if (p->complete && e == HPE_CB_message_complete) {
+        /* on_complete stopped the parser at the end of the answer: anything
+         * after it is out of turn, and the connection is not kept. */
+        p->dirty = used < (size_t)n;
+        return 0;
+    }
+    if (e != HPE_OK)
         return -1;
     if (p->parser.upgrade) {
         p->upgraded = true;
@@ -523,8 +637,8 @@ request_head(kn_proxy_t *p, const kn_proxy_target_t *t, struct MHD_Connection *c
     if (p->is_upgrade) {
         buf_header(b, "Connection", "Upgrade");
         buf_header(b, "Upgrade", up);
-    } else {
-        buf_header(b, "Connection", "close");
+    } else if (p->port) {
+        buf_header(b, "Connection", "close"); /* a tunnel is used once */
     }
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header, b);
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
@@ -557,11 +671,26 @@ kn_proxy_begin(kn_proxy_t **out, const kn_proxy_target_t *t, struct MHD_Connecti
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     p->client_fd = ci ? ci->connect_fd : -1;
     p->is_head = !strcmp(t->method, "HEAD");
-    if ((p->fd = kn_uclient_connect(t->sock, err)) < 0 ||
-        kn_uclient_check_peer(p->fd, t->pidns, err) < 0)
-        goto fail;
-    struct timeval st = {SEND_TIMEOUT_S, 0};
-    setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
+    struct stat sst;
+    if (!t->port && stat(t->sock, &sst) == 0) {
+        /* The socket file is part of the key: a sandbox that replaces it
+         * gets a fresh connection and the peer check, never an old one. */
+        size_t kl = strlen(t->sock) + strlen(t->pidns) + 64;
+        if (!(p->pool_key = malloc(kl))) {
+            kn_error_set(err, ENOMEM, "proxy");
+            goto fail;
+        }
+        snprintf(p->pool_key, kl, "%s\n%s\n%ju:%ju", t->sock, t->pidns, (uintmax_t)sst.st_dev,
+                 (uintmax_t)sst.st_ino);
+        p->fd = pool_take(p->pool_key);
+    }
+    if (p->fd < 0) {
+        if ((p->fd = kn_uclient_connect(t->sock, err)) < 0 ||
+            kn_uclient_check_peer(p->fd, t->pidns, err) < 0)
+            goto fail;
+        struct timeval st = {SEND_TIMEOUT_S, 0};
+        setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof st);
+    }
     if (p->port && open_tunnel(p, err) < 0)
         goto fail;
     if (!p->port)
@@ -710,6 +839,13 @@ void
 kn_proxy_shutdown(void)
 {
     atomic_store(&stopping, true);
+    pthread_mutex_lock(&pool_mu);
+    for (int i = 0; i < pool_n; i++) {
+        close(pool[i].fd);
+        free(pool[i].key);
+    }
+    pool_n = 0;
+    pthread_mutex_unlock(&pool_mu);
 }
 
 void
@@ -717,8 +853,17 @@ kn_proxy_free(kn_proxy_t *p)
 {
     if (!p)
         return;
-    if (p->fd >= 0)
+    /* Kept only after a whole exchange that leaves the connection open. */
+    bool keep = p->fd >= 0 && p->pool_key && p->complete && !p->dirty && !p->is_upgrade &&
+                !p->upgraded && p->head_sent == p->head.len && !atomic_load(&stopping) &&
+                http_should_keep_alive(&p->parser);
+    if (keep) {
+        pool_put(p->fd, p->pool_key);
+        p->pool_key = NULL;
+    } else if (p->fd >= 0) {
         close(p->fd);
+    }
+    free(p->pool_key);
     for (int i = 0; i < p->n_headers; i++) {
         free(p->names[i]);
         free(p->values[i]);

@@ -278,14 +278,19 @@ class Ws(socketserver.BaseRequestHandler):
 class ThreadingTCP(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+
+
+class ThreadingHTTP(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connections under load
 
 
 def main():
     kind, port, logp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if kind == "http":
         Http.log_path = logp
-        srv = ThreadingHTTPServer(("127.0.0.1", port), Http)
-        srv.daemon_threads = True
+        srv = ThreadingHTTP(("127.0.0.1", port), Http)
     else:
         Ws.log_path = logp
         srv = ThreadingTCP(("127.0.0.1", port), Ws)

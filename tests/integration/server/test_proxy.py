@@ -259,8 +259,9 @@ def test_concurrent_connections(server, sbx):
                 body = os.urandom(100_000)
                 c.request("POST", base + "/echo", body=body, headers=key_headers())
                 r = c.getresponse()
-                if r.status != 200 or r.read() != body:
-                    errors.append((n, j, r.status))
+                got = r.read()
+                if r.status != 200 or got != body:
+                    errors.append((n, j, r.status, got[:200]))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append((n, repr(e)))
 
