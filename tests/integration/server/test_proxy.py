@@ -600,3 +600,19 @@ def test_endpoint_for_a_user_port_is_usable(server, sbx):
         c.request("GET", f"/{path}/bytes?n=10", headers=hdrs)
         got = c.getresponse()
         assert got.status == 200 and got.read() == apps.pattern(10)
+
+
+def test_kept_execd_connections_do_not_outlive_their_sandbox(server, sbx):
+    """Connections to execd kept for reuse are closed once idle (5 s) or
+    dead: a deleted sandbox leaves no descriptor in the server."""
+    srv_pid = server.proc.pid
+    assert server.request("GET", f"/sandboxes/{sbx}/proxy/44772/ping").status == 200
+    base = settled_fds(srv_pid)
+    other = server.create()
+    for _ in range(3):
+        assert server.request("GET", f"/sandboxes/{other}/proxy/44772/ping").status == 200
+    assert server.request("DELETE", f"/v1/sandboxes/{other}").status == 204
+    time.sleep(5.5)
+    # The next proxied request sweeps what is idle too long or dead.
+    assert server.request("GET", f"/sandboxes/{sbx}/proxy/44772/ping").status == 200
+    wait_for(lambda: fds(srv_pid) <= base, what=f"server fds back to {base}")
