@@ -245,24 +245,30 @@ def main():
         netns = f"/proc/{st['pid']}/ns/net"
         load_before = os.getloadavg()
 
+        # The two paths alternate, so that a change in the machine's load
+        # weighs on both alike.
         cmd = {"command": "true"}
-        for _ in range(100):
-            timed(c, "POST", f"{px}/44772/command", cmd, auth)
-        via_proxy = [timed(c, "POST", f"{px}/44772/command", cmd, auth)[0] for _ in range(a.n)]
         d = UnixConn(execd_sock)
         for _ in range(100):
+            timed(c, "POST", f"{px}/44772/command", cmd, auth)
             timed(d, "POST", "/command", cmd)
-        direct = [timed(d, "POST", "/command", cmd)[0] for _ in range(a.n)]
+        via_proxy, direct, ping_proxy, ping_direct = [], [], [], []
+        for _ in range(a.n):
+            via_proxy.append(timed(c, "POST", f"{px}/44772/command", cmd, auth)[0])
+            direct.append(timed(d, "POST", "/command", cmd)[0])
         spawn = spawn_cost(a.n)
-        ping_proxy = [timed(c, "GET", f"{px}/44772/ping", headers=auth)[0] for _ in range(a.n)]
-        ping_direct = [timed(d, "GET", "/ping")[0] for _ in range(a.n)]
+        for _ in range(a.n):
+            ping_proxy.append(timed(c, "GET", f"{px}/44772/ping", headers=auth)[0])
+            ping_direct.append(timed(d, "GET", "/ping")[0])
 
         url = "/bytes?n=100"
+        kc = NetnsConn(netns, 8000)
         for _ in range(100):
             timed(c, "GET", f"{px}/8000{url}", headers=auth)
-        http_proxy = [timed(c, "GET", f"{px}/8000{url}", headers=auth)[0] for _ in range(a.n)]
-        http_new = []
+            timed(kc, "GET", url)
+        http_proxy, http_new, http_kept = [], [], []
         for _ in range(a.n):
+            http_proxy.append(timed(c, "GET", f"{px}/8000{url}", headers=auth)[0])
             t0 = time.perf_counter()
             nc = NetnsConn(netns, 8000)
             nc.request("GET", url)
@@ -271,10 +277,7 @@ def main():
             nc.close()
             http_new.append(time.perf_counter() - t0)
             assert nr.status == 200
-        kc = NetnsConn(netns, 8000)
-        for _ in range(100):
-            timed(kc, "GET", url)
-        http_kept = [timed(kc, "GET", url)[0] for _ in range(a.n)]
+            http_kept.append(timed(kc, "GET", url)[0])
 
         ws = ws_open_proxy(port, sid, 9000)
         ws_proxy = ws_rtt(ws, a.n)
