@@ -197,7 +197,9 @@ create(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r)
     uint64_t t0 = kn_now_us();
     int rc;
     json_t *sid = json_object_get(body, "snapshotId");
-    if (json_is_string(sid)) {
+    json_t *image = json_object_get(body, "image");
+    /* Both given is the spec's 400, which the parser says. */
+    if (json_is_string(sid) && (!image || json_is_null(image))) {
         char digest[KN_DIGEST_MAX];
         rc = kn_snaps_resolve(s->snaps, json_string_value(sid), digest, sizeof digest, &err);
         kn_spec_snapshot_t snap = {json_string_value(sid), digest};
