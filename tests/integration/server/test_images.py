@@ -31,6 +31,33 @@ LIMITS = {"cpu": "1", "memory": "512Mi"}
 SNAP_KEYS = {"id", "sandboxId", "name", "status", "createdAt"}
 
 
+def is_static(path):
+    """True when the ELF file has no program interpreter (PT_INTERP)."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def static_execd(kennel):
+    """kennel-execd runs in any image because it is static; a sanitizer
+    build's is not, so its tests use the release build's, which is."""
+    here = os.path.join(os.path.dirname(kennel), "kennel-execd")
+    if is_static(here):
+        return []
+    release = os.path.join(os.path.dirname(os.path.dirname(kennel)), "build", "kennel-execd")
+    if os.path.exists(release) and is_static(release):
+        return ["--execd", release]
+    pytest.skip(f"{here} is dynamically linked (a sanitizer build) and no static release "
+                "kennel-execd is built next to it: it cannot run inside a busybox image")
+
+
 def bb_entries(extra=()):
     es = ocimake.busybox_entries(applets=APPLETS)
     es += [{"name": "etc/hello", "data": "from the image\n"},
@@ -64,7 +91,8 @@ def isrv(kennel):
         pytest.skip("busybox-static is not installed")
     if os.geteuid() != 0:
         pytest.skip("the server's image tests run as root")
-    s = Server(kennel, extra_args=["--image-alias", "opensandbox/code-interpreter:v1.0.2=bb:1"])
+    s = Server(kennel, extra_args=["--image-alias", "opensandbox/code-interpreter:v1.0.2=bb:1",
+                                   *static_execd(kennel)])
     work = tempfile.mkdtemp(prefix="kn-srv-img-", dir="/tmp")
     s.images = {}
     s.images["bb"] = import_image(kennel, s.store, work, "bb:1", bb_entries(), {
