@@ -628,3 +628,35 @@ def test_disk_backed_layer_is_bounded_and_leaves_nothing(kennel, fresh_server):
                                                               "ephemeral-storage": "2Mi"}})
     assert r.status == 400, r
     assert "at least 16 MiB" in r.json()["message"], r
+
+
+def test_cli_snapshot_commands(isrv, kennel):
+    env = {"PATH": "/usr/bin:/bin", "KENNEL_SERVER": f"http://127.0.0.1:{isrv.port}",
+           "OPEN_SANDBOX_API_KEY": isrv.key, "KENNEL_STORE": isrv.store}
+
+    def cli(*args, check=True):
+        r = subprocess.run([kennel, *args], capture_output=True, text=True, timeout=60, env=env)
+        if check:
+            assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+        return r
+
+    # No entrypoint: the image's own runs (kennel create sends none for a named image).
+    sid = cli("create", "--image", "bb:1").stdout.strip()
+    assert json.loads(cli("inspect", sid).stdout)["entrypoint"] == ["sleep", "1000"]
+    cli("exec", sid, "--", "echo cli > /srv/cli")
+    snap = cli("snapshot", sid, "clisnap:v1").stdout.strip()
+    listed = cli("snapshot", "ls", "--sandbox", sid).stdout
+    assert snap in listed and "Ready" in listed and "clisnap:v1" in listed
+    assert json.loads(cli("snapshot", "ls", "--json", "--state", "Ready").stdout)
+    r = cli("run", "-q", "--image", "clisnap:v1", "--", "cat", "/srv/cli")
+    assert r.stdout == "cli\n"
+    dst = cli("create", "--snapshot", snap).stdout.strip()
+    assert cli("exec", dst, "--", "cat /srv/cli").stdout == "cli\n"
+    r = cli("snapshot", "rm", snap, check=False)
+    assert r.returncode == 125 and "in use" in r.stderr, r.stderr
+    cli("rm", dst, sid)
+    r = cli("snapshot", sid, check=False)  # the sandbox is gone
+    assert r.returncode == 125 and "not found" in r.stderr, r.stderr
+    assert cli("snapshot", "rm", "../x", check=False).returncode == 125
+    cli("snapshot", "rm", snap)
+    assert snap not in cli("snapshot", "ls").stdout
