@@ -307,6 +307,7 @@ ln -s ../../../../../../etc/hello /srv/up
 ln -s /etc/hello /srv/abs
 echo suid > /srv/suid && chmod 4755 /srv/suid
 mkfifo /srv/fifo
+ln -s /etc/shadow /srv/evil
 echo trick > /srv/.wh.trick
 echo 'changed' > /srv/data
 (sleep 300 &) ; echo written
@@ -325,6 +326,19 @@ def test_snapshot_round_trip(isrv, kennel):
         assert one(isrv, src, "echo after > /srv/after; cat /srv/after") == "after"
     finally:
         delete(isrv, src)
+    # The new layer, as stored: overlayfs form, nothing of the host in it.
+    import stat as st_
+    top = json.loads(kennel_image(kennel, isrv.store, "inspect", "round:1").stdout)["layers"][-1]
+    fs = pathlib.Path(isrv.store, "layers", top.replace(":", "/"), "fs")
+    gone = os.lstat(fs / "etc" / "gone")
+    assert st_.S_ISCHR(gone.st_mode) and gone.st_rdev == 0  # a whiteout
+    assert os.getxattr(fs / "opq", "user.overlay.opaque") == b"y"
+    assert sorted(os.listdir(fs / "opq")) == ["c"]
+    assert os.readlink(fs / "srv" / "evil") == "/etc/shadow"  # a link, never followed
+    assert os.readlink(fs / "srv" / "up") == "/etc/hello"  # made absolute: it climbed above /
+    assert os.lstat(fs / "srv" / "suid").st_mode & 0o7777 == 0o755  # setuid cleared
+    assert os.lstat(fs / "srv" / "new.txt").st_uid == 1000000  # root inside, as imported
+    assert not (fs / "srv" / ".wh.trick").exists() and not (fs / ".kennel").exists()
     r = isrv.request("POST", "/v1/sandboxes", {"snapshotId": snap["id"], "resourceLimits": LIMITS})
     assert r.status == 202, r
     dst = r.json()["id"]
