@@ -398,6 +398,28 @@ test_keys_pem_and_multibase(void **state)
     const char *priv =
         json_string_value(json_object_get(json_object_get(file, "keys"), "privateKey"));
     assert_int_equal(kn_receipt_public_key_from_pem(pk, priv, &err), -1);
+    /* Kennel writes the protocol's PEM forms byte for byte. */
+    const char *pub =
+        json_string_value(json_object_get(json_object_get(file, "keys"), "publicKey"));
+    char pem[KN_RECEIPT_PEM_SIZE];
+    kn_receipt_key_to_pem(&key, pem);
+    assert_string_equal(pem, priv);
+    kn_receipt_public_key_to_pem(key.public_key, pem);
+    assert_string_equal(pem, pub);
+    /* Keyrings: several PEM blocks, or one multibase key. */
+    char ring[4 * KN_RECEIPT_PEM_SIZE];
+    unsigned char keys[4][KN_RECEIPT_PUBLIC_KEY_SIZE];
+    size_t n = 0;
+    snprintf(ring, sizeof ring, "# host keys\n%s\nsecond:\n%s", pub, pub);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 4, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(keys[1], key.public_key, KN_RECEIPT_PUBLIC_KEY_SIZE);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 1, &n, &err), -1);
+    snprintf(ring, sizeof ring, "  %s\n", mb);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 4, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(keys[0], key.public_key, KN_RECEIPT_PUBLIC_KEY_SIZE);
+    assert_int_equal(kn_receipt_public_keys_from_text("nothing", keys, 4, &n, &err), -1);
     kn_receipt_key_wipe(&key);
     json_decref(file);
 }
