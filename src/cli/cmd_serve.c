@@ -35,6 +35,10 @@ usage(FILE *f)
             "                           other pools: \"pools\" in the config\n"
             "      --max-sandboxes N    refuse creates (409) past N live sandboxes (0: no limit)\n"
             "      --public-host HOST[:PORT]  what endpoints name (default: the request's Host)\n"
+            "      --receipts-key PATH  receipts signing key, PKCS#8 PEM, made (0600) if missing\n"
+            "                           (default: receipts.key beside the database)\n"
+            "      --receipts-issuer ID issuer id of new receipt chains (did:kennel:<host>)\n"
+            "      --no-receipts        issue no receipts (for benchmarks only)\n"
             "  -q, --quiet              no request log lines\n"
             "\n"
             "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -74,6 +78,9 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"pool", required_argument, 0, 264},
         {"max-sandboxes", required_argument, 0, 265},
         {"public-host", required_argument, 0, 266},
+        {"receipts-key", required_argument, 0, 267},
+        {"receipts-issuer", required_argument, 0, 268},
+        {"no-receipts", no_argument, 0, 269},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -179,6 +186,17 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         case 266:
             free(cfg->public_host);
             cfg->public_host = strdup(optarg);
+            break;
+        case 267:
+            free(cfg->receipts_key);
+            cfg->receipts_key = strdup(optarg);
+            break;
+        case 268:
+            free(cfg->receipts_issuer);
+            cfg->receipts_issuer = strdup(optarg);
+            break;
+        case 269:
+            cfg->receipts_off = true;
             break;
         case 'q':
             cfg->log_requests = false;

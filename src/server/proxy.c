@@ -42,7 +42,14 @@ struct kn_proxy {
     bool in_value;
     char *pending; /* body bytes not yet handed to MHD */
     size_t plen, poff, pcap;
+    kn_proxy_tap_t tap;
 };
+
+void
+kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap)
+{
+    p->tap = *tap;
+}
 
 static const char *const hop_by_hop[] = {"connection",
                                          "keep-alive",
@@ -246,6 +253,13 @@ on_headers_complete(http_parser *hp)
     p->head_done = true;
     p->sized = !(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX;
     p->clen = p->sized ? hp->content_length : 0;
+    if (p->tap.head) {
+        const char *ct = NULL;
+        for (int i = 0; i < p->n_headers && !ct; i++)
+            if (p->names[i] && p->values[i] && !strcasecmp(p->names[i], "content-type"))
+                ct = p->values[i];
+        p->tap.head(p->tap.ctx, hp->status_code, ct);
+    }
     return p->is_head ? 1 : 0;
 }
 
@@ -267,6 +281,8 @@ on_body(http_parser *hp, const char *at, size_t len)
     }
     memcpy(p->pending + p->plen, at, len);
     p->plen += len;
+    if (p->tap.body)
+        p->tap.body(p->tap.ctx, at, len);
     return 0;
 }
 

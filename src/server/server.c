@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "receipts.h"
 
 void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
 void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
@@ -58,6 +59,8 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     free(cfg->execd_path);
     free(cfg->self_path);
     free(cfg->public_host);
+    free(cfg->receipts_key);
+    free(cfg->receipts_issuer);
     for (int i = 0; i < cfg->n_keys; i++)
         free(cfg->api_keys[i]);
     for (int i = 0; i < cfg->n_aliases; i++) {
@@ -192,6 +195,14 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
         goto out;
     if ((v = json_object_get(j, "readyTimeoutMs")))
         cfg->ready_timeout_ms = (int)json_integer_value(v);
+    if ((s = json_string_value(json_object_get(j, "receiptsKey"))) &&
+        set_str(&cfg->receipts_key, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "receiptsIssuer"))) &&
+        set_str(&cfg->receipts_issuer, s, err) < 0)
+        goto out;
+    if ((v = json_object_get(j, "receipts")))
+        cfg->receipts_off = json_is_false(v);
     ret = 0;
 out:
     json_decref(j);
@@ -290,10 +301,18 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
     return d;
 }
 
+/* The store is open and nothing is adopted yet: receipts attach here, so
+ * that what adoption changes has its receipts too. */
+static int
+attach_receipts(kn_store_t *store, void *arg, kn_error_t *err)
+{
+    kn_srv_t *s = arg;
+    return kn_rcpt_open(s->cfg, store, &s->receipts, err);
+}
+
 int
 kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
 {
-    /* s.observe is where the receipts module (src/trust) will attach. */
     kn_srv_t s = {.cfg = cfg};
     reaper_t rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t reaper;
@@ -312,7 +331,7 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (kn_sbx_open(cfg, &s.mgr, err) < 0)
+    if (kn_sbx_open_with(cfg, attach_receipts, &s, &s.mgr, err) < 0)
         goto out;
     rp.mgr = s.mgr;
     if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {
@@ -324,9 +343,9 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
         goto out;
     fprintf(stderr,
             "{\"level\":\"info\",\"msg\":\"serving\",\"listen\":\"%s:%d\",\"db\":\"%s\","
-            "\"runDir\":\"%s\",\"auth\":%s}\n",
+            "\"runDir\":\"%s\",\"auth\":%s,\"receipts\":%s}\n",
             cfg->listen_host, cfg->listen_port, cfg->db_path, cfg->run_dir,
-            cfg->n_keys ? "true" : "false");
+            cfg->n_keys ? "true" : "false", s.receipts ? "true" : "false");
     int sig = 0;
     while (sigwait(&stop, &sig) != 0 || sig == SIGHUP)
         ;
@@ -348,6 +367,7 @@ out:
     }
     if (s.mgr && ret == 0)
         kn_sbx_drain_pools(s.mgr);
+    kn_rcpt_close(s.receipts); /* detaches from the store first */
     kn_sbx_close(s.mgr);
     return ret;
 }

@@ -51,6 +51,12 @@ typedef struct kn_server_cfg {
     bool log_requests;
     int max_sandboxes; /* live sandboxes (pool members aside); 0: no limit */
     char *public_host; /* host[:port] put in endpoints; NULL: the request's Host */
+    /* Receipts (docs/receipts.md): the signing key's file (NULL: receipts.key
+     * beside the database), the issuer id (NULL: did:kennel:<hostname>), and
+     * receipts_off for benchmarks only. */
+    char *receipts_key;
+    char *receipts_issuer;
+    bool receipts_off;
 } kn_server_cfg_t;
 
 /* Sets err to an error meant for an API client: the message as given, with
@@ -62,7 +68,8 @@ int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
  * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
- * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}]). */
+ * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}],
+ * receiptsKey, receiptsIssuer, receipts: false). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
 void kn_server_cfg_free(kn_server_cfg_t *cfg);
 /* Adds a pool; limits is a JSON object's text, NULL for the SDK's default

@@ -550,8 +550,8 @@ kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err)
 /* ---- receipts ---- */
 
 int
-kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t *err), void *ctx,
-             kn_error_t *err)
+kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t *err),
+             kn_store_end_fn end, void *ctx, kn_error_t *err)
 {
     int ret = -1;
     pthread_mutex_lock(&st->mu);
@@ -566,6 +566,8 @@ kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t 
     }
     ret = 0;
 out:
+    if (end)
+        end(ctx, ret == 0);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -638,6 +640,117 @@ kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error
 out:
     sqlite3_finalize(s);
     return ret;
+}
+
+static int collect_strings(kn_store_t *st, sqlite3_stmt *s, char ***out, size_t *n,
+                           kn_error_t *err);
+
+int
+kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
+                       char ***types, size_t *n, kn_error_t *err)
+/* (types: the receipts' JSON texts) */
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    /* One pass over the chain: the groups of one correlation id in which
+     * every receipt is still pending. */
+    if (sqlite3_prepare_v2(
+            st->db,
+            "SELECT c, receipt_json FROM (SELECT json_extract(receipt_json, "
+            "'$.credentialSubject.correlation_id') AS c, receipt_json, MIN(sequence) AS first, "
+            "SUM(status != 'pending') AS answers FROM receipts WHERE chain_id = ?1 GROUP BY c) "
+            "WHERE c IS NOT NULL AND answers = 0 AND (?2 IS NULL OR c = ?2) ORDER BY first",
+            -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "unanswered receipts");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    if (corr)
+        sqlite3_bind_text(s, 2, corr, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 2);
+    char **c = NULL, **t = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **g1 = realloc(c, nc * sizeof *g1);
+            if (g1)
+                c = g1;
+            char **g2 = g1 ? realloc(t, nc * sizeof *g2) : NULL;
+            if (g2)
+                t = g2;
+            if (!g1 || !g2) {
+                kn_store_strings_free(c, len);
+                kn_store_strings_free(t, len);
+                kn_error_set(err, ENOMEM, "unanswered receipts");
+                goto out;
+            }
+            cap = nc;
+        }
+        c[len] = col_dup(s, 0);
+        t[len] = col_dup(s, 1);
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        kn_store_strings_free(c, len);
+        kn_store_strings_free(t, len);
+        db_error(st, err, "unanswered receipts");
+        goto out;
+    }
+    *corrs = c;
+    *types = t;
+    *n = len;
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int
+kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    const char *sql =
+        with_pending
+            ? "SELECT DISTINCT chain_id FROM receipts WHERE status = 'pending'"
+            : "SELECT r.chain_id FROM receipts r JOIN (SELECT chain_id, MAX(sequence) AS m FROM "
+              "receipts GROUP BY chain_id) t ON r.chain_id = t.chain_id AND r.sequence = t.m "
+              "WHERE json_extract(r.receipt_json, '$.credentialSubject.chain.terminal') IS NOT 1";
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "receipt chains");
+        sqlite3_finalize(s);
+        return -1;
+    }
+    int ret = collect_strings(st, s, ids, n, err);
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int
+kn_store_tx_rotated_to(kn_store_tx_t *tx, const char *new_public_key, bool *found, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    *found = false;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT 1 FROM receipts WHERE json_extract(receipt_json, "
+                           "'$.credentialSubject.keyRotation.new_public_key') = ? LIMIT 1",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "rotation lookup");
+        sqlite3_finalize(s);
+        return -1;
+    }
+    sqlite3_bind_text(s, 1, new_public_key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_error(st, err, "rotation lookup");
+    *found = rc == SQLITE_ROW;
+    return 0;
 }
 
 void

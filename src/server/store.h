@@ -88,6 +88,20 @@ typedef struct kn_store_tx kn_store_tx_t;
 int kn_store_tx_tail(kn_store_tx_t *tx, const char *chain_id, uint64_t *sequence, char *hash,
                      size_t hash_size, char **json, bool *found, kn_error_t *err);
 int kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error_t *err);
+/* Pending receipts of chain_id (status "pending") that no later receipt of
+ * the chain answers (same credentialSubject.correlation_id, another status):
+ * their correlation ids and receipt JSON texts, in chain order. When corr
+ * is not NULL, only that correlation id is looked at. Strings malloc'd. */
+int kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
+                           char ***jsons, size_t *n, kn_error_t *err);
+/* Chains that have a pending receipt; chains whose last receipt is not
+ * terminal (for a key rotation). */
+int kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n,
+                       kn_error_t *err);
+/* Whether some key-rotation receipt hands its chain to new_public_key
+ * (multibase). */
+int kn_store_tx_rotated_to(kn_store_tx_t *tx, const char *new_public_key, bool *found,
+                           kn_error_t *err);
 
 typedef enum kn_store_op {
     KN_STORE_OP_STATE,
@@ -121,9 +135,10 @@ void kn_store_set_hook(kn_store_t *st, kn_store_hook_fn hook, kn_store_end_fn en
  * when there is no such row. */
 int kn_store_intent(kn_store_t *st, const char *id, const char *what, kn_error_t *err);
 /* Runs fn in a transaction (BEGIN IMMEDIATE ... COMMIT, rolled back when fn
- * fails or the commit does). */
+ * fails or the commit does); then end (if not NULL), still under the
+ * store's lock, with whether it was committed. */
 int kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t *err),
-                 void *ctx, kn_error_t *err);
+                 kn_store_end_fn end, void *ctx, kn_error_t *err);
 
 /* Opens an existing database read-only (verification, export): nothing is
  * created or changed. */
