@@ -1102,6 +1102,21 @@ kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit,
     return *out ? 0 : kn_error_set(err, ENOMEM, "receipts");
 }
 
+int
+kn_rcpt_chains(kn_rcpt_t *r, json_t **out, kn_error_t *err)
+{
+    char **ids = NULL;
+    size_t n = 0;
+    if (kn_store_receipt_chains(r->store, &ids, &n, err) < 0)
+        return -1;
+    json_t *items = json_array();
+    for (size_t i = 0; items && i < n; i++)
+        json_array_append_new(items, json_string(ids[i]));
+    kn_store_strings_free(ids, n);
+    *out = json_pack("{s:o}", "chains", items);
+    return *out ? 0 : kn_error_set(err, ENOMEM, "receipts");
+}
+
 void
 kn_rcpt_metrics(kn_rcpt_t *r, char *buf, size_t size)
 {

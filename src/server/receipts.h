@@ -83,6 +83,8 @@ int kn_rcpt_keys(kn_rcpt_t *r, json_t **out, kn_error_t *err);
 /* POST /v1/receipts/rotate: a new key; every open chain gets a keyRotation
  * receipt signed by the old one. */
 int kn_rcpt_rotate(kn_rcpt_t *r, json_t **out, kn_error_t *err);
+/* GET /v1/receipts: every chain id, in order of its first receipt. */
+int kn_rcpt_chains(kn_rcpt_t *r, json_t **out, kn_error_t *err);
 /* The chain id of a sandbox's receipts ("kennel/sandbox/<id>"). */
 void kn_rcpt_chain_id(const char *sandbox_id, char *out, size_t size);
 

@@ -366,6 +366,12 @@ receipts_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *
     json_t *out = NULL;
     if (!s->receipts)
         return kn_http_error(c, r, 404, "RECEIPTS::DISABLED", "this server issues no receipts");
+    if (!*op) {
+        if (strcmp(m, "GET"))
+            return not_allowed(c, r, m);
+        return kn_rcpt_chains(s->receipts, &out, &err) < 0 ? kn_http_fail(c, r, &err)
+                                                            : kn_http_json(c, r, 200, out);
+    }
     if (!strcmp(op, "keys")) {
         if (strcmp(m, "GET"))
             return not_allowed(c, r, m);
@@ -479,6 +485,8 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
     }
     if (!strcmp(segs[0], "receipts") && n == 2)
         return receipts_routes(s, c, r, m, segs[1]);
+    if (!strcmp(segs[0], "receipts") && n == 1)
+        return receipts_routes(s, c, r, m, "");
     if (!strcmp(segs[0], "pools") && n <= 2) {
         json_t *out = NULL;
         kn_error_t err = {0};
