@@ -376,8 +376,8 @@ verify_file(const verify_args_t *a)
 /* A row must index its receipt faithfully: the columns the protocol's
  * tools query by are checked against the receipt they describe. */
 static int
-check_rows(const verify_args_t *a, const char *chain, const kn_store_receipt_row_t *rows,
-           size_t n, json_t *receipts)
+check_rows(const verify_args_t *a, const char *chain, const kn_store_receipt_row_t *rows, size_t n,
+           json_t *receipts)
 {
     for (size_t i = 0; i < n; i++) {
         const json_t *r = json_array_get(receipts, i);
@@ -394,7 +394,8 @@ check_rows(const verify_args_t *a, const char *chain, const kn_store_receipt_row
         else if (json_integer_value(json_object_get(ch, "sequence")) != rows[i].sequence &&
                  json_real_value(json_object_get(ch, "sequence")) != (double)rows[i].sequence)
             why = "the sequence column differs from the receipt's";
-        else if (strcmp(rows[i].id ? rows[i].id : "", json_string_value(json_object_get(r, "id")) ?: ""))
+        else if (strcmp(rows[i].id ? rows[i].id : "",
+                        json_string_value(json_object_get(r, "id")) ?: ""))
             why = "the id column differs from the receipt's";
         else if (strcmp(rows[i].receipt_hash ? rows[i].receipt_hash : "", hash))
             why = "the receipt_hash column is not the receipt's hash";

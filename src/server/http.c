@@ -75,6 +75,7 @@ kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
         {EPERM, 502, "PROXY::BACKEND_REFUSED"},
         {ECONNREFUSED, 502, "PROXY::BACKEND_UNAVAILABLE"},
         {EPROTO, 502, "PROXY::BAD_BACKEND_RESPONSE"},
+        {ECONNABORTED, 503, "RECEIPTS::UNAVAILABLE"},
         {ETIMEDOUT, 504, "SANDBOX::PROVISION_TIMEOUT"},
         {KN_RCPT_ERRNO, 503, "RECEIPTS::UNAVAILABLE"},
     };
@@ -223,7 +224,7 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         r->srv->observe(&a, r->srv->observe_ctx);
     }
     if (r->call) {
-        kn_rcpt_call_end(r->call, r->status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+        kn_rcpt_call_end(r->call, false); /* unless the finish tap ended it */
         kn_rcpt_call_free(r->call);
     }
     free(r->sock);
@@ -262,7 +263,8 @@ forward(struct MHD_Connection *c, kn_req_t *r, const char *sock, const char *pid
         return kn_http_fail(c, r, &err);
     }
     if (r->call) {
-        kn_proxy_tap_t tap = {kn_rcpt_call_response_head, kn_rcpt_call_response_body, r->call};
+        kn_proxy_tap_t tap = {kn_rcpt_call_response_head, kn_rcpt_call_response_body,
+                              kn_rcpt_call_finish, r->call};
         kn_proxy_set_tap(r->proxy, &tap);
     }
     return MHD_YES;

@@ -732,18 +732,22 @@ kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err)
     return 0;
 }
 
-void
-kn_rcpt_call_end(kn_rcpt_call_t *c, unsigned status, bool complete)
+int
+kn_rcpt_call_finish(void *call)
+{
+    return kn_rcpt_call_end(call, true);
+}
+
+int
+kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
 {
     if (!c || !c->begun)
-        return;
+        return 0;
     kn_error_t err = {0};
     bool pending = false;
     json_t *response = NULL;
     const char *st = "failure";
     char error[256];
-    if (status == 0)
-        kn_execd_capture_response_head(c->cap, 0, NULL);
     json_t *params = kn_execd_capture_parameters(c->cap, &pending, &err);
     if (!params && pending) /* an upload that did not arrive whole */
         params = NULL;
@@ -777,6 +781,7 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, unsigned status, bool complete)
     c->begun = false;
     json_decref(params);
     json_decref(response);
+    return rc < 0 ? -1 : 0;
 }
 
 void

@@ -67,8 +67,13 @@ void kn_rcpt_call_request_body(kn_rcpt_call_t *c, const char *data, size_t len);
 int kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err);
 void kn_rcpt_call_response_head(void *call, unsigned status, const char *content_type);
 void kn_rcpt_call_response_body(void *call, const char *data, size_t len);
-/* The outcome receipt (complete: the response reached the client whole). */
-void kn_rcpt_call_end(kn_rcpt_call_t *c, unsigned status, bool complete);
+/* The outcome receipt: from the proxy's finish tap (execd's response is
+ * complete, its last bytes not yet released) with complete true, or when
+ * the request ends without that (client hang-up, execd failure). -1: it
+ * could not be written (a drop; the caller cuts the response). A call ends
+ * once; later calls do nothing. */
+int kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete);
+int kn_rcpt_call_finish(void *call);
 void kn_rcpt_call_free(kn_rcpt_call_t *c);
 
 /* Prometheus lines: receipts written, actions refused, drops. */

@@ -370,7 +370,7 @@ receipts_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *
         if (strcmp(m, "GET"))
             return not_allowed(c, r, m);
         return kn_rcpt_chains(s->receipts, &out, &err) < 0 ? kn_http_fail(c, r, &err)
-                                                            : kn_http_json(c, r, 200, out);
+                                                           : kn_http_json(c, r, 200, out);
     }
     if (!strcmp(op, "keys")) {
         if (strcmp(m, "GET"))
