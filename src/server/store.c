@@ -19,7 +19,48 @@ struct kn_store {
     kn_store_hook_fn hook;
     kn_store_end_fn end;
     void *hook_ctx;
+    /* Statements of the receipts' hot path, prepared once (under mu). */
+    sqlite3_stmt *cached[8];
 };
+
+enum { Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_TAIL, Q_INSERT, Q_COUNT };
+static const char *const cached_sql[Q_COUNT] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT sequence, receipt_hash, receipt_json FROM receipts WHERE chain_id = ? ORDER BY "
+    "sequence DESC LIMIT 1",
+    "INSERT INTO receipts (id, chain_id, sequence, action_type, risk_level, status, timestamp, "
+    "issuer_id, principal_id, receipt_json, receipt_hash, previous_receipt_hash) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?)",
+};
+
+/* A cached statement, reset and ready (the caller holds mu). */
+static sqlite3_stmt *
+cached(kn_store_t *st, int q)
+{
+    sqlite3_stmt *s = st->cached[q];
+    if (!s && sqlite3_prepare_v3(st->db, cached_sql[q], -1, SQLITE_PREPARE_PERSISTENT,
+                                 &st->cached[q], NULL) != SQLITE_OK)
+        return NULL;
+    s = st->cached[q];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+/* Runs a cached statement without results (BEGIN, COMMIT, ROLLBACK). */
+static int
+run_cached(kn_store_t *st, int q, kn_error_t *err)
+{
+    sqlite3_stmt *s = cached(st, q);
+    int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
+    if (s)
+        sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return kn_error_set(err, EIO, "store: %s: %s", cached_sql[q], sqlite3_errmsg(st->db));
+    return 0;
+}
 
 struct kn_store_tx {
     kn_store_t *st;
@@ -144,6 +185,8 @@ kn_store_close(kn_store_t *st)
 {
     if (!st)
         return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(st->cached[i]);
     sqlite3_close(st->db);
     pthread_mutex_destroy(&st->mu);
     free(st);
@@ -303,18 +346,6 @@ out:
     return ret;
 }
 
-static int
-exec_simple(kn_store_t *st, const char *sql, kn_error_t *err)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        kn_error_set(err, EIO, "store: %s: %s", sql, msg ? msg : sqlite3_errmsg(st->db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
 /* Reads one row inside the current transaction (the caller holds mu). */
 static int
 get_locked(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_error_t *err)
@@ -359,7 +390,7 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
     int ret = -1;
     pthread_mutex_lock(&st->mu);
     if (st->hook) {
-        if (exec_simple(st, "BEGIN IMMEDIATE", err) < 0)
+        if (run_cached(st, Q_BEGIN, err) < 0)
             goto out;
         in_tx = true;
         if (get_locked(st, id, &before, &have_before, err) < 0)
@@ -408,7 +439,7 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
             goto out;
     }
     if (in_tx) {
-        if (exec_simple(st, "COMMIT", err) < 0)
+        if (run_cached(st, Q_COMMIT, err) < 0)
             goto out;
         in_tx = false;
     }
@@ -416,9 +447,8 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
 out:
     sqlite3_finalize(s);
     if (in_tx) {
-        char *msg = NULL;
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, &msg);
-        sqlite3_free(msg);
+        kn_error_t ignored = {0};
+        run_cached(st, Q_ROLLBACK, &ignored);
     }
     if (hooked && st->end)
         st->end(st->hook_ctx, ret == 0);
@@ -555,13 +585,12 @@ kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t 
 {
     int ret = -1;
     pthread_mutex_lock(&st->mu);
-    if (exec_simple(st, "BEGIN IMMEDIATE", err) < 0)
+    if (run_cached(st, Q_BEGIN, err) < 0)
         goto out;
     kn_store_tx_t tx = {st};
-    if (fn(&tx, ctx, err) < 0 || exec_simple(st, "COMMIT", err) < 0) {
-        char *msg = NULL;
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, &msg);
-        sqlite3_free(msg);
+    if (fn(&tx, ctx, err) < 0 || run_cached(st, Q_COMMIT, err) < 0) {
+        kn_error_t ignored = {0};
+        run_cached(st, Q_ROLLBACK, &ignored);
         goto out;
     }
     ret = 0;
@@ -580,10 +609,7 @@ kn_store_tx_tail(kn_store_tx_t *tx, const char *chain_id, uint64_t *sequence, ch
     sqlite3_stmt *s = NULL;
     int ret = -1;
     *found = false;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT sequence, receipt_hash, receipt_json FROM receipts WHERE "
-                           "chain_id = ? ORDER BY sequence DESC LIMIT 1",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (!(s = cached(st, Q_TAIL))) {
         db_error(st, err, "receipts tail");
         goto out;
     }
@@ -605,7 +631,8 @@ kn_store_tx_tail(kn_store_tx_t *tx, const char *chain_id, uint64_t *sequence, ch
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    if (s)
+        sqlite3_reset(s);
     return ret;
 }
 
@@ -615,11 +642,7 @@ kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error
     kn_store_t *st = tx->st;
     sqlite3_stmt *s = NULL;
     int ret = -1;
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO receipts (id, chain_id, sequence, action_type, risk_level, "
-                           "status, timestamp, issuer_id, principal_id, receipt_json, "
-                           "receipt_hash, previous_receipt_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (!(s = cached(st, Q_INSERT))) {
         db_error(st, err, "insert receipt");
         goto out;
     }
@@ -638,7 +661,8 @@ kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    if (s)
+        sqlite3_reset(s);
     return ret;
 }
 

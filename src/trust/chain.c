@@ -546,8 +546,7 @@ issue(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, json_t *rota
             goto fail;
         }
     }
-    if (kn_receipt_sign(r, &chain->key, chain->verification_method, when, err) < 0 ||
-        kn_receipt_hash(r, h, err) < 0)
+    if (kn_trust_sign_hash(r, &chain->key, chain->verification_method, when, h, err) < 0)
         goto fail;
     chain->sequence++;
     memcpy(chain->head, h, sizeof h);
