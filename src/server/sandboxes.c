@@ -895,6 +895,7 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
     free(recs);
     if (kn_sbx_refill(m, warm))
         next = now; /* come back at once until the pools are full */
+    kn_store_checkpoint(m->store);
     int64_t wait = next - now;
     return wait < 10 ? 10 : (int)wait;
 }

@@ -19,6 +19,10 @@ struct kn_store {
     kn_store_hook_fn hook;
     kn_store_end_fn end;
     void *hook_ctx;
+    /* A second connection that only checkpoints the WAL, off the request
+     * path (kn_store_checkpoint()); the main one never does. */
+    sqlite3 *ckpt;
+    pthread_mutex_t ckpt_mu;
     /* Statements of the receipts' hot path, prepared once (under mu). */
     sqlite3_stmt *cached[8];
 };
@@ -119,6 +123,7 @@ kn_store_open(const char *path, kn_store_t **out, kn_error_t *err)
     if (!st)
         return kn_error_set(err, ENOMEM, "store");
     pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->ckpt_mu, NULL);
     /* SQLite opens its files with O_CLOEXEC where the platform has it. */
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -130,16 +135,36 @@ kn_store_open(const char *path, kn_store_t **out, kn_error_t *err)
     }
     sqlite3_busy_timeout(st->db, 5000);
     char *msg = NULL;
-    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                     &msg) != SQLITE_OK ||
+    if (sqlite3_exec(st->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                     "PRAGMA wal_autocheckpoint=0;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
         kn_error_set(err, EIO, "store: %s: %s", path, msg ? msg : "schema");
         sqlite3_free(msg);
         kn_store_close(st);
         return -1;
     }
+    if (sqlite3_open_v2(path, &st->ckpt, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        kn_error_set(err, EIO, "store: open %s for checkpoints", path);
+        kn_store_close(st);
+        return -1;
+    }
+    sqlite3_busy_timeout(st->ckpt, 1000);
     *out = st;
     return 0;
+}
+
+void
+kn_store_checkpoint(kn_store_t *st)
+{
+    if (!st->ckpt)
+        return;
+    pthread_mutex_lock(&st->ckpt_mu);
+    /* PASSIVE: copies what no reader needs without blocking the writer. */
+    sqlite3_wal_checkpoint_v2(st->ckpt, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&st->ckpt_mu);
 }
 
 int
@@ -149,6 +174,7 @@ kn_store_open_readonly(const char *path, kn_store_t **out, kn_error_t *err)
     if (!st)
         return kn_error_set(err, ENOMEM, "store");
     pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->ckpt_mu, NULL);
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         kn_error_set(err, rc == SQLITE_CANTOPEN ? ENOENT : EIO, "store: open %s: %s", path,
@@ -188,7 +214,9 @@ kn_store_close(kn_store_t *st)
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(st->cached[i]);
     sqlite3_close(st->db);
+    sqlite3_close(st->ckpt);
     pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->ckpt_mu);
     free(st);
 }
 

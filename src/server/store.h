@@ -31,6 +31,10 @@ typedef struct kn_store_rec {
 
 /* Opens (creating) the database at path. */
 int kn_store_open(const char *path, kn_store_t **out, kn_error_t *err);
+/* Copies the write-ahead log into the database (a passive checkpoint on a
+ * connection of its own), so that no request pays for it; the reaper calls
+ * it each pass. */
+void kn_store_checkpoint(kn_store_t *st);
 void kn_store_close(kn_store_t *st);
 
 int kn_store_insert(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err);
