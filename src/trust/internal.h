@@ -25,4 +25,8 @@ int kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key,
                        const char *verification_method, const char *created, char *hash,
                        kn_error_t *err);
 
+/* Checks a receipt against the whole v0.5.0 JSON schema (schema.c): 0, or
+ * -1 with why set. */
+int kn_trust_check_schema(const json_t *receipt, char *why, size_t size);
+
 #endif

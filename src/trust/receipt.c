@@ -398,6 +398,9 @@ check_shape(const json_t *r, char *why, size_t size)
     if (cstatus && (!terminal || !in_list(json_string_value(cstatus), chain_statuses)))
         return snprintf(why, size, "chain.status needs terminal and complete/interrupted"),
                KN_RECEIPT_MALFORMED;
+    /* 0.5.0 receipts: the whole schema (older ones predate its formats). */
+    if (!strcmp(version, "0.5.0") && kn_trust_check_schema(r, why, size) < 0)
+        return KN_RECEIPT_MALFORMED;
     return KN_RECEIPT_VALID;
 }
 
