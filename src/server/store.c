@@ -410,7 +410,8 @@ out:
  * runs in a transaction with the hook (which sees the row before). */
 static int
 exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntexts, int int_at,
-            int64_t ival, const char *id, bool need_row, kn_store_change_t *ch, kn_error_t *err)
+            int64_t ival, const char *id, bool need_row, const kn_store_change_t *ch,
+            kn_error_t *err)
 {
     sqlite3_stmt *s = NULL;
     kn_store_rec_t before = {0};
@@ -460,10 +461,11 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
     }
     if (st->hook && have_before) {
         kn_store_tx_t tx = {st};
-        ch->id = id;
-        ch->before = &before;
+        kn_store_change_t seen = *ch;
+        seen.id = id;
+        seen.before = &before;
         hooked = true;
-        if (st->hook(&tx, ch, st->hook_ctx, err) < 0)
+        if (st->hook(&tx, &seen, st->hook_ctx, err) < 0)
             goto out;
     }
     if (in_tx) {
