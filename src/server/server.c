@@ -315,13 +315,16 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
         return NULL;
     }
     (void)len;
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+     * second server on a taken port would then start without a word and
+     * have the kernel split the clients between the two. MHD's default
+     * (SO_REUSEADDR) still lets a restarted server take its port at once. */
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)s->cfg->listen_port, NULL, NULL, kn_http_access, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, kn_http_uri_log, s,
         MHD_OPTION_NOTIFY_COMPLETED, kn_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 120U,
         MHD_OPTION_CONNECTION_LIMIT, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
     if (!d)
         kn_error_set(err, EADDRINUSE, "cannot listen on %s:%d", s->cfg->listen_host,
                      s->cfg->listen_port);
