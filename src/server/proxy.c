@@ -170,7 +170,25 @@ struct kn_proxy {
     size_t head_sent;
     char *pool_key; /* for a connection to execd itself: "sock\npidns\ndev:ino" */
     bool dirty;     /* the backend sent more than one answer: never reused */
+    kn_proxy_tap_t tap;
+    bool finished;
 };
+
+/* The tap's finish, once: 0 to go on, -1 to cut the response. */
+static int
+finish(kn_proxy_t *p)
+{
+    if (p->finished || !p->tap.finish)
+        return 0;
+    p->finished = true;
+    return p->tap.finish(p->tap.ctx);
+}
+
+void
+kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap)
+{
+    p->tap = *tap;
+}
 
 /* Never passed on, either way: hop-by-hop headers (an upgrade is passed on
  * explicitly), framing (re-done), and the client's credentials. */
@@ -406,6 +424,13 @@ on_headers_complete(http_parser *hp)
     p->head_done = true;
     p->sized = !(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX;
     p->clen = p->sized ? hp->content_length : 0;
+    if (p->tap.head && !p->in_tunnel) {
+        const char *ct = NULL;
+        for (int i = 0; i < p->n_headers && !ct; i++)
+            if (p->names[i] && p->values[i] && !strcasecmp(p->names[i], "content-type"))
+                ct = p->values[i];
+        p->tap.head(p->tap.ctx, hp->status_code, ct);
+    }
     return p->is_head && !p->in_tunnel ? 1 : 0;
 }
 
@@ -434,7 +459,10 @@ append(kn_proxy_t *p, const char *at, size_t len)
 static int
 on_body(http_parser *hp, const char *at, size_t len)
 {
-    return append(hp->data, at, len);
+    kn_proxy_t *p = hp->data;
+    if (p->tap.body)
+        p->tap.body(p->tap.ctx, at, len);
+    return append(p, at, len);
 }
 
 static int
@@ -731,13 +759,17 @@ reader(void *cls, uint64_t pos, char *out, size_t max)
     kn_proxy_t *p = cls;
     while (p->poff == p->plen) {
         if (p->complete)
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return finish(p) < 0 ? MHD_CONTENT_READER_END_WITH_ERROR
+                                 : MHD_CONTENT_READER_END_OF_STREAM;
         if (pump(p, 0) < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = p->plen - p->poff;
     if (n > max)
         n = max;
+    /* The last bytes of a sized body wait for the tap's finish. */
+    if (p->complete && p->poff + n == p->plen && finish(p) < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     memcpy(out, p->pending + p->poff, n);
     p->poff += n;
     return (ssize_t)n;
@@ -781,6 +813,11 @@ upgrade_response(kn_proxy_t *p, kn_error_t *err)
     const char *proto = header(p, "Upgrade");
     if (!p->is_upgrade || !p->upgraded || !proto) {
         kn_server_error(err, EPROTO, "the sandbox switched protocols without a valid upgrade");
+        return NULL;
+    }
+    /* The answer is the head: the call is finished before it is passed on. */
+    if (finish(p) < 0) {
+        kn_error_set(err, ECONNABORTED, "the outcome of this request could not be recorded");
         return NULL;
     }
     struct MHD_Response *r = MHD_create_response_for_upgrade(upgraded, p);
@@ -830,8 +867,18 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     for (int i = 0; i < p->n_headers; i++)
         if (p->names[i] && p->values[i] && !skipped(p->names[i]))
             MHD_add_response_header(r, p->names[i], p->values[i]);
-    if (empty)
-        kn_proxy_free(p);
+    if (empty || p->is_head) {
+        /* Nothing more will come through the reader: the call is finished
+         * now (a HEAD's reader is never called). */
+        int rc = finish(p);
+        if (empty)
+            kn_proxy_free(p);
+        if (rc < 0) {
+            MHD_destroy_response(r);
+            kn_error_set(err, ECONNABORTED, "the outcome of this request could not be recorded");
+            return NULL;
+        }
+    }
     return r;
 }
 
