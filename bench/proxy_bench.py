@@ -9,9 +9,11 @@ directory), creates one sandbox, starts tests/integration/server/proxy_apps.py
 inside it (an HTTP server on 8000 and a WebSocket echo server on 9000), then:
 
 1. POST /command `true`, to the end of the SSE stream: through the server
-   proxy (/sandboxes/{id}/proxy/44772/command), straight to execd's unix
-   socket, and a plain fork+exec+wait of `bash -c true` on the host (the
-   floor every command pays).
+   proxy (/sandboxes/{id}/proxy/44772/command), once as shipped (each call
+   writes two signed receipts) and once on a second server started with
+   --no-receipts, straight to execd's unix socket, and a plain
+   fork+exec+wait of `bash -c true` on the host (the floor every command
+   pays).
 2. GET /ping: the proxy's own cost to execd.
 3. HTTP GET of 100 bytes from the program on port 8000: through the proxy
    (execd's tunnel, a new connection inside per request), and directly from
@@ -196,18 +198,20 @@ def main():
     kennel = pathlib.Path(a.build) / "kennel"
     if not kennel.exists():
         sys.exit(f"{kennel} missing: build first")
-    tmp = tempfile.mkdtemp(prefix="kn-pxb-", dir="/tmp")
-    os.chmod(tmp, 0o711)
-    run_dir = os.path.join(tmp, "run")
-    port = free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KENNEL_API_KEY": KEY}
-    srv = subprocess.Popen([str(kennel), "serve", "--listen", f"127.0.0.1:{port}", "--db",
-                            os.path.join(tmp, "kennel.db"), "--run-dir", run_dir, "-q"],
-                           stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "log"), "w"),
-                           env=env)
     auth = {"OPEN-SANDBOX-API-KEY": KEY}
-    sid = None
-    try:
+    servers = []  # (process, port, temporary directory, sandbox id)
+
+    def start(extra):
+        tmp = tempfile.mkdtemp(prefix="kn-pxb-", dir="/tmp")
+        os.chmod(tmp, 0o711)
+        port = free_port()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KENNEL_API_KEY": KEY}
+        srv = subprocess.Popen([str(kennel), "serve", "--listen", f"127.0.0.1:{port}", "--db",
+                                os.path.join(tmp, "kennel.db"), "--run-dir",
+                                os.path.join(tmp, "run"), "-q", *extra],
+                               stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(tmp, "log"), "w"), env=env)
+        servers.append([srv, port, tmp, None])
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for _ in range(500):
             try:
@@ -223,8 +227,14 @@ def main():
         r = c.getresponse()
         created = json.loads(r.read())
         assert r.status == 202, created
-        sid = created["id"]
+        servers[-1][3] = created["id"]
+        return c, created["id"], os.path.join(tmp, "run")
+
+    try:
+        c, sid, run_dir = start([])
+        c2, sid2, _ = start(["--no-receipts"])
         px = f"/sandboxes/{sid}/proxy"
+        px2 = f"/sandboxes/{sid2}/proxy"
         src = base64.b64encode((ROOT / "tests/integration/server/proxy_apps.py").read_bytes())
         timed(c, "POST", f"{px}/44772/command",
               {"command": f"echo {src.decode()} | base64 -d > /tmp/apps.py"}, auth)
@@ -251,10 +261,12 @@ def main():
         d = UnixConn(execd_sock)
         for _ in range(100):
             timed(c, "POST", f"{px}/44772/command", cmd, auth)
+            timed(c2, "POST", f"{px2}/44772/command", cmd, auth)
             timed(d, "POST", "/command", cmd)
-        via_proxy, direct, ping_proxy, ping_direct = [], [], [], []
+        via_proxy, via_plain, direct, ping_proxy, ping_direct = [], [], [], [], []
         for _ in range(a.n):
             via_proxy.append(timed(c, "POST", f"{px}/44772/command", cmd, auth)[0])
+            via_plain.append(timed(c2, "POST", f"{px2}/44772/command", cmd, auth)[0])
             direct.append(timed(d, "POST", "/command", cmd)[0])
         spawn = spawn_cost(a.n)
         for _ in range(a.n):
@@ -279,7 +291,7 @@ def main():
             assert nr.status == 200
             http_kept.append(timed(kc, "GET", url)[0])
 
-        ws = ws_open_proxy(port, sid, 9000)
+        ws = ws_open_proxy(servers[0][1], sid, 9000)
         ws_proxy = ws_rtt(ws, a.n)
         ws.close()
         ws = ws_handshake(netns_socket(netns, ("127.0.0.1", 9000)), "/", False)
@@ -296,6 +308,7 @@ def main():
         print("| round trip | n | p50 ms | p99 ms | min ms |")
         print("|---|---|---|---|---|")
         print(row("POST /command `true` through the server proxy (whole stream)", via_proxy))
+        print(row("the same, server started with --no-receipts", via_plain))
         print(row("POST /command `true` straight to execd's socket", direct))
         print(row("fork+exec+wait of `bash -c true` on the host", spawn))
         print(row("GET /ping through the server proxy", ping_proxy))
@@ -308,21 +321,25 @@ def main():
         print(f"\n64 MiB download: {tp_proxy:.0f} MiB/s through the proxy, "
               f"{tp_direct:.0f} MiB/s inside the netns")
         print(f"proxy overhead on `true` (p50): "
-              f"{(statistics.median(via_proxy) - statistics.median(direct)) * 1000:.3f} ms")
+              f"{(statistics.median(via_proxy) - statistics.median(direct)) * 1000:.3f} ms "
+              f"with receipts, "
+              f"{(statistics.median(via_plain) - statistics.median(direct)) * 1000:.3f} ms "
+              f"without")
     finally:
-        if sid:
+        for srv, port, tmp, sb in servers:
+            if sb:
+                try:
+                    k = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    k.request("DELETE", f"/v1/sandboxes/{sb}", headers=auth)
+                    k.getresponse().read()
+                except OSError:
+                    pass
+            srv.send_signal(signal.SIGTERM)
             try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                c.request("DELETE", f"/v1/sandboxes/{sid}", headers=auth)
-                c.getresponse().read()
-            except OSError:
-                pass
-        srv.send_signal(signal.SIGTERM)
-        try:
-            srv.wait(10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+                srv.wait(10)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
