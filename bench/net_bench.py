@@ -57,7 +57,7 @@ else:
 def throughput(kennel, mb=1024, rounds=5):
     root = pathlib.Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "tests" / "integration"))
-    from net.conftest import DNS_ADDR, NS, Internet, check_routes  # noqa: E402
+    from testnet import DNS_ADDR, NS, Internet, check_routes  # noqa: E402
     net = Internet()
     sinks = []
     try:

@@ -21,7 +21,7 @@ usage(FILE *f)
             "\n"
             "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
             "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
-            "                           readyTimeoutMs); flags override it\n"
+            "                           readyTimeoutMs, dnsUpstream, ...); flags override it\n"
             "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
             "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
             "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
@@ -35,6 +35,8 @@ usage(FILE *f)
             "                           other pools: \"pools\" in the config\n"
             "      --max-sandboxes N    refuse creates (409) past N live sandboxes (0: no limit)\n"
             "      --public-host HOST[:PORT]  what endpoints name (default: the request's Host)\n"
+            "      --dns-upstream ADDR[:PORT] resolver of the sandboxes' DNS proxies (default:\n"
+            "                           KENNEL_DNS_UPSTREAM, else the host's first nameserver)\n"
             "  -q, --quiet              no request log lines\n"
             "\n"
             "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -74,6 +76,7 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"pool", required_argument, 0, 264},
         {"max-sandboxes", required_argument, 0, 265},
         {"public-host", required_argument, 0, 266},
+        {"dns-upstream", required_argument, 0, 267},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -180,6 +183,10 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             free(cfg->public_host);
             cfg->public_host = strdup(optarg);
             break;
+        case 267:
+            free(cfg->dns_upstream);
+            cfg->dns_upstream = strdup(optarg);
+            break;
         case 'q':
             cfg->log_requests = false;
             break;
@@ -198,6 +205,9 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         fprintf(stderr, "kennel serve: unexpected argument '%s'\n", argv[optind]);
         return KN_EXIT_KENNEL;
     }
+    const char *up = getenv("KENNEL_DNS_UPSTREAM");
+    if (!cfg->dns_upstream && up && up[0] && !(cfg->dns_upstream = strdup(up)))
+        return KN_EXIT_KENNEL;
     const char *key = getenv("KENNEL_API_KEY");
     if (key && key[0] && add_str(cfg->api_keys, &cfg->n_keys, KN_SERVER_MAX_KEYS, key) < 0)
         return KN_EXIT_KENNEL;

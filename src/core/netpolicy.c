@@ -208,36 +208,31 @@ kn_net_name_verdict(const kn_net_policy_t *p, const char *name)
 {
     uint32_t a;
     int pl;
+    /* The first name rule that matches decides (OpenSandbox's order). */
     for (size_t i = 0; i < p->n_rules; i++)
-        if (!p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
-            kn_net_domain_match(p->rules[i].target, name))
-            return KN_NAME_REFUSE;
-    for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
-            kn_net_domain_match(p->rules[i].target, name))
-            return KN_NAME_OPEN;
+        if (!is_cidr_rule(&p->rules[i], &a, &pl) && kn_net_domain_match(p->rules[i].target, name))
+            return p->rules[i].allow ? KN_NAME_OPEN : KN_NAME_REFUSE;
     return p->default_allow ? KN_NAME_FORWARD : KN_NAME_REFUSE;
 }
 
-static bool
-in_rules(const kn_net_policy_t *p, bool allow, uint32_t addr)
+/* The first CIDR rule that holds addr: 1 allow, 0 deny, -1 none. */
+static int
+cidr_verdict(const kn_net_policy_t *p, uint32_t addr)
 {
     uint32_t a;
     int pl;
     for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].allow == allow && is_cidr_rule(&p->rules[i], &a, &pl) &&
-            in_cidr(addr, a, pl))
-            return true;
-    return false;
+        if (is_cidr_rule(&p->rules[i], &a, &pl) && in_cidr(addr, a, pl))
+            return p->rules[i].allow ? 1 : 0;
+    return -1;
 }
 
 bool
 kn_net_addr_openable(const kn_net_policy_t *p, uint32_t addr)
 {
-    if (in_rules(p, false, addr))
-        return false;
-    if (in_rules(p, true, addr))
-        return true;
+    int v = cidr_verdict(p, addr);
+    if (v >= 0)
+        return v == 1;
     for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
         if (in_cidr(addr, blocked[i].addr, blocked[i].prefix))
             return false;
@@ -271,36 +266,6 @@ put_ip(sbuf_t *b, uint32_t a)
     put(b, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
 }
 
-/* Writes "{ a/n, ... }" of the CIDR rules with this action, leaving out any
- * block inside another (nft refuses overlapping intervals); false if none. */
-static bool
-put_cidrs(sbuf_t *b, const kn_net_policy_t *p, bool allow)
-{
-    bool any = false;
-    for (size_t i = 0; i < p->n_rules; i++) {
-        uint32_t a, a2;
-        int pl, pl2;
-        if (p->rules[i].allow != allow || !is_cidr_rule(&p->rules[i], &a, &pl))
-            continue;
-        bool covered = false;
-        for (size_t j = 0; j < p->n_rules && !covered; j++) {
-            if (j == i || p->rules[j].allow != allow || !is_cidr_rule(&p->rules[j], &a2, &pl2))
-                continue;
-            if (pl2 <= pl && in_cidr(a, a2, pl2) && (pl2 < pl || j < i))
-                covered = true;
-        }
-        if (covered)
-            continue;
-        put(b, any ? ", " : "{ ");
-        put_ip(b, a);
-        put(b, "/%d", pl);
-        any = true;
-    }
-    if (any)
-        put(b, " }");
-    return any;
-}
-
 static void
 put_blocked(sbuf_t *b)
 {
@@ -315,16 +280,21 @@ put_blocked(sbuf_t *b)
 
 #define REJECT "reject with icmpx type admin-prohibited"
 
+/* One nft rule per CIDR rule, in the policy's order: the first that
+ * holds the address decides, as for names. */
 static void
-put_rule_cidrs(sbuf_t *b, const char *pre, const kn_net_policy_t *p, bool allow,
-               const char *verdict)
+put_cidr_rules(sbuf_t *b, const char *pre, const kn_net_policy_t *p, const char *deny,
+               const char *allow)
 {
-    size_t mark = b->len;
-    put(b, "\t\t%sip daddr ", pre);
-    if (put_cidrs(b, p, allow))
-        put(b, " %s\n", verdict);
-    else
-        b->len = mark, b->s[mark] = '\0';
+    for (size_t i = 0; i < p->n_rules; i++) {
+        uint32_t a;
+        int pl;
+        if (!is_cidr_rule(&p->rules[i], &a, &pl))
+            continue;
+        put(b, "\t\t%sip daddr ", pre);
+        put_ip(b, a);
+        put(b, "/%d %s\n", pl, p->rules[i].allow ? allow : deny);
+    }
 }
 
 static uint32_t
@@ -363,8 +333,7 @@ inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
     /* DNS goes to the proxy only, even where the policy opens the resolver's
      * address: other resolvers would bypass its name rules. */
     put(b, "\t\tmeta l4proto { udp, tcp } th dport 53 " REJECT "\n");
-    put_rule_cidrs(b, "", p, false, REJECT);
-    put_rule_cidrs(b, "", p, true, "accept");
+    put_cidr_rules(b, "", p, REJECT, "accept");
     put(b, "\t\tip daddr ");
     put_blocked(b);
     put(b, " " REJECT "\n");
@@ -412,8 +381,7 @@ host_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
     put(b, "\t\t%sip saddr != ", pre); /* no spoofed sources leave un-NATed */
     put_ip(b, n->sb_ip);
     put(b, " drop\n");
-    put_rule_cidrs(b, pre, p, false, "drop");
-    put_rule_cidrs(b, pre, p, true, "accept");
+    put_cidr_rules(b, pre, p, "drop", "accept");
     put(b, "\t\t%sip daddr ", pre);
     put_blocked(b);
     put(b, " drop\n\t}\n");
@@ -640,12 +608,30 @@ write_resolv_conf(kn_netns_t *n, kn_error_t *err)
         return kn_error_set(err, ENAMETOOLONG, "resolv.conf path");
     if (kn_mkdir_p(NET_RUN_DIR, 0755, err) < 0)
         return -1;
+    /* Made under a umask of 077 (the server's), they could not be searched
+     * by the sandbox's user, which opens the bind source. */
+    static const char *const parents[] = {"/run/kennel", NET_RUN_DIR};
+    for (size_t i = 0; i < 2; i++) {
+        struct stat st;
+        if (stat(parents[i], &st) == 0 && (st.st_mode & 0111) != 0111 &&
+            chmod(parents[i], (st.st_mode & 07777) | 0111) < 0)
+            return kn_error_set(err, errno, "chmod %s", parents[i]);
+    }
     if (mkdir(n->dir, 0755) < 0 && errno != EEXIST)
         return kn_error_set(err, errno, "mkdir %s", n->dir);
     n->dir_made = true;
+    /* The sandbox's user reads it through a bind: whatever the caller's
+     * umask (the server's is 077), others may search and read. */
+    if (chmod(n->dir, 0755) < 0)
+        return kn_error_set(err, errno, "chmod %s", n->dir);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
         return kn_error_set(err, errno, "create %s", path);
+    if (fchmod(fd, 0644) < 0) {
+        int e = errno;
+        close(fd);
+        return kn_error_set(err, e, "chmod %s", path);
+    }
     char buf[128];
     uint32_t h = n->host_ip;
     int len =

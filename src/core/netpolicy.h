@@ -25,8 +25,12 @@
 #define KN_MAX_NET_RULES 64
 #define KN_MAX_EXPOSE 16
 
+/* Rules are evaluated in order, names and CIDRs each on their own: the first
+ * rule that matches a name (or holds an address) decides; with none, the
+ * default action does (OpenSandbox's semantics). Callers that want "deny
+ * beats allow" put the deny rules first, as `kennel run` does. */
 typedef struct kn_net_rule {
-    bool allow;       /* false: deny (deny rules beat allow rules) */
+    bool allow;       /* false: deny */
     char target[256]; /* "example.com", "*.example.com" or a CIDR "10.0.0.0/8" */
 } kn_net_rule_t;
 

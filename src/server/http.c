@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "egress.h"
 #include "util.h"
 
 #define KN_HTTP_EXECD_PORT 44772
@@ -221,6 +222,7 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         r->srv->observe(&a, r->srv->observe_ctx);
     }
     kn_proxy_free(r->proxy);
+    free(r->egress_rest);
     free(r->body);
     free(r->raw_uri);
     free(r);
@@ -235,6 +237,14 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     char sock[4096], pidns[64], target[8192];
     s->proxied++;
     snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
+    if (port == KN_EGRESS_PORT) {
+        /* Answered by the server itself once the body is in (egress.c). */
+        if (kn_sbx_exists(s->mgr, id, &err) < 0)
+            return kn_http_fail(c, r, &err);
+        if (!(r->egress_rest = strdup(rest)))
+            return MHD_NO;
+        return MHD_YES;
+    }
     if (port != KN_HTTP_EXECD_PORT) {
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);
@@ -340,5 +350,7 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->cfg->max_body);
         return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
     }
+    if (r->egress_rest)
+        return kn_egress_route(s, c, r, method, r->egress_rest);
     return kn_routes_dispatch(s, c, r, method, url);
 }

@@ -63,6 +63,7 @@ typedef struct kn_req {
     unsigned status;
     char method[16];
     char sandbox_id[40];
+    char *egress_rest; /* a request to the egress port: the path after it (egress.c) */
 } kn_req_t;
 
 enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body);

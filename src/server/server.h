@@ -51,6 +51,9 @@ typedef struct kn_server_cfg {
     bool log_requests;
     int max_sandboxes; /* live sandboxes (pool members aside); 0: no limit */
     char *public_host; /* host[:port] put in endpoints; NULL: the request's Host */
+    /* Resolver the sandboxes' DNS proxies ask ("ADDR" or "ADDR:PORT"); NULL:
+     * the host's own (dnsUpstream, --dns-upstream, KENNEL_DNS_UPSTREAM). */
+    char *dns_upstream;
 } kn_server_cfg_t;
 
 /* Sets err to an error meant for an API client: the message as given, with
@@ -62,7 +65,7 @@ int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
  * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
- * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}]). */
+ * maxSandboxes, publicHost, dnsUpstream, pools: [{name, image, resourceLimits, size}]). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
 void kn_server_cfg_free(kn_server_cfg_t *cfg);
 /* Adds a pool; limits is a JSON object's text, NULL for the SDK's default
