@@ -71,10 +71,10 @@ struct kn_netns {
     int slot_fd;
     int netns_fd;
     int nfnl; /* nfnetlink in the sandbox, for the proxy's set additions */
-    char host_if[IFNAMSIZ];
     uint32_t host_ip, sb_ip;
-    bool plumbed; /* the veth, tables and proxy exist (only with some egress) */
-    bool veth, host_table, dir_made;
+    bool plumbed; /* eth0, the gateway address, the table and proxy exist (with egress) */
+    bool uplinked, gw_addr, eth0, exceptions, dir_made;
+    kn_uplink_t up;
     struct sockaddr_in upstream;
     kn_dnsproxy_t *dns;
     kn_relay_t *relays[KN_MAX_EXPOSE];
@@ -266,6 +266,17 @@ put_ip(sbuf_t *b, uint32_t a)
     put(b, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
 }
 
+static void put_blocked(sbuf_t *b);
+
+int
+kn_net_put_blocked(char *buf, size_t len)
+{
+    sbuf_t b = {.s = buf, .cap = len};
+    buf[0] = '\0';
+    put_blocked(&b);
+    return b.overflow ? -1 : 0;
+}
+
 static void
 put_blocked(sbuf_t *b)
 {
@@ -359,40 +370,48 @@ inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
         put(b, " }\n");
 }
 
-/* The host's table for this sandbox. */
-static void
-host_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
+static bool
+overlaps_blocked(uint32_t a, int pl)
 {
-    const kn_net_policy_t *p = &n->pol;
-    char pre[48], table[32];
-    snprintf(pre, sizeof pre, "iifname \"%s\" ", n->host_if);
-    snprintf(table, sizeof table, "kennel_%d", n->slot);
-    put_table_head(b, table, fresh);
-    put(b, "\tchain input {\n\t\ttype filter hook input priority -5; policy accept;\n");
-    put(b, "\t\t%sip daddr ", pre);
-    put_ip(b, n->host_ip);
-    put(b, " meta l4proto { udp, tcp } th dport 53 accept\n");
-    put(b, "\t\t%sdrop\n\t}\n", pre);
-    put(b, "\tchain forward {\n\t\ttype filter hook forward priority -5; policy accept;\n");
-    put(b, "\t\toifname \"%s\" ct state established,related accept\n", n->host_if);
-    put(b, "\t\toifname \"%s\" drop\n", n->host_if);
-    put(b, "\t\t%soifname \"knh*\" drop\n", pre);
-    put(b, "\t\t%smeta nfproto != ipv4 drop\n", pre);
-    put(b, "\t\t%sip saddr != ", pre); /* no spoofed sources leave un-NATed */
-    put_ip(b, n->sb_ip);
-    put(b, " drop\n");
-    put_cidr_rules(b, pre, p, "drop", "accept");
-    put(b, "\t\t%sip daddr ", pre);
-    put_blocked(b);
-    put(b, " drop\n\t}\n");
-    put(b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy "
-           "accept;\n\t\tip saddr ");
-    put_ip(b, n->host_ip & ~3u);
-    put(b, "/30 oifname != \"%s\" masquerade\n\t}\n}\n", n->host_if);
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
+        int p = pl < blocked[i].prefix ? pl : blocked[i].prefix;
+        if ((a & mask_of(p)) == (blocked[i].addr & mask_of(p)))
+            return true;
+    }
+    return false;
+}
+
+/* The host's part for this sandbox: exceptions in the shared table's set
+ * private_ok for allow CIDRs that name blocked ranges (most policies have
+ * none, and then nothing of the sandbox is in any host table). fresh: the
+ * sandbox has none yet; else its old ones go first. */
+static bool
+exceptions_script(sbuf_t *b, const kn_netns_t *n, const kn_net_policy_t *old)
+{
+    bool any = false;
+    const kn_net_policy_t *pols[2] = {old, &n->pol};
+    for (int k = 0; k < 2; k++) {
+        if (!pols[k])
+            continue;
+        for (size_t i = 0; i < pols[k]->n_rules; i++) {
+            uint32_t a;
+            int pl;
+            if (!pols[k]->rules[i].allow || !is_cidr_rule(&pols[k]->rules[i], &a, &pl) ||
+                !overlaps_blocked(a, pl))
+                continue;
+            put(b, "%s element inet " KN_UPLINK_TABLE " private_ok { ", k == 0 ? "delete" : "add");
+            put_ip(b, n->sb_ip);
+            put(b, " . ");
+            put_ip(b, a);
+            put(b, "/%d }\n", pl);
+            any = true;
+        }
+    }
+    return any;
 }
 
 static char *
-script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
+script(const kn_netns_t *n, bool fresh, kn_error_t *err)
 {
     sbuf_t b = {.s = malloc(SCRIPT_MAX), .cap = SCRIPT_MAX};
     if (!b.s) {
@@ -400,10 +419,7 @@ script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
         return NULL;
     }
     b.s[0] = '\0';
-    if (host)
-        host_script(&b, n, fresh);
-    else
-        inner_script(&b, n, fresh);
+    inner_script(&b, n, fresh);
     if (b.overflow) {
         free(b.s);
         kn_error_set(err, E2BIG, "nft script too long");
@@ -412,56 +428,42 @@ script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
     return b.s;
 }
 
+/* The sandbox's own table, in its namespace. */
 static int
-load(kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
+load(kn_netns_t *n, bool fresh, kn_error_t *err)
 {
-    char *s = script(n, host, fresh, err);
-    int rc = s ? kn_nft_run(host ? -1 : n->netns_fd, s, err) : -1;
+    char *s = script(n, fresh, err);
+    int rc = s ? kn_nft_run(n->netns_fd, s, err) : -1;
     free(s);
-    if (rc < 0)
-        return kn_error_prefix(err, host ? "host firewall" : "sandbox firewall");
-    return 0;
+    return rc < 0 ? kn_error_prefix(err, "sandbox firewall") : 0;
 }
 
-/* Both tables at once, and while the veth is being made: they live in
- * different namespaces, do not depend on the veth (interfaces are matched
- * by name) and nft spends most of its time waiting for the kernel. Nothing
- * can use the veth before the firewall is in: the sandbox's program waits
- * for attach to return. */
-typedef struct loading {
-    kn_nft_proc_t host, inner;
-    bool host_running, inner_running;
-} loading_t;
-
-static int
-load_start(kn_netns_t *n, loading_t *l, kn_error_t *err)
+static bool
+has_exceptions(const kn_net_policy_t *p)
 {
-    *l = (loading_t){.host_running = false};
-    char *hs = script(n, true, true, err), *is = hs ? script(n, false, true, err) : NULL;
-    if (is && kn_nft_start(-1, hs, &l->host, err) == 0) {
-        l->host_running = true;
-        if (kn_nft_start(n->netns_fd, is, &l->inner, err) == 0)
-            l->inner_running = true;
+    for (size_t i = 0; i < p->n_rules; i++) {
+        uint32_t a;
+        int pl;
+        if (p->rules[i].allow && is_cidr_rule(&p->rules[i], &a, &pl) && overlaps_blocked(a, pl))
+            return true;
     }
-    free(hs);
-    free(is);
-    return l->inner_running ? 0 : -1;
+    return false;
 }
 
-/* Collects both; a host table left by a launcher that crashed holding this
- * slot makes "create" fail, and is then replaced. */
+/* The host's exceptions for this sandbox; old: the policy whose exceptions
+ * are in place now (NULL: none are). */
 static int
-load_finish(kn_netns_t *n, loading_t *l, kn_error_t *err)
+load_exceptions(kn_netns_t *n, const kn_net_policy_t *old, kn_error_t *err)
 {
-    kn_error_t herr;
-    int irc = l->inner_running ? kn_nft_wait(&l->inner, err) : -1;
-    int hrc = l->host_running ? kn_nft_wait(&l->host, &herr) : -1;
-    if (!l->inner_running || !l->host_running)
-        return -1;
-    if (irc < 0)
-        return kn_error_prefix(err, "sandbox firewall");
-    if (hrc < 0)
-        return load(n, true, false, err);
+    char buf[8192];
+    sbuf_t b = {.s = buf, .cap = sizeof buf};
+    buf[0] = '\0';
+    bool any = exceptions_script(&b, n, old && has_exceptions(old) ? old : NULL);
+    if (b.overflow)
+        return kn_error_set(err, E2BIG, "host exceptions");
+    if (any && kn_nft_run(-1, buf, err) < 0)
+        return kn_error_prefix(err, "host firewall");
+    n->exceptions = has_exceptions(&n->pol);
     return 0;
 }
 
@@ -580,23 +582,11 @@ take_slot(kn_netns_t *n, pid_t pid, kn_error_t *err)
             n->slot_fd = fd;
             n->host_ip = POOL_BASE + s * 4 + 1;
             n->sb_ip = POOL_BASE + s * 4 + 2;
-            snprintf(n->host_if, sizeof n->host_if, "knh%u", s);
             return 0;
         }
         close(fd);
     }
     return kn_error_set(err, EAGAIN, "no free address in 10.231.0.0/16");
-}
-
-static int
-enable_forwarding(kn_error_t *err)
-{
-    char v[8] = "";
-    if (kn_read_file("/proc/sys/net/ipv4/ip_forward", v, sizeof v, err) < 0)
-        return -1;
-    if (v[0] == '1')
-        return 0;
-    return kn_write_file("/proc/sys/net/ipv4/ip_forward", "1", err);
 }
 
 static int
@@ -657,32 +647,40 @@ wants_egress(const kn_net_policy_t *p)
     return false;
 }
 
-/* The way out: veth, both tables, forwarding, the DNS proxy. On failure
- * what was made stays recorded in n for unplumb(). */
+/* The way out: the shared uplink, the sandbox's gateway address on it, its
+ * eth0 (a macvlan made inside its namespace), its table and the DNS proxy.
+ * The table loads (an nft process in the sandbox's namespace) while the
+ * links are made: nothing can use them before attach returns, since the
+ * sandbox's program waits for it. On failure what was made stays recorded
+ * in n for unplumb(). */
 static int
 plumb(kn_netns_t *n, kn_error_t *err)
 {
-    if (kn_link_delete(n->host_if, err) < 0)
-        return -1;
-    loading_t l;
-    n->host_table = true; /* from here on, unplumb removes it (even half made) */
-    if (load_start(n, &l, err) < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
-        return -1;
-    }
-    int rc = kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err);
-    n->veth = rc == 0;
-    if (rc == 0 && (rc = enable_forwarding(err)) < 0)
-        kn_error_prefix(err, "enable IPv4 forwarding");
-    if (rc < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
-        return -1;
-    }
-    if (load_finish(n, &l, err) < 0)
-        return -1;
     kn_error_t scratch;
+    char *is = script(n, true, err);
+    if (!is)
+        return -1;
+    kn_nft_proc_t inner;
+    int rc = kn_nft_start(n->netns_fd, is, &inner, err);
+    free(is);
+    if (rc < 0)
+        return kn_error_prefix(err, "sandbox firewall");
+    if ((rc = kn_uplink_acquire(&n->up, err)) == 0) {
+        n->uplinked = true;
+        /* a launcher killed with SIGKILL leaves its slot's address */
+        (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &scratch);
+        (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &scratch);
+        rc = kn_addr_host(true, n->up.gw_ifindex, n->host_ip, err);
+        n->gw_addr = rc == 0;
+    }
+    if (rc == 0) {
+        rc = kn_link_macvlan_setup(n->up.lower_ifindex, n->netns_fd, n->host_ip, n->sb_ip, err);
+        n->eth0 = rc == 0;
+    }
+    if (kn_nft_wait(&inner, rc == 0 ? err : &scratch) < 0 && rc == 0)
+        rc = kn_error_prefix(err, "sandbox firewall");
+    if (rc < 0 || load_exceptions(n, NULL, err) < 0)
+        return -1;
     n->nfnl = kn_nft_socket(n->netns_fd, &scratch); /* without, nft(8) does it */
     n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &n->upstream, open_addrs, n, err);
     if (!n->dns)
@@ -692,6 +690,8 @@ plumb(kn_netns_t *n, kn_error_t *err)
     return 0;
 }
 
+/* Nothing here waits for the kernel: the gateway address and neighbour go
+ * at once, eth0 and the sandbox's table go with its namespace. */
 static void
 unplumb(kn_netns_t *n)
 {
@@ -699,33 +699,29 @@ unplumb(kn_netns_t *n)
     kn_dnsproxy_free(n->dns);
     n->dns = NULL;
     if (n->nfnl >= 0)
-        close(n->nfnl); /* first: closing after a deletion would wait for it */
+        close(n->nfnl);
     n->nfnl = -1;
-    /* The host table goes first, over nfnetlink: the commit is quick, and
-     * the grace period that freeing it needs passes while the veth is
-     * deleted (which waits for its own), so closing the socket afterwards
-     * rarely waits. Should nfnetlink fail, nft does it, in parallel. The
-     * table may not exist if plumbing failed early. */
-    int tfd = -1;
-    kn_nft_proc_t del;
-    bool deleting = false;
-    if (n->host_table) {
-        char t[32];
-        snprintf(t, sizeof t, "kennel_%d", n->slot);
-        tfd = kn_nft_delete_table(t, &err);
-        if (tfd < 0 && err.code != ENOENT) {
-            char s[128];
-            snprintf(s, sizeof s, "table inet %s\ndelete table inet %s\n", t, t);
-            deleting = kn_nft_start(-1, s, &del, &err) == 0;
-        }
+    if (n->exceptions) {
+        /* Removing set elements makes the next nfnetlink close wait for a
+         * grace period; only policies that open blocked ranges pay it. */
+        kn_net_policy_t none = n->pol;
+        none.n_rules = 0;
+        kn_net_policy_t cur = n->pol;
+        n->pol = none;
+        (void)load_exceptions(n, &cur, &err);
+        n->pol = cur;
     }
-    if (n->veth || n->host_table)
-        (void)kn_link_delete(n->host_if, &err);
-    if (deleting)
-        (void)kn_nft_wait(&del, &err);
-    if (tfd >= 0)
-        close(tfd);
-    n->host_table = n->veth = n->plumbed = false;
+    /* The namespace may outlive us for a moment in the kernel's clean-up:
+     * without its address, its eth0 no longer answers for the slot. */
+    if (n->eth0)
+        (void)kn_netns_unaddr(n->netns_fd, n->sb_ip, &err);
+    if (n->gw_addr) {
+        (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &err);
+        (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &err);
+    }
+    if (n->uplinked)
+        kn_uplink_release(&n->up);
+    n->uplinked = n->gw_addr = n->eth0 = n->exceptions = n->plumbed = false;
 }
 
 kn_netns_t *
@@ -764,7 +760,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     }
     n->opened = opened;
     n->pol = *p;
-    n->slot_fd = n->netns_fd = n->nfnl = -1;
+    n->slot_fd = n->netns_fd = n->nfnl = n->up.users_fd = -1;
     snprintf(n->id, sizeof n->id, "%s", id);
     char nspath[64];
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int)pid);
@@ -847,11 +843,16 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
         n->pol = old;
         return kn_error_prefix(err, "network update");
     }
-    if (load(n, false, false, err) < 0 || load(n, true, false, err) < 0) {
+    if (load(n, false, err) < 0) {
+        n->pol = old;
+        return kn_error_prefix(err, "network update");
+    }
+    if (load_exceptions(n, &old, err) < 0) {
+        kn_net_policy_t tried = n->pol;
         n->pol = old;
         kn_error_t e2;
-        (void)load(n, false, false, &e2);
-        (void)load(n, true, false, &e2);
+        (void)load(n, false, &e2);
+        (void)load_exceptions(n, &tried, &e2);
         return kn_error_prefix(err, "network update");
     }
     return 0;

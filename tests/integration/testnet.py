@@ -116,6 +116,17 @@ def host_links():
     return {l["ifname"] for l in json.loads(sh("ip", "-j", "link", "show"))}
 
 
+def kennel_pair():
+    """kennel0 and kennel1 when they exist and are each other's veth peer."""
+    links = {l["ifname"]: l for l in json.loads(sh("ip", "-j", "-d", "link", "show"))}
+    pair = set()
+    for a, b in (("kennel0", "kennel1"), ("kennel1", "kennel0")):
+        l = links.get(a)
+        if l and l.get("linkinfo", {}).get("info_kind") == "veth" and l.get("link") == b:
+            pair.add(a)
+    return pair
+
+
 def nft_tables():
     out = sh("nft", "list", "tables")
     return {line.strip() for line in out.splitlines() if line.strip()}
@@ -129,18 +140,35 @@ def slot_of(nameserver):
     return (a[2] * 256 + a[3]) // 4
 
 
+def slot_addrs(s):
+    base = (10 << 24) | (231 << 16) | (s * 4)
+    ip = lambda a: ".".join(str((a >> k) & 255) for k in (24, 16, 8, 0))
+    return ip(base), ip(base + 1), ip(base + 2)  # net, gateway, sandbox
+
+
 def leftovers(slots):
-    """What is left on the host of the sandboxes that had these slots: their
-    veth, their nft table, routes through the veth. (Other engineers' kennels
-    may be running: only this run's own slots are looked at.)"""
+    """What is left on the host of the sandboxes that had these slots: the
+    gateway address on the shared uplink, a neighbour entry or a route for
+    the slot, an nft table or exception element naming it, a link of the
+    old per-sandbox kind. (Other engineers' kennels may be running: only
+    this run's own slots are looked at.) The shared pair kennel0/kennel1
+    and its table are Kennel's, not a sandbox's."""
     links = host_links()
     tables = nft_tables()
     routes = sh("ip", "route", "show", "table", "all").splitlines()
+    addrs = sh("ip", "-4", "-o", "addr", "show").splitlines()
+    neigh = sh("ip", "-4", "neigh", "show").splitlines()
+    shared = sh("nft", "list", "table", "inet", "kennel_host", check=False)
     left = []
     for s in slots:
+        net, gw, sb = slot_addrs(s)
         left += [l for l in links if l == f"knh{s}"]
         left += [t for t in tables if t == f"table inet kennel_{s}"]
-        left += [r for r in routes if f"dev knh{s} " in r + " "]
+        left += [r for r in routes if f"dev knh{s} " in r + " " or r.startswith(f"{net}/30 ")]
+        left += [a for a in addrs if f" {gw}/" in a]
+        left += [n for n in neigh if n.startswith(f"{sb} ")]
+        left += [f"private_ok: {line.strip()}" for line in shared.splitlines()
+                 if f"{sb} . " in line]
     return left
 
 
@@ -211,7 +239,10 @@ class Internet:
 
     # -- guard ----------------------------------------------------------
     def load_guard(self):
-        self.uplinks = sorted(host_links() - {"lo"})
+        # Kennel's shared pair kennel0/kennel1 (a veth pair between the
+        # host and the sandboxes' macvlans, src/core/uplink.c) leads nowhere
+        # but into sandboxes: not an uplink, even when it outlived a run.
+        self.uplinks = sorted(host_links() - {"lo"} - kennel_pair())
         if not self.uplinks:
             return
         names = ", ".join(f'"{u}"' for u in self.uplinks)

@@ -421,7 +421,7 @@ def test_failed_attach_leaves_nothing(internet, kennel):
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    links, tables = {l for l in host_links() if l.startswith("knh")}, nft_tables()
+    before = gateway_slots()
     try:
         r = subprocess.run([kennel, "run", "-q", "--expose", f"8080:{port}", "--network",
                             "--dns-upstream", DNS_ADDR, "--", "/bin/true"],
@@ -430,10 +430,23 @@ def test_failed_attach_leaves_nothing(internet, kennel):
         taken.close()
     assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
     # Other kennels may be running: a slot whose lock nobody holds any more
-    # but that still has a veth or a table is a leftover.
-    new = {int(l[3:]) for l in host_links() - links if l.startswith("knh")}
-    new |= {int(t.rsplit("_", 1)[1]) for t in nft_tables() - tables if "inet kennel_" in t}
+    # but that still has its gateway address (or anything else) is a leftover.
+    new = gateway_slots() - before
     assert [s for s in new if slot_unheld(s)] == []
+    assert leftovers([s for s in new if slot_unheld(s)]) == []
+
+
+def gateway_slots():
+    """Slots whose gateway address is on the shared uplink kennel0 now."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "kennel0"], capture_output=True,
+                         text=True).stdout
+    slots = set()
+    for line in out.split("\n"):
+        parts = line.split()
+        if "inet" in parts:
+            a = [int(x) for x in parts[parts.index("inet") + 1].split("/")[0].split(".")]
+            slots.add((a[2] * 256 + a[3]) // 4)
+    return slots
 
 
 def slot_unheld(slot):
