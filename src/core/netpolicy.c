@@ -4,17 +4,20 @@
  * on /run/kennel/net/slots/N for as long as the sandbox lives, so concurrent
  * launchers never collide and a crashed one frees its slot) and writes
  * /run/kennel/net/ID/resolv.conf naming the proxy. If the policy lets
- * anything out it then plumbs (plumb()): a veth pair (host "knhN", sandbox
- * "eth0") with a default route inside, the host table "inet kennel_N" (NAT,
- * the host closed to the sandbox but for the DNS proxy, forwarding closed
- * to blocked ranges), the sandbox's own table "inet kennel" (the policy
- * proper, see inner_script) and the DNS proxy; a policy that allows nothing
- * leaves the namespace with only lo. Last come the exposed ports' relays.
- * kn_net_detach() undoes all of it.
+ * anything out it then plumbs (plumb()): the shared uplink (uplink.c: the
+ * veth pair kennel0/kennel1 and the static host table "inet kennel_host"),
+ * the slot's gateway address on kennel0, the sandbox's eth0 (a macvlan of
+ * kennel1 made inside its namespace) with a default route, the sandbox's own
+ * table "inet kennel" (the policy proper, see inner_script), host exceptions
+ * for allow CIDRs into blocked ranges, and the DNS proxy; a policy that
+ * allows nothing leaves the namespace with only lo. Last come the exposed
+ * ports' relays. kn_net_detach() undoes all of it without waiting for the
+ * kernel: eth0 and the sandbox's table go with its namespace.
  *
  * The policy is enforced inside the sandbox's namespace (the sandbox has no
  * capabilities there and cannot change it) and, for the ranges that matter
- * most, again on the host's forward path, which the sandbox cannot reach. */
+ * most, again on the host's forward path, which the sandbox cannot reach.
+ * Rules are evaluated in order, the first match deciding (netpolicy.h). */
 #include "netpolicy_internal.h"
 
 #include <arpa/inet.h>
@@ -75,6 +78,8 @@ struct kn_netns {
     bool plumbed; /* eth0, the gateway address, the table and proxy exist (with egress) */
     bool uplinked, gw_addr, eth0, exceptions, dir_made;
     kn_uplink_t up;
+    kn_nft_proc_t loading; /* the sandbox's table, still loading (see kn_net_ready) */
+    bool is_loading;
     struct sockaddr_in upstream;
     kn_dnsproxy_t *dns;
     kn_relay_t *relays[KN_MAX_EXPOSE];
@@ -654,17 +659,27 @@ wants_egress(const kn_net_policy_t *p)
  * sandbox's program waits for it. On failure what was made stays recorded
  * in n for unplumb(). */
 static int
-plumb(kn_netns_t *n, kn_error_t *err)
+collect(kn_netns_t *n, kn_error_t *err)
+{
+    if (!n->is_loading)
+        return 0;
+    n->is_loading = false;
+    return kn_nft_wait(&n->loading, err) < 0 ? kn_error_prefix(err, "sandbox firewall") : 0;
+}
+
+/* defer: leave the sandbox's table loading; kn_net_ready() collects it. */
+static int
+plumb(kn_netns_t *n, bool defer, kn_error_t *err)
 {
     kn_error_t scratch;
     char *is = script(n, true, err);
     if (!is)
         return -1;
-    kn_nft_proc_t inner;
-    int rc = kn_nft_start(n->netns_fd, is, &inner, err);
+    int rc = kn_nft_start(n->netns_fd, is, &n->loading, err);
     free(is);
     if (rc < 0)
         return kn_error_prefix(err, "sandbox firewall");
+    n->is_loading = true;
     if ((rc = kn_uplink_acquire(&n->up, err)) == 0) {
         n->uplinked = true;
         /* a launcher killed with SIGKILL leaves its slot's address */
@@ -677,9 +692,7 @@ plumb(kn_netns_t *n, kn_error_t *err)
         rc = kn_link_macvlan_setup(n->up.lower_ifindex, n->netns_fd, n->host_ip, n->sb_ip, err);
         n->eth0 = rc == 0;
     }
-    if (kn_nft_wait(&inner, rc == 0 ? err : &scratch) < 0 && rc == 0)
-        rc = kn_error_prefix(err, "sandbox firewall");
-    if (rc < 0 || load_exceptions(n, NULL, err) < 0)
+    if (rc < 0 || (!defer && collect(n, err) < 0) || load_exceptions(n, NULL, err) < 0)
         return -1;
     n->nfnl = kn_nft_socket(n->netns_fd, &scratch); /* without, nft(8) does it */
     n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &n->upstream, open_addrs, n, err);
@@ -696,6 +709,7 @@ static void
 unplumb(kn_netns_t *n)
 {
     kn_error_t err;
+    (void)collect(n, &err);
     kn_dnsproxy_free(n->dns);
     n->dns = NULL;
     if (n->nfnl >= 0)
@@ -772,7 +786,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     n->upstream = upstream;
     if (take_slot(n, pid, err) < 0 || write_resolv_conf(n, err) < 0)
         goto fail;
-    if (wants_egress(p) && plumb(n, err) < 0)
+    if (wants_egress(p) && plumb(n, true, err) < 0)
         goto fail;
     for (size_t i = 0; i < p->n_expose; i++) {
         kn_relay_t *r = kn_relay_new(n->netns_fd, p->expose[i].inside, p->expose[i].outside, err);
@@ -785,6 +799,14 @@ fail:
     kn_error_prefix(err, "network");
     kn_net_detach(n);
     return NULL;
+}
+
+int
+kn_net_ready(kn_netns_t *n, kn_error_t *err)
+{
+    if (n && collect(n, err) < 0)
+        return kn_error_prefix(err, "network");
+    return 0;
 }
 
 int
@@ -837,7 +859,7 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
     n->pol.n_rules = p->n_rules;
     n->pol.default_allow = p->default_allow;
     if (!n->plumbed) {
-        if (!wants_egress(&n->pol) || plumb(n, err) == 0)
+        if (!wants_egress(&n->pol) || plumb(n, false, err) == 0)
             return 0;
         unplumb(n);
         n->pol = old;

@@ -1,14 +1,13 @@
 /* netpolicy.h - a sandbox's way out, when it has one (DESIGN.md §5).
  *
- * With a policy enabled, the launcher (as root) gives the sandbox a veth pair
- * to the host with NAT. Inside the sandbox's network namespace nftables drops
- * everything except: DNS to Kennel's DNS proxy (the host end of the veth),
- * the addresses that proxy resolved for allowed names (added to an nft set
- * with the record's TTL), and allowed CIDRs. Private, loopback, link-local
- * and metadata ranges stay blocked unless a rule names them; the host itself
- * is never reachable except the proxy. The proxy answers names that are not
- * allowed with REFUSED. Exposed ports are relayed from a host loopback port
- * into the sandbox's own loopback, and work with no egress at all.
+ * With a policy enabled, the launcher (as root) gives the sandbox an eth0 (a
+ * macvlan on a veth pair that all sandboxes share) to the host with NAT. Inside the sandbox's
+ * network namespace nftables drops everything except: DNS to Kennel's DNS proxy (the sandbox's
+ * gateway address), the addresses that proxy resolved for allowed names (added to an nft set with
+ * the record's TTL), and allowed CIDRs. Private, loopback, link-local and metadata ranges stay
+ * blocked unless a rule names them; the host itself is never reachable except the proxy. The proxy
+ * answers names that are not allowed with REFUSED. Exposed ports are relayed from a host loopback
+ * port into the sandbox's own loopback, and work with no egress at all.
  *
  * Everything here is torn down by kn_net_detach(): no interface, nft table,
  * route or proxy socket outlives the sandbox. */
@@ -60,6 +59,9 @@ int kn_net_resolv_conf_path(const char *id, char *buf, size_t len);
 /* Launcher side, after the sandbox's first process exists (pid) and before
  * it builds its root. Needs root. NULL + err on failure. */
 kn_netns_t *kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *err);
+/* Waits for what attach left running (the sandbox's table loads while the
+ * sandbox builds its root): call before the sandbox's program may run. */
+int kn_net_ready(kn_netns_t *n, kn_error_t *err);
 /* Descriptors the launcher must poll (DNS proxy, port relays); returns how
  * many were written to fds (at most max). */
 int kn_net_pollfds(kn_netns_t *n, struct pollfd *fds, int max);

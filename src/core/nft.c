@@ -1,5 +1,5 @@
-/* nft.c - the kernel side of a sandbox's network: nftables rulesets and the
- * veth pair.
+/* nft.c - the kernel side of a sandbox's network: nftables rulesets, links,
+ * addresses and neighbours.
  *
  * Rulesets go through the nft(8) program rather than libnftables, because
  * the kennel binary links statically and Debian ships libnftables only as a
@@ -7,7 +7,7 @@
  * run inside the sandbox's network namespace when it is for the sandbox.
  * The one hot path, the DNS proxy adding resolved addresses to the set,
  * speaks nfnetlink directly (kn_nft_add_elems), as do links, addresses and
- * routes through rtnetlink: a veth costs three messages, not three
+ * routes through rtnetlink: a sandbox's eth0 costs a few messages, not
  * processes. */
 #include "netpolicy_internal.h"
 

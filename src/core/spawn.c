@@ -628,6 +628,11 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     }
     phase(sb, "wait_child", &t);
     child_phases(sb, m.text);
+    if (sb->net) {
+        if (kn_net_ready(sb->net, err) < 0)
+            goto fail;
+        phase(sb, "network_ready", &t);
+    }
     for (size_t i = 0; i < cfg->n_binds; i++) {
         if (bind_fds[i] >= 0)
             close(bind_fds[i]);
