@@ -7,11 +7,11 @@
  * /policy) is answered for /sandboxes/{id}/proxy/18080/..., the endpoint the
  * SDK resolves for the egress port.
  *
- * Nothing of this runs inside the sandbox. The shim (outside) holds the
- * network attachment: the server writes the policy it wants into the run
- * directory and sends "policy" on the shim's control socket; the shim
- * applies it with kn_net_update (both nft tables replaced at once, so a
- * removed name stops at once) and writes the policy in force back.
+ * This file and egress.c are the shim's side (in the `kennel` binary);
+ * egress_api.h/.c the server's. Nothing of this runs inside the sandbox. The shim (outside) holds
+ * the network attachment: the server writes the policy it wants into the run directory and sends
+ * "policy" on the shim's control socket; the shim applies it with kn_net_update (both nft tables
+ * replaced at once, so a removed name stops at once) and writes the policy in force back.
  *
  * Run directory files:
  *   policy.json      the policy in force (written by the shim; absent when
@@ -23,15 +23,13 @@
 #define KN_EGRESS_H
 
 #include <jansson.h>
-#include <microhttpd.h>
+#include <stddef.h>
 
 #include "error.h"
-#include "http.h"
 #include "netpolicy.h"
 #include "sandbox.h"
 #include "server.h"
 
-#define KN_EGRESS_PORT 18080
 #define KN_EGRESS_POLICY "policy.json"
 #define KN_EGRESS_REQUEST "policy.req.json"
 #define KN_EGRESS_LOCK "policy.lock"
@@ -49,9 +47,13 @@ void kn_egress_shim_started(const char *dir, const json_t *spec);
  * control command) and records it in policy.json. */
 int kn_egress_shim_apply(const char *dir, kn_sandbox_t *sb, kn_error_t *err);
 
-/* Server: answers a request to the egress port. rest is what follows
- * /proxy/18080 (path and query); the body is complete in r. */
-enum MHD_Result kn_egress_route(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r,
-                                const char *method, const char *rest);
+/* Shared with egress_api.c: the checks of a NetworkPolicy and of one rule
+ * (field names the rule in messages), a target's canonical form, and the
+ * run directory's JSON files (written atomically, 0600). */
+json_t *kn_egress_check_policy(const json_t *np, kn_error_t *err);
+json_t *kn_egress_check_rule(const json_t *r, const char *field, kn_error_t *err);
+int kn_egress_canonical(const char *t, char *out, size_t len, const char *field, kn_error_t *err);
+json_t *kn_egress_read(const char *dir, const char *name);
+int kn_egress_write(const char *dir, const char *name, const json_t *j, kn_error_t *err);
 
 #endif

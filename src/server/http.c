@@ -10,7 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "egress.h"
+#include "egress_api.h"
 #include "util.h"
 
 #define KN_HTTP_EXECD_PORT 44772
@@ -238,7 +238,7 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     s->proxied++;
     snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
     if (port == KN_EGRESS_PORT) {
-        /* Answered by the server itself once the body is in (egress.c). */
+        /* Answered by the server itself once the body is in (egress_api.c). */
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);
         if (!(r->egress_rest = strdup(rest)))
