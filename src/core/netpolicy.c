@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,11 +75,15 @@ struct kn_netns {
     int slot_fd;
     int netns_fd;
     int nfnl; /* nfnetlink in the sandbox, for the proxy's set additions */
+    int rtnl; /* rtnetlink in the sandbox, to take eth0's address away at the end */
+    int eth0_index;
     uint32_t host_ip, sb_ip;
     bool plumbed; /* eth0, the gateway address, the table and proxy exist (with egress) */
     bool uplinked, gw_addr, eth0, exceptions, dir_made;
     kn_uplink_t up;
     kn_nft_proc_t loading; /* the sandbox's table, still loading (see kn_net_ready) */
+    pthread_t releaser;    /* kn_net_release_begin's thread, while it runs */
+    bool releasing;
     bool is_loading;
     struct sockaddr_in upstream;
     kn_dnsproxy_t *dns;
@@ -689,7 +694,8 @@ plumb(kn_netns_t *n, bool defer, kn_error_t *err)
         n->gw_addr = rc == 0;
     }
     if (rc == 0) {
-        rc = kn_link_macvlan_setup(n->up.lower_ifindex, n->netns_fd, n->host_ip, n->sb_ip, err);
+        rc = kn_link_macvlan_setup(n->up.lower_ifindex, n->netns_fd, n->host_ip, n->sb_ip, &n->rtnl,
+                                   &n->eth0_index, err);
         n->eth0 = rc == 0;
     }
     if (rc < 0 || (!defer && collect(n, err) < 0) || load_exceptions(n, NULL, err) < 0)
@@ -701,6 +707,34 @@ plumb(kn_netns_t *n, bool defer, kn_error_t *err)
     kn_dnsproxy_set_policy(n->dns, &n->pol);
     n->plumbed = true;
     return 0;
+}
+
+/* The host's address and neighbour entry of the slot. rtnetlink takes the
+ * kernel's rtnl lock, which the clean-up of other namespaces holds for
+ * milliseconds at a time on a busy host: kn_net_release_begin() does this on
+ * a thread while the sandbox's processes are reaped. */
+static void
+release_gateway(kn_netns_t *n)
+{
+    kn_error_t err;
+    (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &err);
+    (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &err);
+    n->gw_addr = false;
+}
+
+static void *
+releaser(void *p)
+{
+    release_gateway(p);
+    return NULL;
+}
+
+void
+kn_net_release_begin(kn_netns_t *n)
+{
+    if (!n || !n->gw_addr || n->releasing)
+        return;
+    n->releasing = pthread_create(&n->releaser, NULL, releaser, n) == 0;
 }
 
 /* Nothing here waits for the kernel: the gateway address and neighbour go
@@ -727,12 +761,17 @@ unplumb(kn_netns_t *n)
     }
     /* The namespace may outlive us for a moment in the kernel's clean-up:
      * without its address, its eth0 no longer answers for the slot. */
-    if (n->eth0)
-        (void)kn_netns_unaddr(n->netns_fd, n->sb_ip, &err);
-    if (n->gw_addr) {
-        (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &err);
-        (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &err);
+    if (n->eth0 && n->rtnl >= 0)
+        (void)kn_netns_unaddr(n->rtnl, n->sb_ip, n->eth0_index, &err);
+    if (n->rtnl >= 0)
+        close(n->rtnl);
+    n->rtnl = -1;
+    if (n->releasing) {
+        pthread_join(n->releaser, NULL);
+        n->releasing = false;
     }
+    if (n->gw_addr)
+        release_gateway(n);
     if (n->uplinked)
         kn_uplink_release(&n->up);
     n->uplinked = n->gw_addr = n->eth0 = n->exceptions = n->plumbed = false;
@@ -774,7 +813,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     }
     n->opened = opened;
     n->pol = *p;
-    n->slot_fd = n->netns_fd = n->nfnl = n->up.users_fd = -1;
+    n->slot_fd = n->netns_fd = n->nfnl = n->rtnl = n->up.users_fd = -1;
     snprintf(n->id, sizeof n->id, "%s", id);
     char nspath[64];
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int)pid);
@@ -801,11 +840,27 @@ fail:
     return NULL;
 }
 
+static void
+remove_dir(kn_netns_t *n)
+{
+    if (!n->dir_made)
+        return;
+    char path[PATH_MAX];
+    if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)
+        unlink(path);
+    rmdir(n->dir);
+    n->dir_made = false;
+}
+
 int
 kn_net_ready(kn_netns_t *n, kn_error_t *err)
 {
     if (n && collect(n, err) < 0)
         return kn_error_prefix(err, "network");
+    /* The sandbox has bound its resolv.conf by now (it holds the file, not
+     * the name): nothing of it need stay in /run/kennel/net. */
+    if (n)
+        remove_dir(n);
     return 0;
 }
 
@@ -891,12 +946,7 @@ kn_net_detach(kn_netns_t *n)
         kn_relay_free(n->relays[i]);
     }
     unplumb(n);
-    if (n->dir_made) {
-        char path[PATH_MAX];
-        if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)
-            unlink(path);
-        rmdir(n->dir);
-    }
+    remove_dir(n);
     if (n->netns_fd >= 0)
         close(n->netns_fd);
     /* The slot file stays (unlinking a file others may be opening would let

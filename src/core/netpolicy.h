@@ -72,6 +72,10 @@ void kn_net_handle(kn_netns_t *n, const struct pollfd *fds, int nfds);
 uint16_t kn_net_exposed_port(const kn_netns_t *n, size_t i);
 /* Replaces the policy of a running sandbox: removed names stop at once. */
 int kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err);
+/* Once the program has ended: starts taking the sandbox's egress away on a
+ * thread (the host's side waits for the kernel's rtnl lock) while the
+ * caller reaps; kn_net_detach finishes it. NULL is a no-op. */
+void kn_net_release_begin(kn_netns_t *n);
 /* Removes every interface, rule, route and socket. NULL is a no-op. */
 void kn_net_detach(kn_netns_t *n);
 

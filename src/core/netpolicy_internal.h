@@ -54,13 +54,18 @@ int kn_link_pair_create(const char *a, const char *b, unsigned mtu, kn_error_t *
 /* Creates "eth0" in netns_fd as a macvlan (private mode: no traffic between
  * siblings) of the caller's link `lower`, with addr/30, up, and a default
  * route via gw. Creating a link costs no RCU grace period; the macvlan goes
- * with the namespace, so nothing per sandbox is ever deleted on the host. */
-int kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, kn_error_t *err);
+ * with the namespace, so nothing per sandbox is ever deleted on the host.
+ * *rtnl gets an rtnetlink socket of the sandbox's namespace, *idx eth0's
+ * index. */
+int kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, int *rtnl, int *idx,
+                          kn_error_t *err);
 /* Adds or deletes addr/30 on a link of the caller's namespace (deleting a
  * missing one is not an error). */
 int kn_addr_host(bool add, int ifindex, uint32_t a, kn_error_t *err);
-/* Deletes eth0's address addr inside netns_fd (it stops answering ARP). */
-int kn_netns_unaddr(int netns_fd, uint32_t addr, kn_error_t *err);
+/* Deletes the address addr of link ifindex over rtnl_fd, an rtnetlink
+ * socket made in the sandbox's namespace (kn_netns_socket_proto): eth0 then
+ * stops answering ARP for it. */
+int kn_netns_unaddr(int rtnl_fd, uint32_t addr, int ifindex, kn_error_t *err);
 /* Deletes the neighbour entry of a on ifindex; a missing one is no error. */
 int kn_neigh_delete(int ifindex, uint32_t a, kn_error_t *err);
 /* 1 when table inet `table` exists in the caller's namespace, 0 if not. */

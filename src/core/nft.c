@@ -345,6 +345,7 @@ ipv6_off(const char *ifname)
 
 typedef struct inside_args {
     uint32_t host, peer;
+    int fd_out, idx_out; /* the rtnetlink socket (kept open) and eth0's index */
 } inside_args_t;
 
 /* On the thread inside the sandbox's namespace: eth0's address, up, and
@@ -352,7 +353,7 @@ typedef struct inside_args {
 static int
 configure_inside(void *p, kn_error_t *err)
 {
-    const inside_args_t *a = p;
+    inside_args_t *a = p;
     int fd = rtnl_open(err);
     if (fd < 0)
         return -1;
@@ -364,15 +365,24 @@ configure_inside(void *p, kn_error_t *err)
     else if (addr_add(fd, idx, a->peer, err) == 0 && link_up(fd, idx, err) == 0 &&
              route_default(fd, idx, a->host, err) == 0)
         rc = 0;
-    close(fd);
+    if (rc == 0) {
+        a->fd_out = fd;
+        a->idx_out = idx;
+    } else {
+        close(fd);
+    }
     return rc;
 }
 
 static int
-setup_inside(int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
+setup_inside(int netns_fd, uint32_t host, uint32_t peer, int *rtnl, int *idx, kn_error_t *err)
 {
-    inside_args_t a = {host, peer};
-    return netns_run(netns_fd, configure_inside, &a, err) < 0 ? kn_error_prefix(err, "inside") : 0;
+    inside_args_t a = {host, peer, -1, 0};
+    if (netns_run(netns_fd, configure_inside, &a, err) < 0)
+        return kn_error_prefix(err, "inside");
+    *rtnl = a.fd_out;
+    *idx = a.idx_out;
+    return 0;
 }
 
 /* ---- the shared uplink pair and the sandboxes' macvlans ---- */
@@ -480,7 +490,8 @@ macvlan_create(int fd, int lower, int netns_fd, kn_error_t *err)
 }
 
 int
-kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, kn_error_t *err)
+kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, int *rtnl, int *idx,
+                      kn_error_t *err)
 {
     int fd = rtnl_open(err);
     if (fd < 0)
@@ -488,32 +499,14 @@ kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, kn_er
     int rc = macvlan_create(fd, lower, netns_fd, err);
     close(fd);
     if (rc == 0)
-        rc = setup_inside(netns_fd, gw, addr, err);
-    return rc;
-}
-
-typedef struct unaddr_args {
-    uint32_t addr;
-} unaddr_args_t;
-
-static int
-unaddr_inside(void *p, kn_error_t *err)
-{
-    const unaddr_args_t *a = p;
-    int fd = rtnl_open(err);
-    if (fd < 0)
-        return -1;
-    int idx = (int)if_nametoindex("eth0");
-    int rc = idx > 0 ? addr_change(fd, false, idx, a->addr, err) : 0;
-    close(fd);
+        rc = setup_inside(netns_fd, gw, addr, rtnl, idx, err);
     return rc;
 }
 
 int
-kn_netns_unaddr(int netns_fd, uint32_t addr, kn_error_t *err)
+kn_netns_unaddr(int rtnl_fd, uint32_t addr, int ifindex, kn_error_t *err)
 {
-    unaddr_args_t a = {addr};
-    return netns_run(netns_fd, unaddr_inside, &a, err);
+    return addr_change(rtnl_fd, false, ifindex, addr, err);
 }
 
 /* ---- set elements over nfnetlink ----

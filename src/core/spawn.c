@@ -793,6 +793,7 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
         close(sb->sync);
         sb->sync = -1;
     }
+    kn_net_release_begin(sb->net); /* overlaps the reaping below */
     kn_sandbox_kill(sb, NULL);
     reap(sb);
     if (!sb->t_end)
