@@ -850,7 +850,7 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
             any_allow |= o->net.rules[i].allow;
         /* The first matching rule decides: deny flags go first, so that
          * deny beats allow whatever the order on the command line. */
-        kn_net_rule_t sorted[KN_MAX_NET_RULES];
+        kn_net_rule_t sorted[KN_MAX_NET_RULES] = {0};
         size_t k = 0;
         for (int pass = 0; pass < 2; pass++)
             for (size_t i = 0; i < o->net.n_rules; i++)
