@@ -21,7 +21,8 @@ usage(FILE *f)
             "\n"
             "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
             "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
-            "                           readyTimeoutMs, dnsUpstream, ...); flags override it\n"
+            "                           readyTimeoutMs, imageStore, writableLayer, layerDir,\n"
+            "                           dnsUpstream); flags override it\n"
             "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
             "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
             "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
@@ -35,6 +36,15 @@ usage(FILE *f)
             "                           other pools: \"pools\" in the config\n"
             "      --max-sandboxes N    refuse creates (409) past N live sandboxes (0: no limit)\n"
             "      --public-host HOST[:PORT]  what endpoints name (default: the request's Host)\n"
+            "      --image-store DIR    images that creates may name (default $KENNEL_STORE or\n"
+            "                           /var/lib/kennel/images; see kennel image)\n"
+            "      --writable-layer tmpfs|disk  where sandboxes' writes go (default tmpfs); disk:\n"
+            "                           an ext4 image of ephemeral-storage bytes, reserved\n"
+            "      --layer-dir DIR      where disk layers are made (/var/lib/kennel/layers)\n"
+            "      --receipts-key PATH  receipts signing key, PKCS#8 PEM, made (0600) if missing\n"
+            "                           (default: receipts.key beside the database)\n"
+            "      --receipts-issuer ID issuer id of new receipt chains (did:kennel:<host>)\n"
+            "      --no-receipts        issue no receipts (for benchmarks only)\n"
             "      --dns-upstream ADDR[:PORT] resolver of the sandboxes' DNS proxies (default:\n"
             "                           KENNEL_DNS_UPSTREAM, else the host's first nameserver)\n"
             "  -q, --quiet              no request log lines\n"
@@ -76,7 +86,13 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"pool", required_argument, 0, 264},
         {"max-sandboxes", required_argument, 0, 265},
         {"public-host", required_argument, 0, 266},
-        {"dns-upstream", required_argument, 0, 267},
+        {"image-store", required_argument, 0, 300},
+        {"writable-layer", required_argument, 0, 301},
+        {"layer-dir", required_argument, 0, 302},
+        {"receipts-key", required_argument, 0, 267},
+        {"receipts-issuer", required_argument, 0, 268},
+        {"no-receipts", no_argument, 0, 269},
+        {"dns-upstream", required_argument, 0, 303},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -183,7 +199,36 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             free(cfg->public_host);
             cfg->public_host = strdup(optarg);
             break;
+        case 300:
+        case 302:
+            if (optarg[0] != '/') {
+                fprintf(stderr, "kennel serve: --%s wants an absolute path\n",
+                        c == 300 ? "image-store" : "layer-dir");
+                return KN_EXIT_KENNEL;
+            }
+            free(c == 300 ? cfg->image_store : cfg->layer_dir);
+            *(c == 300 ? &cfg->image_store : &cfg->layer_dir) = strdup(optarg);
+            break;
+        case 301: {
+            kn_error_t werr = {0};
+            if (kn_server_cfg_set_wlayer(cfg, optarg, &werr) < 0) {
+                fprintf(stderr, "kennel serve: --writable-layer: %s\n", werr.msg);
+                return KN_EXIT_KENNEL;
+            }
+            break;
+        }
         case 267:
+            free(cfg->receipts_key);
+            cfg->receipts_key = strdup(optarg);
+            break;
+        case 268:
+            free(cfg->receipts_issuer);
+            cfg->receipts_issuer = strdup(optarg);
+            break;
+        case 269:
+            cfg->receipts_off = true;
+            break;
+        case 303:
             free(cfg->dns_upstream);
             cfg->dns_upstream = strdup(optarg);
             break;

@@ -245,6 +245,8 @@ kn_sbx_to_json(const kn_store_rec_t *r, bool with_image)
     }
     if (with_image && json_object_get(spec, "image"))
         json_object_set(o, "image", json_object_get(spec, "image"));
+    if (with_image && json_object_get(spec, "snapshotId"))
+        json_object_set(o, "snapshotId", json_object_get(spec, "snapshotId"));
     if (json_object_get(spec, "platform"))
         json_object_set(o, "platform", json_object_get(spec, "platform"));
     if (with_image && json_object_size(json_object_get(spec, "extensions")))
@@ -454,8 +456,9 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     }
     made = true;
     /* Validates what the shim will build, so bad requests fail here. */
-    if (kn_spec_config(spec, sbdir, m->cfg->execd_path, &cfg, err) < 0) {
-        err->code = EINVAL;
+    if (kn_spec_config(spec, sbdir, m->cfg->execd_path, &cfg, NULL, err) < 0) {
+        if (err->code != EBADMSG)
+            err->code = EINVAL;
         goto out;
     }
     if (chown(sbdir, kn_sandbox_host_uid(&cfg), kn_sandbox_host_gid(&cfg)) < 0) {
@@ -541,11 +544,18 @@ quota_check(kn_sbx_t *m, kn_error_t *err)
 int
 kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
 {
+    return kn_sbx_create_from(m, req, NULL, out, err);
+}
+
+int
+kn_sbx_create_from(kn_sbx_t *m, const json_t *req, const kn_spec_snapshot_t *snap, json_t **out,
+                   kn_error_t *err)
+{
     json_t *merged = NULL;
     kn_sbx_pool_t *wanted = NULL;
     if (kn_sbx_pool_request(m, req, &merged, &wanted, err) < 0)
         return -1;
-    json_t *spec = kn_spec_parse(merged ? merged : req, m->cfg, err);
+    json_t *spec = kn_spec_parse_from(merged ? merged : req, m->cfg, snap, err);
     json_decref(merged);
     if (!spec)
         return -1;
@@ -641,6 +651,9 @@ kn_sbx_delete(kn_sbx_t *m, const char *id, const char *reason, kn_error_t *err)
         return -1;
     kn_store_rec_free(&r);
     (void)reason;
+    /* Recorded (receipts) before anything is stopped. */
+    if (kn_store_intent(m->store, id, "delete", err) < 0)
+        return -1;
     return kn_sbx_destroy(m, id, err);
 }
 
@@ -659,7 +672,8 @@ kn_sbx_pause(kn_sbx_t *m, const char *id, bool pause, kn_error_t *err)
     kn_store_rec_free(&r);
     char dir[PATH_MAX];
     kn_sbx_run_dir(m, id, dir, sizeof dir);
-    if (kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
+    if (kn_store_intent(m->store, id, pause ? "pause" : "resume", err) < 0 ||
+        kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
         return -1;
     return kn_store_set_state(m->store, id, pause ? "Paused" : "Running",
                               pause ? "CONTAINER_PAUSED" : "CONTAINER_RUNNING",
@@ -881,7 +895,8 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
                 settle_pending(m, r);
         } else if (r->expires_ms && r->expires_ms <= now) {
             kn_error_t e = {0};
-            if (kn_sbx_destroy(m, r->id, &e) < 0)
+            if (kn_store_intent(m->store, r->id, "expire", &e) < 0 ||
+                kn_sbx_destroy(m, r->id, &e) < 0)
                 kn_sbx_log("error", "an expired sandbox could not be removed", r->id, e.msg);
             else
                 kn_sbx_log("info", "expired", r->id, NULL);
@@ -895,6 +910,7 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
     free(recs);
     if (kn_sbx_refill(m, warm))
         next = now; /* come back at once until the pools are full */
+    kn_store_checkpoint(m->store);
     int64_t wait = next - now;
     return wait < 10 ? 10 : (int)wait;
 }
@@ -1029,6 +1045,14 @@ check_reachable(const char *dir, kn_error_t *err)
 int
 kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
 {
+    return kn_sbx_open_with(cfg, NULL, NULL, out, err);
+}
+
+int
+kn_sbx_open_with(const kn_server_cfg_t *cfg,
+                 int (*on_store)(kn_store_t *st, void *ctx, kn_error_t *err), void *ctx,
+                 kn_sbx_t **out, kn_error_t *err)
+{
     kn_sbx_t *m = calloc(1, sizeof *m);
     if (!m)
         return kn_error_set(err, ENOMEM, "manager");
@@ -1039,7 +1063,7 @@ kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
         free(m);
         return -1;
     }
-    if (kn_sbx_pools_init(m, err) < 0) {
+    if ((on_store && on_store(m->store, ctx, err) < 0) || kn_sbx_pools_init(m, err) < 0) {
         kn_sbx_close(m);
         return -1;
     }

@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "image.h"
+#include "wlayer.h"
+#include "receipts.h"
 
 void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
 void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
@@ -44,6 +47,10 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     free(cfg->execd_path);
     free(cfg->self_path);
     free(cfg->public_host);
+    free(cfg->image_store);
+    free(cfg->layer_dir);
+    free(cfg->receipts_key);
+    free(cfg->receipts_issuer);
     free(cfg->dns_upstream);
     for (int i = 0; i < cfg->n_keys; i++)
         free(cfg->api_keys[i]);
@@ -91,6 +98,18 @@ kn_server_cfg_add_pool(kn_server_cfg_t *cfg, const char *name, const char *image
     cfg->n_pools++;
     if (!p->name || !p->image || !p->limits)
         return kn_error_set(err, ENOMEM, "pool");
+    return 0;
+}
+
+int
+kn_server_cfg_set_wlayer(kn_server_cfg_t *cfg, const char *kind, kn_error_t *err)
+{
+    if (kind && !strcmp(kind, "tmpfs"))
+        cfg->wlayer = KN_WLAYER_TMPFS;
+    else if (kind && !strcmp(kind, "disk"))
+        cfg->wlayer = KN_WLAYER_DISK;
+    else
+        return kn_server_error(err, EINVAL, "writableLayer must be \"tmpfs\" or \"disk\"");
     return 0;
 }
 
@@ -182,6 +201,25 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
         goto out;
     if ((v = json_object_get(j, "readyTimeoutMs")))
         cfg->ready_timeout_ms = (int)json_integer_value(v);
+    if ((s = json_string_value(json_object_get(j, "imageStore"))) &&
+        set_str(&cfg->image_store, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "layerDir"))) &&
+        set_str(&cfg->layer_dir, s, err) < 0)
+        goto out;
+    if ((v = json_object_get(j, "writableLayer")) &&
+        kn_server_cfg_set_wlayer(cfg, json_string_value(v), err) < 0) {
+        kn_error_prefix(err, "%s", path);
+        goto out;
+    }
+    if ((s = json_string_value(json_object_get(j, "receiptsKey"))) &&
+        set_str(&cfg->receipts_key, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "receiptsIssuer"))) &&
+        set_str(&cfg->receipts_issuer, s, err) < 0)
+        goto out;
+    if ((v = json_object_get(j, "receipts")))
+        cfg->receipts_off = json_is_false(v);
     ret = 0;
 out:
     json_decref(j);
@@ -248,6 +286,12 @@ fill_paths(kn_server_cfg_t *cfg, kn_error_t *err)
         return -1;
     if (!cfg->db_path && set_str(&cfg->db_path, "/var/lib/kennel/kennel.db", err) < 0)
         return -1;
+    if (!cfg->image_store && set_str(&cfg->image_store, kn_image_store_path(NULL), err) < 0)
+        return -1;
+    if (!cfg->layer_dir && set_str(&cfg->layer_dir, KN_LAYER_DIR_DEFAULT, err) < 0)
+        return -1;
+    if (cfg->image_store[0] != '/' || cfg->layer_dir[0] != '/')
+        return kn_server_error(err, EINVAL, "imageStore and layerDir must be absolute paths");
     return 0;
 }
 
@@ -275,23 +319,34 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
         return NULL;
     }
     (void)len;
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+     * second server on a taken port would then start without a word and
+     * have the kernel split the clients between the two. MHD's default
+     * (SO_REUSEADDR) still lets a restarted server take its port at once. */
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)s->cfg->listen_port, NULL, NULL, kn_http_access, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, kn_http_uri_log, s,
         MHD_OPTION_NOTIFY_COMPLETED, kn_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 120U,
         MHD_OPTION_CONNECTION_LIMIT, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
     if (!d)
         kn_error_set(err, EADDRINUSE, "cannot listen on %s:%d", s->cfg->listen_host,
                      s->cfg->listen_port);
     return d;
 }
 
+/* The store is open and nothing is adopted yet: receipts attach here, so
+ * that what adoption changes has its receipts too. */
+static int
+attach_receipts(kn_store_t *store, void *arg, kn_error_t *err)
+{
+    kn_srv_t *s = arg;
+    return kn_rcpt_open(s->cfg, store, &s->receipts, err);
+}
+
 int
 kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
 {
-    /* s.observe is where the receipts module (src/trust) will attach. */
     kn_srv_t s = {.cfg = cfg};
     reaper_t rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t reaper;
@@ -310,7 +365,8 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (kn_sbx_open(cfg, &s.mgr, err) < 0)
+    if (kn_sbx_open_with(cfg, attach_receipts, &s, &s.mgr, err) < 0 ||
+        kn_snaps_open(cfg, s.mgr, &s.snaps, err) < 0)
         goto out;
     rp.mgr = s.mgr;
     if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {
@@ -322,9 +378,9 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
         goto out;
     fprintf(stderr,
             "{\"level\":\"info\",\"msg\":\"serving\",\"listen\":\"%s:%d\",\"db\":\"%s\","
-            "\"runDir\":\"%s\",\"auth\":%s}\n",
+            "\"runDir\":\"%s\",\"auth\":%s,\"receipts\":%s}\n",
             cfg->listen_host, cfg->listen_port, cfg->db_path, cfg->run_dir,
-            cfg->n_keys ? "true" : "false");
+            cfg->n_keys ? "true" : "false", s.receipts ? "true" : "false");
     int sig = 0;
     while (sigwait(&stop, &sig) != 0 || sig == SIGHUP)
         ;
@@ -346,6 +402,8 @@ out:
     }
     if (s.mgr && ret == 0)
         kn_sbx_drain_pools(s.mgr);
+    kn_snaps_close(s.snaps);   /* after the captures in progress */
+    kn_rcpt_close(s.receipts); /* detaches from the store first */
     kn_sbx_close(s.mgr);
     return ret;
 }

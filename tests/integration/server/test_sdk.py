@@ -17,7 +17,7 @@ import pytest
 from .conftest import API_KEY, Server
 
 SDK_DIR = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "js"
-KNOWN_GAPS = {"snapshots"}
+KNOWN_GAPS = set()
 
 
 @pytest.fixture(scope="module")
