@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "egress_api.h"
 #include "receipts.h"
 #include "util.h"
 
@@ -234,13 +235,15 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     free(r->target);
     free(r->prefix);
     kn_proxy_free(r->proxy);
+    free(r->egress_rest);
     free(r->body);
     free(r->raw_uri);
     free(r);
     *req_cls = NULL;
 }
 
-/* The one place a proxied port is dispatched: execd's own port is served
+/* Where a proxied port goes (with the egress port, which start_proxy
+ * hands to the server's own egress API first): execd's own port is served
  * by execd; every other port is reached through execd's tunnel, which
  * connects inside the sandbox's network namespace (see proxy.h). Returns
  * the tunnel port, 0 for execd itself. */
@@ -294,6 +297,16 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     if (port < 1 || port > 65535)
         return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
                              "port must be an integer from 1 to 65535");
+    /* Port dispatch: the egress port is the server's own API; the rest go
+     * into the sandbox (backend_port). */
+    if (port == KN_EGRESS_PORT) {
+        /* Answered by the server itself once the body is in (egress_api.c). */
+        if (kn_sbx_exists(s->mgr, id, &err) < 0)
+            return kn_http_fail(c, r, &err);
+        if (!(r->egress_rest = strdup(rest)))
+            return MHD_NO;
+        return MHD_YES;
+    }
     if (kn_sbx_execd(s->mgr, id, sock, sizeof sock, pidns, sizeof pidns, &err) < 0)
         return kn_http_fail(c, r, &err);
     if (snprintf(target, sizeof target, "%s%s", rest[0] == '/' ? "" : "/", rest) >=
@@ -446,7 +459,10 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
     }
     kn_rcpt_request_begin(s->receipts, r->principal);
-    enum MHD_Result ret = kn_routes_dispatch(s, c, r, method, url);
+    /* The egress API's policy changes are signed at egress_api.c's
+     * policy_changed(), within this request. */
+    enum MHD_Result ret = r->egress_rest ? kn_egress_route(s, c, r, method, r->egress_rest)
+                                         : kn_routes_dispatch(s, c, r, method, url);
     kn_rcpt_request_end(s->receipts, r->status);
     return ret;
 }
