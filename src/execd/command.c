@@ -46,6 +46,11 @@ struct kn_cmdstore {
     pthread_cond_t idle;
     int waiters;    /* background waiter threads still running */
     kn_cmd_t *head; /* newest first */
+    /* Kennel's supervisor calls, each taken once per execd. */
+    bool env_taken;
+    bool main_taken;
+    bool main_done;
+    int main_code;
 };
 
 int
@@ -171,30 +176,37 @@ kn_command_shell(void)
 char **
 kn_command_env(const void *envs_json)
 {
-    extern char **environ;
     const json_t *envs = envs_json;
+    char **base = kn_proc_env_copy();
+    if (!base)
+        return NULL;
     size_t n = 0;
-    while (environ[n])
+    while (base[n])
         n++;
     size_t extra = json_is_object(envs) ? json_object_size(envs) : 0;
     char **env = calloc(n + extra + 1, sizeof *env);
-    if (!env)
+    if (!env) {
+        kn_command_env_free(base);
         return NULL;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(environ[i], '=');
+        const char *eq = strchr(base[i], '=');
         if (eq && extra) {
             char key[256];
-            size_t kl = (size_t)(eq - environ[i]);
+            size_t kl = (size_t)(eq - base[i]);
             if (kl < sizeof key) {
-                memcpy(key, environ[i], kl);
+                memcpy(key, base[i], kl);
                 key[kl] = '\0';
-                if (json_object_get(envs, key))
+                if (json_object_get(envs, key)) {
+                    free(base[i]);
                     continue;
+                }
             }
         }
-        env[k++] = strdup(environ[i]);
+        env[k++] = base[i]; /* moved */
     }
+    free(base);
     const char *key;
     json_t *v;
     if (extra) {
@@ -784,5 +796,202 @@ kn_command_logs(kn_req_t *req)
     r = kn_http_queue(req, 200, resp);
 out:
     cmd_unref(req->ex->cmds, c);
+    return r;
+}
+
+/* --- the entrypoint --------------------------------------------------------- */
+
+/* The entrypoint is spawned here rather than in its request, so that the
+ * supervisor's call returns before fork and exec; when it ends, execd is
+ * told (SIGUSR1, taken by main's signal loop) and ends the sandbox. */
+static void *
+main_waiter(void *arg)
+{
+    struct bg_wait *w = arg;
+    struct kn_cmdstore *s = w->ex->cmds;
+    kn_error_t err = {0};
+    int code = 127;
+    char **env = kn_command_env(NULL);
+    const char *argv[] = {kn_command_shell(), "-c", w->cmd->content, NULL};
+    kn_spawn_t sp = {.argv = argv,
+                     .env = (const char *const *)env,
+                     .uid = -1,
+                     .gid = -1,
+                     .stdin_fd = -1,
+                     .stdout_fd = w->cmd->log_fd,
+                     .stderr_fd = w->cmd->log_fd,
+                     .fd3 = -1,
+                     .fd4 = -1};
+    kn_child_t *child = env ? kn_proc_spawn(&sp, &err) : NULL;
+    kn_command_env_free(env);
+    if (child) {
+        pthread_mutex_lock(&s->lock);
+        w->cmd->child = child;
+        pthread_mutex_unlock(&s->lock);
+        kn_child_wait(child, -1, &code);
+        cmd_finish(s, w->cmd, code, code ? "non-zero exit status" : NULL);
+        cmd_release_child(s, w->cmd);
+    } else {
+        const char *why = err.msg[0] ? err.msg : "out of memory";
+        dprintf(w->cmd->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", why);
+        cmd_finish(s, w->cmd, code, why);
+    }
+    fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", w->cmd->id,
+            code);
+    pthread_mutex_lock(&s->lock);
+    s->main_done = true;
+    s->main_code = code;
+    cmd_unref_locked(w->cmd);
+    s->waiters--;
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    free(w);
+    kill(getpid(), SIGUSR1);
+    return NULL;
+}
+
+bool
+kn_command_main_ended(kn_execd_t *ex, int *code)
+{
+    struct kn_cmdstore *s = ex->cmds;
+    pthread_mutex_lock(&s->lock);
+    bool done = s->main_done;
+    *code = s->main_code;
+    pthread_mutex_unlock(&s->lock);
+    return done;
+}
+
+/* {"envs": {name: value}}: names without '=', values without NUL. */
+static const char *
+envs_bad(const json_t *body)
+{
+    const json_t *envs = json_object_get(body, "envs");
+    if (!json_is_object(body) || !json_is_object(envs))
+        return "the body must be {\"envs\": {name: value}}";
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)envs, k, v)
+    {
+        if (!*k || strchr(k, '=') || !json_is_string(v) ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return "\"envs\" needs names without '=' and string values without NUL";
+    }
+    return NULL;
+}
+
+/* Takes one of the once-per-execd calls; false when it was taken before. */
+static bool
+take_once(struct kn_cmdstore *s, bool *flag)
+{
+    pthread_mutex_lock(&s->lock);
+    bool first = !*flag;
+    *flag = true;
+    pthread_mutex_unlock(&s->lock);
+    return first;
+}
+
+enum MHD_Result
+kn_command_set_env(kn_req_t *req)
+{
+    enum MHD_Result r;
+    json_t *body = kn_http_json_body(req, false, &r);
+    if (!body)
+        return r;
+    const char *bad = envs_bad(body);
+    if (bad) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY", "%s", bad);
+    } else if (!take_once(req->ex->cmds, &req->ex->cmds->env_taken)) {
+        r = kn_http_reply_error(req, 409, "ENVIRONMENT_ALREADY_SET",
+                                "this sandbox's environment was set already");
+    } else {
+        /* Every command, session and code context started from now on
+         * inherits it (they all start from execd's environment). */
+        const char *k;
+        json_t *v;
+        r = MHD_NO;
+        json_object_foreach(json_object_get(body, "envs"), k, v)
+        {
+            if (kn_proc_setenv(k, json_string_value(v)) < 0) {
+                r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "setenv %s: %s", k,
+                                        strerror(errno));
+                break;
+            }
+        }
+        if (!req->replied)
+            r = kn_http_reply_empty(req, 200);
+    }
+    json_decref(body);
+    return r;
+}
+
+enum MHD_Result
+kn_command_entrypoint(kn_req_t *req)
+{
+    enum MHD_Result r;
+    json_t *body = kn_http_json_body(req, false, &r);
+    if (!body)
+        return r;
+    struct kn_cmdstore *s = req->ex->cmds;
+    const json_t *cmd = json_object_get(body, "command");
+    if (!json_is_object(body) || !json_is_string(cmd) || json_string_length(cmd) == 0 ||
+        strlen(json_string_value(cmd)) != json_string_length(cmd)) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY",
+                                "the body must be {\"command\": a non-empty string without NUL}");
+        goto out;
+    }
+    if (!take_once(s, &s->main_taken)) {
+        r = kn_http_reply_error(req, 409, "ENTRYPOINT_ALREADY_STARTED",
+                                "this sandbox's entrypoint was started already");
+        goto out;
+    }
+    struct run_args a = {.command = json_string_value(json_object_get(body, "command")),
+                         .background = true};
+    kn_cmd_t *c = cmd_new(&a);
+    struct bg_wait *w = malloc(sizeof *w);
+    if (c)
+        c->log_fd = memfd_create("execd-entrypoint-log", MFD_CLOEXEC);
+    if (!c || !w || c->log_fd < 0) {
+        free(w);
+        if (c)
+            cmd_unref(s, c);
+        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot start the entrypoint");
+        goto out;
+    }
+    store_add(s, c);
+    *w = (struct bg_wait){req->ex, c, 0};
+    pthread_mutex_lock(&s->lock);
+    s->waiters++;
+    c->refs++; /* the waiter's */
+    pthread_mutex_unlock(&s->lock);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    int rc = pthread_create(&t, &at, main_waiter, w);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        /* No waiter: the entrypoint cannot run, which ends the sandbox. */
+        cmd_finish(s, c, 127, "cannot start waiter thread");
+        pthread_mutex_lock(&s->lock);
+        s->waiters--;
+        c->refs--;
+        s->main_done = true;
+        s->main_code = 127;
+        pthread_mutex_unlock(&s->lock);
+        free(w);
+        cmd_unref(s, c);
+        kill(getpid(), SIGUSR1);
+        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot start waiter thread");
+        goto out;
+    }
+    kn_buf_t ev = {0};
+    kn_stream_text(&ev, "init", c->id, strlen(c->id));
+    kn_stream_event(&ev, "execution_complete", json_pack("{s:i}", "execution_time", 0));
+    r = kn_http_reply_text(req, 200, "text/event-stream", ev.data, ev.len);
+    kn_buf_free(&ev);
+    cmd_unref(s, c);
+out:
+    json_decref(body);
     return r;
 }

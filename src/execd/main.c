@@ -146,6 +146,7 @@ kn_execd_main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGUSR1); /* the entrypoint ended (command.c) */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -175,6 +176,8 @@ kn_execd_main(int argc, char **argv)
     fprintf(stderr, "kennel-execd: serving on %s%s%s (pid %d)\n", o.socket, o.tcp ? " and " : "",
             o.tcp ? o.tcp : "", (int)getpid());
 
+    bool main_ended = false;
+    int code = 0;
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&set, &si);
@@ -184,18 +187,30 @@ kn_execd_main(int argc, char **argv)
             kn_proc_reap();
             continue;
         }
+        if (sig == SIGUSR1) {
+            /* Anyone may send it: only the store says whether it is true. */
+            if ((main_ended = kn_command_main_ended(&ex, &code)))
+                break;
+            continue;
+        }
         kn_proc_signal_all(sig);
         if (sig == SIGTERM || (!pid1 && (sig == SIGINT || sig == SIGQUIT)))
             break;
     }
 
-    fprintf(stderr, "kennel-execd: shutting down\n");
-    drain_children(&set, KN_SHUTDOWN_GRACE_MS);
+    if (main_ended) {
+        /* As when a container's main process exits: what is left is killed. */
+        fprintf(stderr, "kennel-execd: the entrypoint ended with status %d: shutting down\n", code);
+        code = code < 0 || code > 255 ? 255 : code;
+    } else {
+        fprintf(stderr, "kennel-execd: shutting down\n");
+        drain_children(&set, KN_SHUTDOWN_GRACE_MS);
+    }
     kn_proc_signal_all(SIGKILL);
     drain_children(&set, KN_SHUTDOWN_GRACE_MS);
     kn_http_stop(h);
     kn_repl_store_free(&ex);
     kn_command_store_free(&ex);
     close(ex.root_fd);
-    return 0;
+    return main_ended ? code : 0;
 }

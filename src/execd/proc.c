@@ -103,6 +103,36 @@ static void __attribute__((noreturn)) child_main(const kn_spawn_t *s, int sync_f
     child_fail(sync_fd, "exec");
 }
 
+char **
+kn_proc_env_copy(void)
+{
+    extern char **environ;
+    pthread_mutex_lock(&reg_lock);
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **env = calloc(n + 1, sizeof *env);
+    for (size_t i = 0; env && i < n; i++) {
+        if (!(env[i] = strdup(environ[i]))) {
+            while (i > 0)
+                free(env[--i]);
+            free(env);
+            env = NULL;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return env;
+}
+
+int
+kn_proc_setenv(const char *key, const char *value)
+{
+    pthread_mutex_lock(&reg_lock);
+    int rc = setenv(key, value, 1);
+    pthread_mutex_unlock(&reg_lock);
+    return rc;
+}
+
 kn_child_t *
 kn_proc_spawn(const kn_spawn_t *s, kn_error_t *err)
 {

@@ -20,6 +20,8 @@ static const struct kn_route routes[] = {
     {"DELETE", "/command", kn_command_interrupt, false},
     {"GET", "/command/status/*", kn_command_status, false},
     {"GET", "/command/*/logs", kn_command_logs, false},
+    {"POST", "/_kennel/env", kn_command_set_env, false},
+    {"POST", "/_kennel/entrypoint", kn_command_entrypoint, false},
 #ifdef KN_EXECD_ROUTES_FILES
     {"GET", "/files/info", kn_files_info, false},
     {"DELETE", "/files", kn_files_delete, false},
