@@ -703,13 +703,17 @@ kn_command_interrupt(kn_req_t *req)
         kn_child_ref(child);
     }
     pthread_mutex_unlock(&req->ex->cmds->lock);
-    cmd_unref(req->ex->cmds, c);
     if (!child || kn_child_exited(child, NULL)) {
         kn_child_unref(child);
+        cmd_unref(req->ex->cmds, c);
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "command %s is not running", id);
     }
-    kn_child_terminate(child, KN_CMD_INTERRUPT_GRACE_MS);
+    int code = kn_child_terminate(child, KN_CMD_INTERRUPT_GRACE_MS);
     kn_child_unref(child);
+    /* Its status is known now: a status request right after this answer
+     * must not find it running because its waiter has not run yet. */
+    cmd_finish(req->ex->cmds, c, code, code ? "non-zero exit status" : NULL);
+    cmd_unref(req->ex->cmds, c);
     return kn_http_reply_empty(req, 200);
 }
 
