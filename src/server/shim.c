@@ -639,6 +639,8 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
         await_hangup(s.ready_fd);
     }
     tell_ready(&s, "ready\n");
+    /* The shim lives as long as the sandbox: the set-up's stack and heap go. */
+    kn_release_setup_memory();
     if (!member && begin_entrypoint(&s) < 0) {
         drain_control(&s);
         goto out;
