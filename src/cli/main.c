@@ -1,8 +1,39 @@
 /* main.c - dispatch `kennel SUBCOMMAND ...` to the command table. */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+/* `kennel serve`: the server is its own binary beside this one
+ * (server_main.c), so that this one stays lean for `kennel run` and the
+ * shims. exec keeps the pid: whoever started `kennel serve` holds the
+ * server itself. */
+static int
+exec_server(int argc, char **argv)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "kennel: readlink /proc/self/exe: %s\n", strerror(errno));
+        return KN_EXIT_KENNEL;
+    }
+    self[n] = '\0';
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/kennel-server", dirname(self));
+    argv[0] = "serve"; /* the server's argv: kennel-server serve ARGS... */
+    char *args[argc + 2];
+    args[0] = path;
+    for (int i = 0; i < argc; i++)
+        args[i + 1] = argv[i];
+    args[argc + 1] = NULL;
+    execv(path, args);
+    fprintf(stderr, "kennel: serve: cannot run %s: %s\n", path, strerror(errno));
+    return KN_EXIT_KENNEL;
+}
 
 static const kn_command_t commands[] = {
     {"run", "run code or a command in a fresh sandbox, then destroy it", kn_cmd_run},
@@ -10,7 +41,7 @@ static const kn_command_t commands[] = {
     {"attest-probe", "the probes themselves, run inside the sandbox (internal)",
      kn_cmd_attest_probe},
     {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
-    {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", kn_cmd_serve},
+    {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", exec_server},
     {"shim", "supervise one sandbox for `kennel serve` (internal)", kn_cmd_shim},
     {"create", "create a sandbox on a kennel serve", kn_cmd_create},
     {"ls", "list the sandboxes of a kennel serve", kn_cmd_ls},

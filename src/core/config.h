@@ -55,7 +55,8 @@ typedef struct kn_config {
     uint64_t memory;     /* bytes, swap off */
     uint32_t pids;       /* tasks in the cgroup and RLIMIT_NPROC inside */
     double cpus;         /* CPU bandwidth, in CPUs */
-    uint64_t timeout_ms; /* wall clock; the whole sandbox is killed */
+    uint64_t timeout_ms; /* wall clock, required (> 0); the whole sandbox is killed.
+                          * A caller with no deadline passes a huge value. */
     uint64_t fsize;      /* RLIMIT_FSIZE, bytes */
     uint64_t nofile;     /* RLIMIT_NOFILE */
 

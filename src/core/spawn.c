@@ -33,6 +33,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,7 @@ typedef struct child_ctx {
     const kn_cgroup_t *cg;
     bool no_cgroup; /* set at EXEC: limit memory with RLIMIT_AS instead */
     const kn_bpf_t *filter;
+    const kn_bpf_t *init_filter; /* filter without the socket calls init needs */
     const kn_bpf_t *exec_notify; /* NULL unless cfg->deny_exec */
 } child_ctx_t;
 
@@ -339,6 +341,17 @@ init_main(const child_ctx_t *c)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (kn_caps_drop_bounding(&err) == 0)
         kn_caps_clear(&err);
+    /* Init talks to the program only through signals, waits and the exec
+     * notifications, but it shares the sandbox: it gets no_new_privs and the
+     * program's filter (less the socket calls of deny_sockets: init reports
+     * over its socket), loaded after the fork so that the program is not
+     * filtered twice. Failing here would leave init less contained than
+     * what it supervises, so it ends the sandbox. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        kn_seccomp_load(c->init_filter, NULL, &err) < 0) {
+        kill(prog, SIGKILL);
+        _exit(KN_CHILD_SETUP_FAILED);
+    }
 
     bool allow_exec = true;
     int status = 0;
@@ -386,12 +399,48 @@ done:
     _exit(0);
 }
 
+/* Init is a copy of the launcher, and /proc/1/cmdline is readable by every
+ * process of the sandbox: without this, a program would read the
+ * launcher's whole command line (host paths, the code of the other sources
+ * of one `kennel run`). The argument area is overwritten in place; its
+ * bounds come from /proc/self/stat (fields 48 and 49), read while /proc is
+ * still the host's. */
+static void
+hide_launcher_args(void)
+{
+    char stat[4096];
+    if (kn_read_file("/proc/self/stat", stat, sizeof stat, NULL) <= 0)
+        return;
+    const char *p = strrchr(stat, ')'); /* the command name may hold spaces */
+    if (!p)
+        return;
+    unsigned long long start = 0, end = 0;
+    int field = 2;
+    for (p++; *p && field < 49; p++) {
+        if (*p != ' ')
+            continue;
+        field++;
+        if (field == 48)
+            start = strtoull(p + 1, NULL, 10);
+        else if (field == 49)
+            end = strtoull(p + 1, NULL, 10);
+    }
+    if (!start || end <= start || end - start > (1u << 24))
+        return;
+    static const char name[] = "kennel-init";
+    size_t len = (size_t)(end - start);
+    char *args = (char *)(uintptr_t)start;
+    memset(args, 0, len);
+    memcpy(args, name, len > sizeof name ? sizeof name : len - 1);
+}
+
 static __attribute__((noreturn)) void
 child_main(child_ctx_t *c)
 {
     kn_error_t err = {0};
     /* Die with the launcher. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    hide_launcher_args();
     msg_t m;
     if (recv_msg(c->sync, &m) != 1 || m.type != MSG_GO)
         _exit(KN_CHILD_SETUP_FAILED);
@@ -527,7 +576,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     sb->cfg = cfg;
     make_id(sb->id, sizeof sb->id);
 
-    kn_bpf_t filter = {0}, notify = {0};
+    kn_bpf_t filter = {0}, notify = {0}, init_filter = {0};
     int bind_fds[KN_MAX_BINDS];
     for (size_t i = 0; i < KN_MAX_BINDS; i++)
         bind_fds[i] = -1;
@@ -536,6 +585,8 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     if (kn_seccomp_build(cfg, &filter, err) < 0)
         goto fail;
     if (cfg->deny_exec && kn_seccomp_build_exec_notify(&notify, err) < 0)
+        goto fail;
+    if (cfg->deny_sockets && kn_seccomp_build(&(kn_config_t){0}, &init_filter, err) < 0)
         goto fail;
     phase(sb, "seccomp", &t);
     if (cfg->landlock && kn_landlock_abi() == 0) {
@@ -562,6 +613,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .bind_fds = bind_fds,
                      .cg = sb->cg,
                      .filter = &filter,
+                     .init_filter = cfg->deny_sockets ? &init_filter : &filter,
                      .exec_notify = cfg->deny_exec ? &notify : NULL};
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
@@ -637,6 +689,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     }
     kn_bpf_free(&filter);
     kn_bpf_free(&notify);
+    kn_bpf_free(&init_filter);
     sb->state = KN_SB_READY;
     *out = sb;
     return 0;
@@ -650,6 +703,7 @@ fail:
         close(sp[1]);
     kn_bpf_free(&filter);
     kn_bpf_free(&notify);
+    kn_bpf_free(&init_filter);
     kn_sandbox_destroy(sb);
     return -1;
 }

@@ -26,20 +26,6 @@ enum MHD_Result kn_http_access(void *cls, struct MHD_Connection *c, const char *
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **req_cls);
 
-int
-kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
-{
-    if (!err)
-        return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    err->code = code;
-    errno = code;
-    return -1;
-}
-
 void
 kn_server_cfg_init(kn_server_cfg_t *cfg)
 {
@@ -237,11 +223,19 @@ fill_paths(kn_server_cfg_t *cfg, kn_error_t *err)
     if (n <= 0)
         return kn_error_set(err, errno, "readlink /proc/self/exe");
     self[n] = '\0';
-    if (!cfg->self_path && set_str(&cfg->self_path, self, err) < 0)
-        return -1;
+    const char *dir = dirname(self);
+    char path[PATH_MAX + 16];
+    if (!cfg->self_path) {
+        /* Shims run from the lean `kennel` binary beside this one (no
+         * HTTP server or SQLite in every supervisor's address space). */
+        snprintf(path, sizeof path, "%s/kennel", dir);
+        if (set_str(&cfg->self_path, path, err) < 0)
+            return -1;
+    }
+    if (access(cfg->self_path, X_OK) < 0)
+        return kn_error_set(err, errno, "kennel (runs the shims) at %s", cfg->self_path);
     if (!cfg->execd_path) {
-        char path[PATH_MAX + 16];
-        snprintf(path, sizeof path, "%s/kennel-execd", dirname(self));
+        snprintf(path, sizeof path, "%s/kennel-execd", dir);
         if (set_str(&cfg->execd_path, path, err) < 0)
             return -1;
     }

@@ -32,7 +32,7 @@ typedef struct kn_server_cfg {
     char *db_path;    /* SQLite file */
     char *run_dir;    /* the shims' run directories live under it */
     char *execd_path; /* host path of kennel-execd */
-    char *self_path;  /* host path of the kennel binary (runs `kennel shim`) */
+    char *self_path;  /* host path of the lean kennel binary (runs `kennel shim`) */
     char *api_keys[KN_SERVER_MAX_KEYS];
     int n_keys;
     /* Image names the API accepts, mapped to a kennel image ("host" or an

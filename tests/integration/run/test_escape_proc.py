@@ -45,6 +45,41 @@ def test_host_processes_invisible_and_unkillable(kn):
         sleeper.wait()
 
 
+def test_init_shows_no_launcher_arguments(kn, hostdir, marker):
+    """Init (pid 1 inside) is a copy of the launcher and /proc/1/cmdline is
+    readable by everyone: the launcher's command line (host paths, the code
+    of the other sources of the same run) must not be in it."""
+    secret = f"other-source-{marker}"
+    reader = PY_GUARD + ("import json\n"
+                         "print(json.dumps([open('/proc/1/cmdline', 'rb').read().decode(errors='replace'),\n"
+                         "                  open('/proc/1/comm').read()]))\n")
+    # Two sources run at once, each in its own sandbox: the reader must not
+    # see the other one's code, nor the host path of the bind.
+    r = kn.run("-t", "10", "--ro-bind", f"{hostdir}:/data", "-c", f"print('{secret}')",
+               "-c", reader)
+    assert r.rc == 0, r
+    lines = [l for l in r.out.splitlines() if l.startswith("[code2]")]
+    assert lines, r
+    cmdline, comm = json.loads(lines[0].split(" ", 1)[1])
+    assert secret not in cmdline and str(hostdir) not in cmdline, cmdline
+    assert cmdline.rstrip("\x00") == "kennel-init", cmdline
+
+
+def test_init_is_filtered_and_has_no_new_privs(kn):
+    """Init gets no_new_privs and a seccomp filter too (after forking the
+    program), in both profiles."""
+    code = "grep -E '^(NoNewPrivs|Seccomp):' /proc/1/status"
+    r = kn.run("--", "sh", "-c", code)
+    assert r.rc == 0, r
+    st = dict(l.split(":\t") for l in r.out.splitlines())
+    assert st == {"NoNewPrivs": "1", "Seccomp": "2"}, st
+    # deny-by-default: one execve only, so read it without a second program.
+    r = kn.run("--profile", "deny-by-default", "--", "python3", "-c",
+               "print([l for l in open('/proc/1/status') if l.startswith(('NoNewPrivs', 'Seccomp:'))])")
+    assert r.rc == 0, r
+    assert "NoNewPrivs:\\t1" in r.out and "Seccomp:\\t2" in r.out, r
+
+
 def test_own_pid_namespace(kn):
     r, p = kn.probe("ps")
     pids = {x["pid"] for x in p["procs"]}
