@@ -142,6 +142,33 @@ def meminfo():
     return d
 
 
+def slabinfo():
+    """Bytes held by each slab cache (num_objs x objsize)."""
+    d = {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith(("slabinfo", "#")):
+                    continue
+                x = line.split()
+                d[x[0]] = int(x[2]) * int(x[3])
+    except OSError:
+        pass
+    return d
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                x = f.read().rsplit(")", 1)[1].split()
+            total += int(x[11]) + int(x[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -489,6 +516,7 @@ class Bench:
         self.limits(n)
         body = dict(SDK_DEFAULT, resourceLimits={"cpu": "1", "memory": "512Mi"})
         before = self.settle()
+        slab_before = slabinfo()
         t0 = time.perf_counter()
         ids = []
         batch = 100
@@ -519,6 +547,15 @@ class Bench:
                 self.note_cgroups(sid)
         made = time.perf_counter() - t0
         after = self.settle(5)
+        slab_after = slabinfo()
+        # What N idle sandboxes cost in CPU: the server (its reaper) and every
+        # process of theirs, over ten seconds of nothing.
+        hz = os.sysconf("SC_CLK_TCK")
+        watched = [self.proc.pid] + self.shims()
+        c0, w0 = cpu_ticks(watched), time.monotonic()
+        time.sleep(10)
+        c1, w1 = cpu_ticks(watched), time.monotonic()
+        srv_ticks = cpu_ticks([self.proc.pid])
         # Every one is alive and answers through the proxy.
         bad = 0
         for sid in ids:
@@ -556,6 +593,17 @@ class Bench:
             self.emit(f"| {what} | {v:.0f} |")
         self.emit(f"| private memory of the shim, init, execd and entrypoint processes "
                   f"(smaps_rollup Private_*) | {priv:.0f} |")
+        self.emit()
+        grew = sorted(((slab_after.get(k, 0) - v0) / n / 1024, k)
+                      for k, v0 in list(slab_before.items()) + [(k, 0) for k in slab_after
+                                                                if k not in slab_before])
+        top = [f"{k} {v:.0f}" for v, k in reversed(grew[-10:]) if v > 1]
+        self.emit("Slab caches that grew most, KiB per sandbox (/proc/slabinfo): " +
+                  ", ".join(top) + ".")
+        self.emit()
+        self.emit(f"CPU while the {n} sat idle for 10 s: {100 * (c1 - c0) / hz / (w1 - w0):.1f}% "
+                  f"of one CPU for the server and all their processes together (the server "
+                  f"alone has used {srv_ticks / hz:.1f} s since it started).")
         self.emit()
         t0 = time.perf_counter()
         self.delete_all(ids)
