@@ -51,6 +51,7 @@ struct kn_cmdstore {
     bool main_taken;
     bool main_done;
     int main_code;
+    kn_cmd_t *main; /* the entrypoint, with a reference, once started */
 };
 
 int
@@ -93,6 +94,12 @@ kn_command_store_free(kn_execd_t *ex)
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
+    if (s->main) {
+        if (s->main->child)
+            kn_child_kill(s->main->child, SIGKILL);
+        cmd_unref_locked(s->main);
+        s->main = NULL;
+    }
     kn_cmd_t *c = s->head;
     s->head = NULL;
     while (c) {
@@ -805,63 +812,31 @@ out:
 
 /* --- the entrypoint --------------------------------------------------------- */
 
-/* The entrypoint is spawned here rather than in its request, so that the
- * supervisor's call returns before fork and exec; when it ends, execd is
- * told (SIGUSR1, taken by main's signal loop) and ends the sandbox. */
-static void *
-main_waiter(void *arg)
-{
-    struct bg_wait *w = arg;
-    struct kn_cmdstore *s = w->ex->cmds;
-    kn_error_t err = {0};
-    int code = 127;
-    char **env = kn_command_env(NULL);
-    const char *argv[] = {kn_command_shell(), "-c", w->cmd->content, NULL};
-    kn_spawn_t sp = {.argv = argv,
-                     .env = (const char *const *)env,
-                     .uid = -1,
-                     .gid = -1,
-                     .stdin_fd = -1,
-                     .stdout_fd = w->cmd->log_fd,
-                     .stderr_fd = w->cmd->log_fd,
-                     .fd3 = -1,
-                     .fd4 = -1};
-    kn_child_t *child = env ? kn_proc_spawn(&sp, &err) : NULL;
-    kn_command_env_free(env);
-    if (child) {
-        pthread_mutex_lock(&s->lock);
-        w->cmd->child = child;
-        pthread_mutex_unlock(&s->lock);
-        kn_child_wait(child, -1, &code);
-        cmd_finish(s, w->cmd, code, code ? "non-zero exit status" : NULL);
-        cmd_release_child(s, w->cmd);
-    } else {
-        const char *why = err.msg[0] ? err.msg : "out of memory";
-        dprintf(w->cmd->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", why);
-        cmd_finish(s, w->cmd, code, why);
-    }
-    fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", w->cmd->id,
-            code);
-    pthread_mutex_lock(&s->lock);
-    s->main_done = true;
-    s->main_code = code;
-    cmd_unref_locked(w->cmd);
-    s->waiters--;
-    pthread_cond_broadcast(&s->idle);
-    pthread_mutex_unlock(&s->lock);
-    free(w);
-    kill(getpid(), SIGUSR1);
-    return NULL;
-}
-
+/* The entrypoint needs no thread of its own: main's signal loop asks after
+ * every SIGCHLD whether it has ended (kn_command_main_ended). */
 bool
 kn_command_main_ended(kn_execd_t *ex, int *code)
 {
     struct kn_cmdstore *s = ex->cmds;
+    int c = 0;
     pthread_mutex_lock(&s->lock);
+    kn_cmd_t *m = s->main;
+    bool check = !s->main_done && m && m->child && kn_child_exited(m->child, &c);
+    if (check) {
+        s->main_done = true;
+        s->main_code = c;
+        s->main = NULL;
+    }
     bool done = s->main_done;
     *code = s->main_code;
     pthread_mutex_unlock(&s->lock);
+    if (check) {
+        cmd_finish(s, m, c, c ? "non-zero exit status" : NULL);
+        cmd_release_child(s, m);
+        cmd_unref(s, m);
+        fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", m->id,
+                c);
+    }
     return done;
 }
 
@@ -951,44 +926,48 @@ kn_command_entrypoint(kn_req_t *req)
     struct run_args a = {.command = json_string_value(json_object_get(body, "command")),
                          .background = true};
     kn_cmd_t *c = cmd_new(&a);
-    struct bg_wait *w = malloc(sizeof *w);
+    char **env = kn_command_env(NULL);
     if (c)
         c->log_fd = memfd_create("execd-entrypoint-log", MFD_CLOEXEC);
-    if (!c || !w || c->log_fd < 0) {
-        free(w);
+    if (!c || !env || c->log_fd < 0) {
+        kn_command_env_free(env);
         if (c)
             cmd_unref(s, c);
         r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot start the entrypoint");
         goto out;
     }
+    const char *argv[] = {kn_command_shell(), "-c", c->content, NULL};
+    kn_spawn_t sp = {.argv = argv,
+                     .env = (const char *const *)env,
+                     .uid = -1,
+                     .gid = -1,
+                     .stdin_fd = -1,
+                     .stdout_fd = c->log_fd,
+                     .stderr_fd = c->log_fd,
+                     .fd3 = -1,
+                     .fd4 = -1};
+    kn_error_t err = {0};
+    c->child = kn_proc_spawn(&sp, &err);
+    kn_command_env_free(env);
     store_add(s, c);
-    *w = (struct bg_wait){req->ex, c, 0};
     pthread_mutex_lock(&s->lock);
-    s->waiters++;
-    c->refs++; /* the waiter's */
-    pthread_mutex_unlock(&s->lock);
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 64 * 1024);
-    int rc = pthread_create(&t, &at, main_waiter, w);
-    pthread_attr_destroy(&at);
-    if (rc != 0) {
-        /* No waiter: the entrypoint cannot run, which ends the sandbox. */
-        cmd_finish(s, c, 127, "cannot start waiter thread");
-        pthread_mutex_lock(&s->lock);
-        s->waiters--;
-        c->refs--;
+    if (c->child) {
+        c->refs++; /* the store's main reference */
+        s->main = c;
+    } else {
+        /* It cannot run: that ends the sandbox, as for a container. */
         s->main_done = true;
         s->main_code = 127;
-        pthread_mutex_unlock(&s->lock);
-        free(w);
-        cmd_unref(s, c);
-        kill(getpid(), SIGUSR1);
-        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot start waiter thread");
-        goto out;
     }
+    pthread_mutex_unlock(&s->lock);
+    if (!c->child) {
+        dprintf(c->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", err.msg);
+        cmd_finish(s, c, 127, err.msg);
+        fprintf(stderr, "kennel-execd: cannot start the entrypoint: %s\n", err.msg);
+    }
+    /* A quick entrypoint may have ended before it was recorded as the main
+     * one: main's loop looks again. */
+    kill(getpid(), SIGUSR1);
     kn_buf_t ev = {0};
     kn_stream_text(&ev, "init", c->id, strlen(c->id));
     kn_stream_event(&ev, "execution_complete", json_pack("{s:i}", "execution_time", 0));

@@ -146,7 +146,7 @@ kn_execd_main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGUSR1); /* the entrypoint ended (command.c) */
+    sigaddset(&set, SIGUSR1); /* look at the entrypoint (command.c) */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -185,6 +185,8 @@ kn_execd_main(int argc, char **argv)
             continue;
         if (sig == SIGCHLD) {
             kn_proc_reap();
+            if ((main_ended = kn_command_main_ended(&ex, &code)))
+                break;
             continue;
         }
         if (sig == SIGUSR1) {
