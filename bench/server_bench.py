@@ -396,7 +396,7 @@ class Bench:
         served = sum(1 for line in read(os.path.join(self.dir, "serve.log")).splitlines()
                      if "taken from a warm pool" in line)
         self.emit(f"Served by the pool: {served} of {2 * self.args.rounds} creates "
-                  "(the rest found it empty and were made cold).")
+                  "(any other found it empty and was made cold).")
         self.emit()
         return results
 
@@ -504,6 +504,22 @@ class Bench:
                 "KernelStack": grow("KernelStack"), "PageTables": grow("PageTables"),
                 "Percpu": grow("Percpu"), "AnonPages": grow("AnonPages")}
 
+    def sandbox_pids(self, ids):
+        """Every process of the sandboxes: each one's init (from the shim's
+        record) and its descendants (init hides its command line)."""
+        found = []
+        for sid in ids:
+            try:
+                todo = [json.loads(read(os.path.join(self.run_dir, sid, "state.json")))["pid"]]
+            except (ValueError, KeyError):
+                continue
+            while todo:
+                pid = todo.pop()
+                found.append(pid)
+                for t in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}") else []:
+                    todo += [int(x) for x in read(f"/proc/{pid}/task/{t}/children").split()]
+        return found
+
     def private_kib(self, pids):
         total = 0
         for pid in pids:
@@ -551,7 +567,8 @@ class Bench:
         # What N idle sandboxes cost in CPU: the server (its reaper) and every
         # process of theirs, over ten seconds of nothing.
         hz = os.sysconf("SC_CLK_TCK")
-        watched = [self.proc.pid] + self.shims()
+        procs = self.shims() + self.sandbox_pids(ids)
+        watched = [self.proc.pid] + procs
         c0, w0 = cpu_ticks(watched), time.monotonic()
         time.sleep(10)
         c1, w1 = cpu_ticks(watched), time.monotonic()
@@ -561,7 +578,6 @@ class Bench:
         for sid in ids:
             st, _ = self.conn.request("GET", f"/sandboxes/{sid}/proxy/44772/ping")
             bad += st != 200
-        procs = self.shims()
         priv = self.private_kib(procs) / n
         d = self.delta_rows(before, after, n)
         tasks = int(read("/proc/loadavg").split()[3].split("/")[1])
@@ -581,8 +597,8 @@ class Bench:
                   f"{n / made:.0f}/s)")
         self.emit()
         self.emit(f"Running (listed): {running}; answering /ping through the proxy: "
-                  f"{n - bad} of {n}; tasks on the host: {tasks}; processes of the run "
-                  f"directory: {len(procs)}. With all of them up: a create took "
+                  f"{n - bad} of {n}; tasks on the host: {tasks}; processes of theirs "
+                  f"(shims; init, execd, entrypoint in each): {len(procs)}. With all of them up: a create took "
                   f"{busy_create:.1f} ms, a list (page of 100) {list_ms:.1f} ms.")
         self.emit()
         self.emit("| host memory per sandbox | KiB |")
