@@ -598,7 +598,8 @@ class Bench:
         self.emit()
         self.emit(f"Running (listed): {running}; answering /ping through the proxy: "
                   f"{n - bad} of {n}; tasks on the host: {tasks}; processes of theirs "
-                  f"(shims; init, execd, entrypoint in each): {len(procs)}. With all of them up: a create took "
+                  f"(shims; init, execd, entrypoint in each): {len(procs)}. "
+                  f"With all of them up: a create took "
                   f"{busy_create:.1f} ms, a list (page of 100) {list_ms:.1f} ms.")
         self.emit()
         self.emit("| host memory per sandbox | KiB |")
