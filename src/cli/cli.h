@@ -30,5 +30,6 @@ int kn_cmd_resume(int argc, char **argv);
 int kn_cmd_renew(int argc, char **argv);
 int kn_cmd_rm(int argc, char **argv);
 int kn_cmd_image(int argc, char **argv);
+int kn_cmd_snapshot(int argc, char **argv);
 
 #endif

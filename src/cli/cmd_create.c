@@ -12,12 +12,14 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: kennel create [-s URL] [--image NAME] [--timeout SECONDS | --no-timeout]\n"
+            "usage: kennel create [-s URL] [--image NAME | --snapshot ID]\n"
+            "                     [--timeout SECONDS | --no-timeout]\n"
             "                     [--cpu Q] [--memory Q] [-e KEY=VALUE]... [--meta KEY=VALUE]...\n"
             "                     [--pool NAME] [--json] [-- ENTRYPOINT...]\n"
             "Creates a sandbox on a `kennel serve` (KENNEL_SERVER, OPEN_SANDBOX_API_KEY) and\n"
             "prints its id once execd inside answers. Defaults: image host, timeout 600,\n"
-            "cpu 1, memory 2Gi, entrypoint tail -f /dev/null.\n");
+            "cpu 1, memory 2Gi, entrypoint tail -f /dev/null (with --image NAME of the\n"
+            "server's store: the image's entrypoint and cmd when none is given).\n");
 }
 
 static int
@@ -38,22 +40,17 @@ int
 kn_cmd_create(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"image", required_argument, 0, 'i'},
-        {"timeout", required_argument, 0, 't'},
-        {"no-timeout", no_argument, 0, 'T'},
-        {"cpu", required_argument, 0, 'c'},
-        {"memory", required_argument, 0, 'm'},
-        {"env", required_argument, 0, 'e'},
-        {"meta", required_argument, 0, 'M'},
-        {"pool", required_argument, 0, 'p'},
-        {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"image", required_argument, 0, 'i'},   {"snapshot", required_argument, 0, 'S'},
+        {"timeout", required_argument, 0, 't'}, {"no-timeout", no_argument, 0, 'T'},
+        {"cpu", required_argument, 0, 'c'},     {"memory", required_argument, 0, 'm'},
+        {"env", required_argument, 0, 'e'},     {"meta", required_argument, 0, 'M'},
+        {"pool", required_argument, 0, 'p'},    {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     const char *server = kn_client_server_arg(&argc, argv);
     json_t *env = json_object(), *meta = json_object(), *limits = json_object();
     json_t *req = json_pack("{s:{s:s}, s:i}", "image", "uri", "host", "timeout", 600);
-    bool as_json = false;
+    bool as_json = false, image_given = false;
     int rc = KN_EXIT_KENNEL, c;
     json_object_set_new(limits, "cpu", json_string("1"));
     json_object_set_new(limits, "memory", json_string("2Gi"));
@@ -63,6 +60,11 @@ kn_cmd_create(int argc, char **argv)
         switch (c) {
         case 'i':
             json_object_set_new(req, "image", json_pack("{s:s}", "uri", optarg));
+            image_given = strcmp(optarg, "host") != 0;
+            break;
+        case 'S':
+            json_object_del(req, "image");
+            json_object_set_new(req, "snapshotId", json_string(optarg));
             break;
         case 't':
             json_object_set_new(req, "timeout", json_integer(atoll(optarg)));
@@ -103,12 +105,17 @@ kn_cmd_create(int argc, char **argv)
     for (int i = optind; i < argc; i++)
         if (strcmp(argv[i], "--") != 0 || i != optind)
             json_array_append_new(ep, json_string(argv[i]));
-    if (json_array_size(ep) == 0) {
+    /* No entrypoint: a named image's own (the server applies it), else
+     * the SDK's default. */
+    if (json_array_size(ep) == 0 && !image_given && !json_object_get(req, "snapshotId")) {
         json_t *dflt = json_pack("[s,s,s]", "tail", "-f", "/dev/null");
         json_array_extend(ep, dflt);
         json_decref(dflt);
     }
-    json_object_set_new(req, "entrypoint", ep);
+    if (json_array_size(ep))
+        json_object_set_new(req, "entrypoint", ep);
+    else
+        json_decref(ep);
     json_object_set(req, "resourceLimits", limits);
     json_object_set(req, "env", env);
     json_object_set(req, "metadata", meta);

@@ -23,6 +23,7 @@
 #include "jsonw.h"
 #include "sandbox.h"
 #include "util.h"
+#include "wlayer.h"
 
 #define MAX_SOURCES 32
 #define MAX_XFER 32
@@ -63,6 +64,7 @@ typedef struct run_opts {
     bool json, quiet;
     uint64_t stdout_cap, stderr_cap;
     kn_net_policy_t net;
+    uint64_t disk;   /* --disk: a disk-backed writable layer of this size */
     kn_image_t *img; /* --image named a stored image: held open for the run */
 } run_opts_t;
 
@@ -112,6 +114,9 @@ usage(FILE *f)
             "      --image IMAGE      host (default), an absolute rootfs directory, or an\n"
             "                         imported image: NAME[:TAG], NAME@sha256:D, sha256:D\n"
             "                         (kennel image); with no command, its entrypoint+cmd\n"
+            "      --disk SIZE        writable layer on disk, bounded to SIZE (256m, 2g),\n"
+            "                         instead of tmpfs; made in $KENNEL_LAYER_DIR or\n"
+            "                         /var/lib/kennel/layers, gone when the run ends (root)\n"
             "      --ro-bind SRC:DST  bind a host path read-only\n"
             "      --bind SRC:DST     bind a host path writable\n"
             "      --stdout-limit SIZE, --stderr-limit SIZE  output caps (1m, 100k)\n"
@@ -239,6 +244,14 @@ build_config(job_t *j, const run_opts_t *o, kn_error_t *err)
         cfg->pids = (uint32_t)o->pids;
     if (o->net.enabled || o->net.n_expose)
         cfg->net = o->net;
+    if (o->disk) {
+        const char *dir = getenv("KENNEL_LAYER_DIR");
+        cfg->wlayer = KN_WLAYER_DISK;
+        cfg->root_size = o->disk;
+        if (kn_config_set_str(&cfg->wlayer_dir, dir && dir[0] ? dir : KN_LAYER_DIR_DEFAULT, err) <
+            0)
+            return -1;
+    }
     for (int i = 0; i < o->n_env; i++)
         if (kn_config_setenv(cfg, o->env[i], err) < 0)
             return -1;
@@ -764,6 +777,10 @@ apply_option(run_opts_t *o, int c, const char *optarg)
         o->net.expose[o->net.n_expose++].outside = (uint16_t)out;
         break;
     }
+    case 275:
+        if (kn_parse_size(optarg, &o->disk) < 0 || o->disk == 0)
+            return fail("invalid --disk '%s' (a size: 256m, 2g)", optarg);
+        break;
     case 274:
         if (snprintf(o->net.dns_upstream, sizeof o->net.dns_upstream, "%s", optarg) >=
             (int)sizeof o->net.dns_upstream)
@@ -804,6 +821,7 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         {"deny-cidr", required_argument, 0, 272},
         {"expose", required_argument, 0, 273},
         {"dns-upstream", required_argument, 0, 274},
+        {"disk", required_argument, 0, 275},
         {0, 0, 0, 0},
     };
     int dd = argc; /* index of "--" */

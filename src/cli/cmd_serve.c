@@ -21,7 +21,8 @@ usage(FILE *f)
             "\n"
             "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
             "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
-            "                           readyTimeoutMs); flags override it\n"
+            "                           readyTimeoutMs, imageStore, writableLayer, layerDir);\n"
+            "                           flags override it\n"
             "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
             "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
             "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
@@ -35,6 +36,11 @@ usage(FILE *f)
             "                           other pools: \"pools\" in the config\n"
             "      --max-sandboxes N    refuse creates (409) past N live sandboxes (0: no limit)\n"
             "      --public-host HOST[:PORT]  what endpoints name (default: the request's Host)\n"
+            "      --image-store DIR    images that creates may name (default $KENNEL_STORE or\n"
+            "                           /var/lib/kennel/images; see kennel image)\n"
+            "      --writable-layer tmpfs|disk  where sandboxes' writes go (default tmpfs); disk:\n"
+            "                           an ext4 image of ephemeral-storage bytes, reserved\n"
+            "      --layer-dir DIR      where disk layers are made (/var/lib/kennel/layers)\n"
             "  -q, --quiet              no request log lines\n"
             "\n"
             "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -74,6 +80,9 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"pool", required_argument, 0, 264},
         {"max-sandboxes", required_argument, 0, 265},
         {"public-host", required_argument, 0, 266},
+        {"image-store", required_argument, 0, 300},
+        {"writable-layer", required_argument, 0, 301},
+        {"layer-dir", required_argument, 0, 302},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -180,6 +189,24 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             free(cfg->public_host);
             cfg->public_host = strdup(optarg);
             break;
+        case 300:
+        case 302:
+            if (optarg[0] != '/') {
+                fprintf(stderr, "kennel serve: --%s wants an absolute path\n",
+                        c == 300 ? "image-store" : "layer-dir");
+                return KN_EXIT_KENNEL;
+            }
+            free(c == 300 ? cfg->image_store : cfg->layer_dir);
+            *(c == 300 ? &cfg->image_store : &cfg->layer_dir) = strdup(optarg);
+            break;
+        case 301: {
+            kn_error_t werr = {0};
+            if (kn_server_cfg_set_wlayer(cfg, optarg, &werr) < 0) {
+                fprintf(stderr, "kennel serve: --writable-layer: %s\n", werr.msg);
+                return KN_EXIT_KENNEL;
+            }
+            break;
+        }
         case 'q':
             cfg->log_requests = false;
             break;

@@ -54,6 +54,7 @@ static const kn_command_t commands[] = {
     {"renew", "set a sandbox to expire SECONDS from now", kn_cmd_renew},
     {"rm", "delete sandboxes of a kennel serve", kn_cmd_rm},
     {"image", "import, list, inspect and remove images (OCI, docker save)", kn_cmd_image},
+    {"snapshot", "snapshot a sandbox of a kennel serve (its files); list, remove", kn_cmd_snapshot},
 };
 
 static void

@@ -37,6 +37,19 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
+#endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 0x00000001
+#define FSMOUNT_CLOEXEC 0x00000001
+#endif
+/* fsconfig commands (linux/mount.h; named apart from glibc's enum). */
+#define KN_FSCONFIG_SET_FLAG 0
+#define KN_FSCONFIG_SET_STRING 1
+#define KN_FSCONFIG_CMD_CREATE 6
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -102,6 +115,24 @@ static inline int
 kn_sys_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr)
 {
     return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof *attr);
+}
+
+static inline int
+kn_sys_fsopen(const char *fsname, unsigned flags)
+{
+    return (int)syscall(SYS_fsopen, fsname, flags);
+}
+
+static inline int
+kn_sys_fsconfig(int fd, unsigned cmd, const char *key, const char *value)
+{
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, 0);
+}
+
+static inline int
+kn_sys_fsmount(int fd, unsigned flags, unsigned attr)
+{
+    return (int)syscall(SYS_fsmount, fd, flags, attr);
 }
 
 #endif

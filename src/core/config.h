@@ -17,6 +17,8 @@
 #define KN_MAX_BINDS 64
 #define KN_MAX_ENV 1024
 
+typedef enum kn_wlayer_kind { KN_WLAYER_TMPFS = 0, KN_WLAYER_DISK } kn_wlayer_kind_t;
+
 typedef struct kn_bind {
     char *src; /* host path (absolute after validation) */
     char *dst; /* path inside the sandbox, absolute */
@@ -31,6 +33,10 @@ typedef struct kn_config {
      * root is then an overlay of them under a writable tmpfs layer. */
     char *image_layer_dir;
     char **image_layers;
+    /* A snapshot of a sandbox whose root was the host or a rootfs
+     * directory: its layers go over that root's writable places (/work,
+     * /tmp, /var/tmp), not over a whole image. NULL otherwise. */
+    char *image_base;
 
     /* The process. */
     char **argv; /* NULL-terminated; argv[0] is looked up in PATH inside */
@@ -43,11 +49,16 @@ typedef struct kn_config {
 
     /* Filesystem. */
     bool root_readonly; /* the writable layer is read-only too */
-    uint64_t root_size; /* bytes of the writable layer (tmpfs) */
-    uint64_t tmp_size;  /* bytes of /tmp */
-    bool tmp_noexec;    /* /tmp mounted noexec */
-    bool in_out;        /* provide /in (read-only) and /out (writable) */
-    bool hide_home;     /* /root and /home of the host are not shown */
+    uint64_t root_size; /* bytes of the writable layer */
+    /* Where the writable layer lives: memory (tmpfs, charged to the
+     * sandbox's memory cgroup) or a file system image of root_size bytes on
+     * disk, made under wlayer_dir (see wlayer.h). */
+    kn_wlayer_kind_t wlayer;
+    char *wlayer_dir;
+    uint64_t tmp_size; /* bytes of /tmp */
+    bool tmp_noexec;   /* /tmp mounted noexec */
+    bool in_out;       /* provide /in (read-only) and /out (writable) */
+    bool hide_home;    /* /root and /home of the host are not shown */
     kn_bind_t binds[KN_MAX_BINDS];
     size_t n_binds;
 

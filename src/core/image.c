@@ -68,6 +68,12 @@ store_blob_json(int storefd, const char *hex, const char *what, kn_error_t *err)
     return j;
 }
 
+json_t *
+kn_image_blob_json(int storefd, const char *hex, const char *what, kn_error_t *err)
+{
+    return store_blob_json(storefd, hex, what, err);
+}
+
 static int
 verify_layer(int storefd, const char *hex, bool pinned, kn_error_t *err)
 {
@@ -114,6 +120,7 @@ kn_image_close(kn_image_t *img)
     kn_image_strv_free(img->cmd);
     free(img->workdir);
     free(img->user);
+    free(img->base);
     free(img);
 }
 
@@ -127,8 +134,13 @@ load_config(kn_image_t *img, json_t *config, kn_error_t *err)
         return -1;
     const char *wd = json_string_value(json_object_get(c, "WorkingDir"));
     const char *user = json_string_value(json_object_get(c, "User"));
+    const char *base =
+        json_string_value(json_object_get(json_object_get(c, "Labels"), KN_IMAGE_LABEL_BASE));
+    if (base && strcmp(base, "host") && (base[0] != '/' || strstr(base, "/..")))
+        return kn_error_set(err, EINVAL, "image config: base '%s' is not host or a directory",
+                            base);
     if ((wd && wd[0] && !(img->workdir = strdup(wd))) ||
-        (user && user[0] && !(img->user = strdup(user))))
+        (user && user[0] && !(img->user = strdup(user))) || (base && !(img->base = strdup(base))))
         return kn_error_set(err, ENOMEM, "image config");
     return 0;
 }
@@ -176,8 +188,9 @@ out:
     return rc;
 }
 
-int
-kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *err)
+/* verify: 1 re-hash the layer trees, 0 do not, -1 when the ref pins a digest. */
+static int
+open_image(const char *store, const char *ref, int verify, kn_image_t **out, kn_error_t *err)
 {
     int storefd = kn_image_store_open(store, false, err);
     if (storefd < 0)
@@ -197,6 +210,8 @@ kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *
     int rc = -1;
     if (kn_image_ref_resolve(storefd, ref, hex, &img->pinned, err) < 0)
         goto out;
+    if (verify >= 0)
+        img->pinned = verify;
     snprintf(img->digest, sizeof img->digest, "sha256:%s", hex);
     snprintf(rec, sizeof rec, "images/%s", hex);
     img->lock = kn_image_open_beneath(storefd, rec, O_RDONLY);
@@ -232,6 +247,21 @@ out:
     kn_image_close(img);
     close(storefd);
     return rc;
+}
+
+int
+kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *err)
+{
+    return open_image(store, ref, -1, out, err);
+}
+
+int
+kn_image_open_digest(const char *store, const char *digest, bool verify_trees, kn_image_t **out,
+                     kn_error_t *err)
+{
+    if (strncmp(digest, "sha256:", 7) != 0)
+        return kn_error_set(err, EINVAL, "'%s' is not a sha256 digest", digest);
+    return open_image(store, digest, verify_trees, out, err);
 }
 
 /* The topmost copy of a file in the image's layers (NULL if none, or
@@ -362,7 +392,8 @@ kn_image_apply_config(kn_config_t *cfg, const kn_image_t *img, kn_error_t *err)
         }
     kn_image_strv_free(cfg->image_layers);
     cfg->image_layers = layers;
-    if (kn_config_set_str(&cfg->image_layer_dir, img->layer_dir, err) < 0)
+    if (kn_config_set_str(&cfg->image_layer_dir, img->layer_dir, err) < 0 ||
+        kn_config_set_str(&cfg->image_base, img->base, err) < 0)
         return -1;
     for (char **e = img->env; e && *e; e++)
         if (strchr(*e, '=') && **e != '=' && kn_config_setenv(cfg, *e, err) < 0)
@@ -635,17 +666,19 @@ sweep(int storefd, const char *dir, char **live, size_t n, bool any_name)
     return freed;
 }
 
-int
-kn_image_prune(const char *store, size_t *freed, kn_error_t *err)
+/* images: also remove images no name points at. wait: for the lock
+ * (otherwise give up at once, and return 0, when imports run). */
+static int
+prune(const char *store, bool images, bool wait, size_t *freed, kn_error_t *err)
 {
     *freed = 0;
     int storefd = kn_image_store_open(store, false, err);
     if (storefd < 0)
         return errno == ENOENT ? 0 : -1; /* no store: nothing to prune */
-    int lock = kn_image_store_lock(storefd, LOCK_EX, err);
+    int lock = kn_image_store_lock(storefd, wait ? LOCK_EX : LOCK_EX | LOCK_NB, err);
     if (lock < 0) {
         close(storefd);
-        return -1;
+        return !wait && err->code == EWOULDBLOCK ? 0 : -1;
     }
     kn_image_info_t *list = NULL;
     size_t n = 0;
@@ -654,7 +687,7 @@ kn_image_prune(const char *store, size_t *freed, kn_error_t *err)
     int rc = kn_image_list(store, &list, &n, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *hex = list[i].digest + 7;
-        if (!list[i].names || !list[i].names[0]) {
+        if (images && (!list[i].names || !list[i].names[0])) {
             kn_error_t busy = {0};
             if (remove_image(storefd, hex, true, "", &busy) == 0) {
                 (*freed)++;
@@ -674,6 +707,83 @@ kn_image_prune(const char *store, size_t *freed, kn_error_t *err)
     free(live);
     kn_image_list_free(list, n);
     close(lock);
+    close(storefd);
+    return rc;
+}
+
+int
+kn_image_prune(const char *store, size_t *freed, kn_error_t *err)
+{
+    return prune(store, true, true, freed, err);
+}
+
+int
+kn_image_gc(const char *store, size_t *freed, kn_error_t *err)
+{
+    return prune(store, false, false, freed, err);
+}
+
+int
+kn_image_resolve(const char *store, const char *ref, char *digest, size_t len, kn_error_t *err)
+{
+    int storefd = kn_image_store_open(store, false, err);
+    if (storefd < 0)
+        return -1;
+    hex_t hex;
+    bool pinned;
+    int rc = kn_image_ref_resolve(storefd, ref, hex, &pinned, err);
+    if (rc == 0) {
+        char rec[128];
+        snprintf(rec, sizeof rec, "images/%s", hex);
+        if (faccessat(storefd, rec, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+            rc = kn_error_set(err, errno, "image sha256:%s is not in the store", hex);
+        else
+            snprintf(digest, len, "sha256:%s", hex);
+    }
+    close(storefd);
+    return rc;
+}
+
+/* The "source" of an image record ("snapshot" for kn_image_commit's). */
+static bool
+record_is_snapshot(int storefd, const char *hex)
+{
+    char path[128];
+    snprintf(path, sizeof path, "images/%s", hex);
+    size_t len;
+    kn_error_t ignored = {0};
+    char *body = kn_image_slurp_at(storefd, path, 4096, &len, &ignored);
+    json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+    const char *src = json_string_value(json_object_get(j, "source"));
+    bool snap = src && !strcmp(src, "snapshot");
+    json_decref(j);
+    free(body);
+    return snap;
+}
+
+int
+kn_image_tag(const char *store, const char *digest, const char *name, bool only_over_snapshots,
+             kn_error_t *err)
+{
+    hex_t hex, cur;
+    bool pinned;
+    if (kn_image_digest_hex(digest, hex, err) < 0)
+        return -1;
+    if (strchr(name, '@'))
+        return kn_error_set(err, EINVAL, "'%s' is not NAME[:TAG]", name);
+    char norm[300];
+    if (kn_image_ref_normalize(name, norm, sizeof norm, err) < 0)
+        return -1;
+    int storefd = kn_image_store_open(store, false, err);
+    if (storefd < 0)
+        return -1;
+    int rc = 0;
+    kn_error_t ignored = {0};
+    if (only_over_snapshots && kn_image_ref_resolve(storefd, norm, cur, &pinned, &ignored) == 0 &&
+        strcmp(cur, hex) && !record_is_snapshot(storefd, cur))
+        rc = kn_error_set(err, EEXIST, "%s names an imported image already", norm);
+    if (rc == 0)
+        rc = kn_image_ref_write(storefd, norm, hex, err);
     close(storefd);
     return rc;
 }

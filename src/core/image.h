@@ -24,6 +24,10 @@
 
 #define KN_IMAGE_STORE_DEFAULT "/var/lib/kennel/images"
 #define KN_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL */
+/* Config labels kennel writes on snapshot images. */
+#define KN_IMAGE_LABEL_BASE "io.kennel.base"
+#define KN_IMAGE_LABEL_SNAPSHOT "io.kennel.snapshot"
+#define KN_IMAGE_LABEL_SANDBOX "io.kennel.snapshot.sandbox"
 
 /* An opened image; the store's files stay as they are while it is open
  * (kn_image_remove refuses). Free with kn_image_close. */
@@ -38,6 +42,9 @@ typedef struct kn_image {
     /* From the image config; NULL when the image does not set them. */
     char **env, **entrypoint, **cmd; /* NULL-terminated */
     char *workdir, *user;
+    /* A snapshot of a host or rootfs-directory sandbox: "host" or the
+     * directory its layers go over (config label io.kennel.base). */
+    char *base;
     int lock; /* shared flock on the image record */
 } kn_image_t;
 
@@ -87,12 +94,48 @@ int kn_image_import_with(const char *store, const char *path, const char *name,
 /* Resolves ref (NAME[:TAG], NAME@sha256:D, sha256:D), verifies it (see the
  * top of this file) and holds it open. *out is set only on success. */
 int kn_image_open(const char *store, const char *ref, kn_image_t **out, kn_error_t *err);
+/* Opens a manifest digest ("sha256:HEX") that the caller resolved (and
+ * verified) before; layer trees are re-hashed only when verify_trees. */
+int kn_image_open_digest(const char *store, const char *digest, bool verify_trees, kn_image_t **out,
+                         kn_error_t *err);
 void kn_image_close(kn_image_t *img);
 
 /* Makes cfg run img: its layers become the root; its env is set over the
  * profile's; argv becomes entrypoint+cmd; workdir and user apply. Call it
  * before the request's own settings so that they override the image's. */
 int kn_image_apply_config(kn_config_t *cfg, const kn_image_t *img, kn_error_t *err);
+
+/* A snapshot: a sandbox's writable layer on top of the image it ran. */
+typedef struct kn_image_commit_opts {
+    const char *base;          /* the image the sandbox ran ("sha256:HEX"), or NULL */
+    const char *base_root;     /* without base: "host" or the rootfs directory */
+    const char *name;          /* NAME[:TAG] to point at the new image, or NULL */
+    const char *const *labels; /* "KEY=VALUE" config labels to set; NULL-terminated or NULL */
+    const char *comment;       /* its history entry */
+} kn_image_commit_opts_t;
+
+typedef struct kn_image_commit_stats {
+    uint64_t files, bytes;       /* regular files and their bytes */
+    uint64_t whiteouts, opaque;  /* deletions and replaced directories */
+    uint64_t skipped;            /* sockets, devices, names the format reserves (.wh.*) */
+    uint64_t symlinks_rewritten; /* relative targets above the root made absolute */
+} kn_image_commit_stats_t;
+
+/* Makes a new image of upper_fd (the overlayfs upper directory of a
+ * sandbox's writable layer, see wlayer.h) over its base: the directory
+ * becomes one more layer, stored and verified like an imported one; the
+ * base's config is kept (labels added). Nothing is stored unless all of
+ * it is (see image_commit.c). The caller freezes the sandbox meanwhile;
+ * the process's umask is 022 during the call (single-threaded callers). */
+int kn_image_commit(const char *store, int upper_fd, const kn_image_commit_opts_t *o,
+                    kn_image_info_t *info, kn_image_commit_stats_t *stats, kn_error_t *err);
+
+/* The manifest digest ref names ("sha256:HEX" into digest), if stored. */
+int kn_image_resolve(const char *store, const char *ref, char *digest, size_t len, kn_error_t *err);
+/* Points NAME[:TAG] at the image digest names. only_over_snapshots: a
+ * name that points at an imported image is left alone (EEXIST). */
+int kn_image_tag(const char *store, const char *digest, const char *name, bool only_over_snapshots,
+                 kn_error_t *err);
 
 /* Every image in the store. *out is an array of *n entries; free with
  * kn_image_list_free. */
@@ -108,5 +151,8 @@ int kn_image_remove(const char *store, const char *ref, kn_error_t *err);
 /* Removes images no name points at (unless open), then layers and blobs no
  * image uses, and staging leftovers. *freed: entries removed. */
 int kn_image_prune(const char *store, size_t *freed, kn_error_t *err);
+/* Removes only the layers and blobs no image uses (every image stays), and
+ * only if no import or commit holds the store right now. */
+int kn_image_gc(const char *store, size_t *freed, kn_error_t *err);
 
 #endif

@@ -395,6 +395,8 @@ typedef struct importer {
     size_t layer, n_layers; /* the layer being imported, for progress */
 } importer_t;
 
+static void importer_ids(importer_t *im);
+
 /* Opens the source range of a layer and sniffs its compression. */
 static int
 layer_open(importer_t *im, const char *path, uint64_t want_size, const char *blob_hex,
@@ -564,6 +566,77 @@ out:
     kn_image_sha_free(&L.hu);
     if (owned >= 0)
         close(owned);
+    return rc;
+}
+
+/* An uncompressed layer tar from any source, hashed as it is read. */
+typedef struct hashed_src {
+    kn_tar_src_t src;
+    sha_t h;
+    uint64_t bytes;
+} hashed_src_t;
+
+static ssize_t
+hashed_read(void *ctx, void *buf, size_t n, kn_error_t *err)
+{
+    hashed_src_t *hs = ctx;
+    ssize_t r = hs->src.read(hs->src.ctx, buf, n, err);
+    if (r > 0) {
+        kn_image_sha_update(&hs->h, buf, (size_t)r);
+        hs->bytes += (uint64_t)r;
+    }
+    return r;
+}
+
+int
+kn_image_store_layer(int storefd, kn_tar_src_t src, char *diff_hex, uint64_t *tar_bytes,
+                     kn_image_info_t *info, kn_error_t *err)
+{
+    importer_t im = {.store = storefd, .info = info, .n_layers = 1};
+    importer_ids(&im);
+    hashed_src_t hs = {.src = src};
+    kn_image_sha_init(&hs.h);
+    char stage[64] = "";
+    int stagefd = -1, fsfd = -1, rc = -1;
+    if (stage_open(&im, stage, sizeof stage, &stagefd, &fsfd, err) < 0)
+        goto out;
+    kn_tar_t t;
+    kn_tar_init(&t, (kn_tar_src_t){hashed_read, NULL, &hs});
+    kn_tar_stats_t st = {0};
+    int xr = kn_tar_extract(&t, fsfd, &im.opts, &st, err);
+    kn_tar_free(&t);
+    if (xr < 0)
+        goto out;
+    char drain[4096];
+    ssize_t r;
+    while ((r = hashed_read(&hs, drain, sizeof drain, err)) > 0)
+        ;
+    if (r < 0)
+        goto out;
+    kn_image_sha_final_hex(&hs.h, diff_hex);
+    if (!diff_hex[0]) {
+        kn_error_set(err, ENOMEM, "hash the layer");
+        goto out;
+    }
+    int stored = stage_commit(&im, stage, stagefd, fsfd, diff_hex, err);
+    if (stored < 0)
+        goto out;
+    if (stored) {
+        stage[0] = '\0';
+        info->layers_new++;
+    }
+    info->devices_skipped += st.devices_skipped;
+    info->setid_cleared += st.setid_cleared;
+    *tar_bytes = hs.bytes;
+    rc = 0;
+out:
+    if (fsfd >= 0)
+        close(fsfd);
+    if (stagefd >= 0)
+        close(stagefd);
+    if (stage[0])
+        kn_image_rm_tree_at(storefd, stage);
+    kn_image_sha_free(&hs.h);
     return rc;
 }
 
@@ -818,10 +891,10 @@ out:
 }
 
 static uint64_t
-record_size(const parsed_t *p, int storefd)
+record_size(json_t *config, int storefd)
 {
     uint64_t total = 0;
-    json_t *diffs = json_object_get(json_object_get(p->config, "rootfs"), "diff_ids");
+    json_t *diffs = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
     size_t i;
     json_t *d;
     json_array_foreach(diffs, i, d)
@@ -843,41 +916,57 @@ record_size(const parsed_t *p, int storefd)
     return total;
 }
 
-static int
-finish_import(importer_t *im, parsed_t *p, const char *name, kn_error_t *err)
+int
+kn_image_store_image(int storefd, const kn_image_blobs_t *b, const char *name, json_t *extra,
+                     kn_image_info_t *info, kn_error_t *err)
 {
-    if (store_blob(im->store, p->config_hex, p->config_raw, p->config_len, err) < 0 ||
-        store_blob(im->store, p->manifest_hex, p->manifest_raw, p->manifest_len, err) < 0)
+    if (store_blob(storefd, b->config_hex, b->config_raw, b->config_len, err) < 0 ||
+        store_blob(storefd, b->manifest_hex, b->manifest_raw, b->manifest_len, err) < 0)
         return -1;
-    kn_image_info_t *info = im->info;
-    snprintf(info->digest, sizeof info->digest, "sha256:%s", p->manifest_hex);
-    snprintf(info->config_digest, sizeof info->config_digest, "sha256:%s", p->config_hex);
+    snprintf(info->digest, sizeof info->digest, "sha256:%s", b->manifest_hex);
+    snprintf(info->config_digest, sizeof info->config_digest, "sha256:%s", b->config_hex);
     now_rfc3339(info->imported, sizeof info->imported);
     info->n_layers =
-        json_array_size(json_object_get(json_object_get(p->config, "rootfs"), "diff_ids"));
-    info->size = record_size(p, im->store);
+        json_array_size(json_object_get(json_object_get(b->config, "rootfs"), "diff_ids"));
+    info->size = record_size(b->config, storefd);
     json_t *rec = json_pack("{s:s,s:s,s:s,s:I,s:I}", "digest", info->digest, "config",
                             info->config_digest, "imported", info->imported, "layers",
                             (json_int_t)info->n_layers, "size", (json_int_t)info->size);
+    if (rec && extra)
+        json_object_update(rec, extra);
     char *body = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(rec);
     if (!body)
         return kn_error_set(err, ENOMEM, "image record");
-    int rc = kn_image_write_atomic(im->store, "images", p->manifest_hex, body, strlen(body), err);
+    int rc = kn_image_write_atomic(storefd, "images", b->manifest_hex, body, strlen(body), err);
     free(body);
     if (rc < 0)
         return -1;
-    const char *ref = name ? name : (p->name[0] ? p->name : NULL);
-    if (ref) {
+    if (name) {
         char norm[300];
-        if (kn_image_ref_normalize(ref, norm, sizeof norm, err) < 0 ||
-            kn_image_ref_write(im->store, ref, p->manifest_hex, err) < 0)
+        if (kn_image_ref_normalize(name, norm, sizeof norm, err) < 0 ||
+            kn_image_ref_write(storefd, name, b->manifest_hex, err) < 0)
             return -1;
+        kn_image_strv_free(info->names);
         info->names = calloc(2, sizeof *info->names);
         if (info->names)
             info->names[0] = strdup(norm);
     }
     return 0;
+}
+
+static int
+finish_import(importer_t *im, parsed_t *p, const char *name, kn_error_t *err)
+{
+    kn_image_blobs_t b = {.config = p->config,
+                          .config_raw = p->config_raw,
+                          .config_len = p->config_len,
+                          .manifest_raw = p->manifest_raw,
+                          .manifest_len = p->manifest_len};
+    memcpy(b.config_hex, p->config_hex, sizeof b.config_hex);
+    memcpy(b.manifest_hex, p->manifest_hex, sizeof b.manifest_hex);
+    const char *ref = name ? name : (p->name[0] ? p->name : NULL);
+    return kn_image_store_image(im->store, &b, ref, NULL, im->info, err);
 }
 
 static void
@@ -1015,4 +1104,16 @@ kn_image_import_with(const char *store, const char *path, const char *name,
                      const kn_image_import_opts_t *opts, kn_image_info_t *info, kn_error_t *err)
 {
     return do_import(store, path, name, opts, info, err);
+}
+
+void
+kn_image_now(char *out, size_t cap)
+{
+    now_rfc3339(out, cap);
+}
+
+const char *
+kn_image_host_arch(void)
+{
+    return host_arch();
 }

@@ -12,6 +12,8 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "image.h"
+#include "tar.h"
 
 #define MAX_JSON (4u << 20) /* manifests, configs, index.json */
 #define MAX_LAYERS 120      /* overlayfs stacks at most 128 lower layers */
@@ -67,5 +69,30 @@ int kn_image_ref_write(int storefd, const char *name, const char *hex, kn_error_
 /* Resolves a reference to the image's manifest hex; *pinned when it named a digest. */
 int kn_image_ref_resolve(int storefd, const char *ref, char *hex, bool *pinned, kn_error_t *err);
 int kn_image_tree_digest(int fsfd, char *hex, uint64_t *size, kn_error_t *err);
+
+/* A new image's config and manifest, as written to the store. */
+typedef struct kn_image_blobs {
+    json_t *config;
+    const char *config_raw, *manifest_raw;
+    size_t config_len, manifest_len;
+    hex_t config_hex, manifest_hex;
+} kn_image_blobs_t;
+
+/* Stores the blobs, the image record (extra: more record fields, may be
+ * NULL) and the ref name (may be NULL); fills info. */
+int kn_image_store_image(int storefd, const kn_image_blobs_t *b, const char *name, json_t *extra,
+                         kn_image_info_t *info, kn_error_t *err);
+/* Unpacks the uncompressed layer tar that src yields into the store as any
+ * imported layer is (staged in tmp/, renamed into layers/ when whole; the
+ * tar reader's rules apply). diff_hex: its sha256; tar_bytes: its size.
+ * info counts a new layer, skipped devices and cleared setuid bits. */
+int kn_image_store_layer(int storefd, kn_tar_src_t src, char *diff_hex, uint64_t *tar_bytes,
+                         kn_image_info_t *info, kn_error_t *err);
+/* A store blob, re-hashed against its name, as JSON. */
+json_t *kn_image_blob_json(int storefd, const char *hex, const char *what, kn_error_t *err);
+/* Host architecture in OCI's words. */
+const char *kn_image_host_arch(void);
+/* UTC now, RFC 3339 (seconds). */
+void kn_image_now(char *out, size_t cap);
 
 #endif

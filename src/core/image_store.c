@@ -214,7 +214,10 @@ kn_image_write_atomic(int storefd, const char *dir, const char *name, const void
     int fd = openat(storefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return kn_error_set(err, errno, "create %s", tmp);
-    int rc = kn_write_all(fd, data, len) < 0 ? kn_error_set(err, errno, "write %s", dst) : 0;
+    /* 0644 whatever the caller's umask: the store is read by anyone. */
+    int rc = fchmod(fd, 0644) < 0 || kn_write_all(fd, data, len) < 0
+                 ? kn_error_set(err, errno, "write %s", dst)
+                 : 0;
     close(fd);
     if (rc == 0 && renameat(storefd, tmp, storefd, dst) < 0)
         rc = kn_error_set(err, errno, "rename into %s", dst);

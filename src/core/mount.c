@@ -135,11 +135,12 @@ static int
 bind_image_top(const kn_config_t *cfg, kn_error_t *err)
 {
     char src_root[PATH_MAX];
-    bool host = !strcmp(cfg->image, "host");
-    snprintf(src_root, sizeof src_root, "%s%s", OLDROOT, host ? "" : cfg->image);
+    const char *image = cfg->image_base ? cfg->image_base : cfg->image;
+    bool host = !strcmp(image, "host");
+    snprintf(src_root, sizeof src_root, "%s%s", OLDROOT, host ? "" : image);
     DIR *d = opendir(src_root);
     if (!d)
-        return kn_error_set(err, errno, "open image root %s", host ? "/" : cfg->image);
+        return kn_error_set(err, errno, "open image root %s", host ? "/" : image);
     int rc = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -183,39 +184,174 @@ bind_image_top(const kn_config_t *cfg, kn_error_t *err)
     return rc;
 }
 
-/* A stored image: its layers read-only under a writable tmpfs layer, joined
- * by overlayfs at /newroot. We are inside the sandbox's user namespace, so
- * overlayfs keeps its markers in user.* xattrs (`userxattr`); the image
- * store writes opaque directories that way and whiteouts as 0/0 devices.
- * Layers are named relative to their directory (one chdir) to keep the
- * option string, which must fit in a page, short. */
+/* The writable layer, in the scratch root: upper/ and work/ for overlayfs. */
+#define LAYER "/overlay"
+
+/* Attaches the launcher's writable layer (wlayer.h) at LAYER, or makes a
+ * tmpfs there (a launcher without the right to make one outside). */
 static int
-overlay_root(const kn_config_t *cfg, kn_error_t *err)
+writable_layer(const kn_config_t *cfg, int wlayer_fd, kn_error_t *err)
+{
+    if (wlayer_fd >= 0) {
+        if (mkdir(LAYER, 0755) < 0)
+            return kn_error_set(err, errno, "mkdir " LAYER);
+        if (kn_sys_move_mount(wlayer_fd, "", AT_FDCWD, LAYER, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return kn_error_set(err, errno, "attach the writable layer");
+        return 0;
+    }
+    if (tmpfs_at(LAYER, cfg->root_size, 0755, 0, cfg, false, err) < 0)
+        return -1;
+    if (mkdir(LAYER "/upper", 0755) < 0 || mkdir(LAYER "/work", 0755) < 0 ||
+        chmod(LAYER "/upper", 0755) < 0)
+        return kn_error_set(err, errno, "mkdir the writable layer's directories");
+    return 0;
+}
+
+/* Appends the image's layers to opts as overlayfs lower directories,
+ * topmost first: "HEX/fs" (or "HEX/fs/SUB" when sub is given, only where
+ * that exists), relative to the layer directory, which is the working
+ * directory (the option string must fit in a page). *count: how many. */
+static int
+lower_dirs(const kn_config_t *cfg, const char *sub, char *opts, size_t cap, size_t *n,
+           size_t *count, kn_error_t *err)
+{
+    size_t total = 0;
+    *count = 0;
+    while (cfg->image_layers[total])
+        total++;
+    for (size_t i = total; i-- > 0;) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s%s%s", cfg->image_layers[i], sub ? "/" : "", sub ? sub : "");
+        struct stat st;
+        if (sub && (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)))
+            continue;
+        *n += (size_t)snprintf(opts + *n, *n < cap ? cap - *n : 0, "%s%s", *count ? ":" : "", dir);
+        (*count)++;
+        if (*n >= cap)
+            return kn_error_set(err, E2BIG, "image has too many layers for one overlay mount");
+    }
+    return 0;
+}
+
+/* An overlay of the image's layers (or their SUB directories) at dst, its
+ * upper and work directories in the writable layer. We are inside the
+ * sandbox's user namespace, so overlayfs keeps its markers in user.*
+ * xattrs (`userxattr`); the image store writes opaque directories that way
+ * and whiteouts as 0/0 devices. Returns 1 mounted, 0 when no layer has sub. */
+static int
+overlay_at(const kn_config_t *cfg, const char *sub, const char *upper, const char *work,
+           const char *dst, kn_error_t *err)
 {
     char opts[4096], dir[PATH_MAX];
-    size_t n = 0;
-    if (tmpfs_at("/overlay", cfg->root_size, 0755, 0, cfg, false, err) < 0)
-        return -1;
-    if (mkdir("/overlay/upper", 0755) < 0 || mkdir("/overlay/work", 0755) < 0)
-        return kn_error_set(err, errno, "mkdir overlay upper layer");
-    n = (size_t)snprintf(opts, sizeof opts,
-                         "userxattr,upperdir=/overlay/upper,"
-                         "workdir=/overlay/work,lowerdir=");
+    size_t n = (size_t)snprintf(opts, sizeof opts,
+                                "userxattr,upperdir=%s,workdir=%s,lowerdir=", upper, work);
     size_t count = 0;
-    while (cfg->image_layers[count])
-        count++;
-    for (size_t i = count; i-- > 0 && n < sizeof opts;) /* topmost first */
-        n +=
-            (size_t)snprintf(opts + n, sizeof opts - n, "%s%s", cfg->image_layers[i], i ? ":" : "");
-    if (n >= sizeof opts)
-        return kn_error_set(err, E2BIG, "image has too many layers for one overlay mount");
     snprintf(dir, sizeof dir, OLDROOT "%s", cfg->image_layer_dir);
     if (chdir(dir) < 0)
         return kn_error_set(err, errno, "image layers %s", cfg->image_layer_dir);
-    int rc = do_mount("overlay", NEWROOT, "overlay", MS_NOSUID | MS_NODEV, opts, err);
+    int rc = lower_dirs(cfg, sub, opts, sizeof opts, &n, &count, err);
+    if (rc == 0 && count)
+        rc = do_mount("overlay", dst, "overlay", MS_NOSUID | MS_NODEV, opts, err);
     if (chdir("/") < 0 && rc == 0)
         rc = kn_error_set(err, errno, "chdir /");
-    return rc;
+    return rc < 0 ? -1 : count > 0;
+}
+
+/* A stored image: its layers read-only under the writable layer. */
+static int
+overlay_root(const kn_config_t *cfg, int wlayer_fd, kn_error_t *err)
+{
+    if (writable_layer(cfg, wlayer_fd, err) < 0)
+        return -1;
+    return overlay_at(cfg, NULL, LAYER "/upper", LAYER "/work", NEWROOT, err) < 0 ? -1 : 0;
+}
+
+/* The places a sandbox writes to outside an image's root. With one
+ * writable layer they are its directories (upper/work, upper/tmp,
+ * upper/var/tmp); work: overlayfs's work directory for each. */
+static const struct place {
+    const char *path, *work;
+    mode_t mode;
+    bool owned; /* belongs to the sandbox's user, not its root */
+} places[] = {{"work", "work", 0755, true},
+              {"tmp", "tmp", 01777, false},
+              {"var/tmp", "var-tmp", 01777, false},
+              {NULL, NULL, 0, false}};
+
+/* Every write goes to one layer (snapshots capture it, one size limit
+ * bounds it): true for an image's writable root, a service sandbox, and a
+ * launcher-made layer. `kennel run` on the host keeps a tmpfs per place. */
+static bool
+one_layer(const kn_config_t *cfg, int wlayer_fd)
+{
+    return !cfg->root_readonly && (cfg->image_layers || wlayer_fd >= 0 || cfg->service);
+}
+
+static int
+mkdir_owned(const char *path, mode_t mode, const kn_config_t *cfg, bool owned, kn_error_t *err)
+{
+    if (kn_mkdir_p(path, 0755, err) < 0)
+        return -1;
+    if (chmod(path, mode) < 0 || (owned && chown(path, cfg->uid, cfg->gid) < 0))
+        return kn_error_set(err, errno, "set up %s", path);
+    return 0;
+}
+
+/* A host or directory root with one writable layer: each place is its
+ * directory in the layer, bound in; over a snapshot of such a sandbox
+ * (image_layers with image_base), an overlay of the snapshot's copy of the
+ * place under it. */
+static int
+layer_places(const kn_config_t *cfg, kn_error_t *err)
+{
+    for (const struct place *p = places; p->path; p++) {
+        char dst[PATH_MAX], upper[PATH_MAX], work[PATH_MAX];
+        struct stat st;
+        snprintf(dst, sizeof dst, NEWROOT "/%s", p->path);
+        snprintf(upper, sizeof upper, LAYER "/upper/%s", p->path);
+        snprintf(work, sizeof work, LAYER "/work/%s", p->work);
+        if (strchr(p->path, '/') && stat(dst, &st) < 0)
+            continue; /* a root without /var/tmp */
+        if (!strchr(p->path, '/') && make_mountpoint(dst, true, err) < 0)
+            return -1;
+        if (mkdir_owned(upper, p->mode, cfg, p->owned, err) < 0)
+            return -1;
+        int mounted = 0;
+        if (cfg->image_layers) {
+            if (mkdir(work, 0755) < 0 && errno != EEXIST)
+                return kn_error_set(err, errno, "mkdir %s", work);
+            if ((mounted = overlay_at(cfg, p->path, upper, work, dst, err)) < 0)
+                return -1;
+        }
+        if (!mounted && (do_mount(upper, dst, NULL, MS_BIND, NULL, err) < 0 ||
+                         lock_down(dst, false, false, err) < 0))
+            return -1;
+    }
+    return 0;
+}
+
+/* An image's root with one writable layer: the places are plain
+ * directories of the root (made when the image has none). */
+static int
+root_places(const kn_config_t *cfg, kn_error_t *err)
+{
+    for (const struct place *p = places; p->path; p++) {
+        char dst[PATH_MAX];
+        struct stat st;
+        snprintf(dst, sizeof dst, NEWROOT "/%s", p->path);
+        if (lstat(dst, &st) == 0) {
+            /* /tmp and /var/tmp are everyone's, as a fresh tmpfs was. */
+            if (S_ISDIR(st.st_mode) && p->mode == 01777 && (st.st_mode & 07777) != 01777 &&
+                chmod(dst, 01777) < 0)
+                return kn_error_set(err, errno, "chmod %s", dst);
+            continue;
+        }
+        if (strchr(p->path, '/'))
+            continue;
+        if (mkdir_owned(dst, p->mode, cfg, p->owned, err) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int
@@ -348,9 +484,26 @@ setup_sys(const kn_cgroup_t *cg, kn_error_t *err)
     return 0;
 }
 
+/* The launcher's umask (the server's is 077) must not shape the
+ * sandbox's own directories (mount points such as /.kennel, places made in
+ * an image's root): they are made with 022, and the caller's mask comes
+ * back for the program. */
+static int build_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
+                      const int *bind_fds, int wlayer_fd, kn_error_t *err);
+
 int
 kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
-                    const int *bind_fds, kn_error_t *err)
+                    const int *bind_fds, int wlayer_fd, kn_error_t *err)
+{
+    mode_t mask = umask(022);
+    int rc = build_root(cfg, cg, id, bind_fds, wlayer_fd, err);
+    umask(mask);
+    return rc;
+}
+
+static int
+build_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id, const int *bind_fds,
+           int wlayer_fd, kn_error_t *err)
 {
     /* 1. Nothing we do may propagate back to the host. */
     if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
@@ -368,11 +521,14 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
         return kn_error_set(err, errno, "chdir /");
 
     /* 3. The new root. */
-    if (cfg->image_layers) {
-        if (overlay_root(cfg, err) < 0)
+    bool one = one_layer(cfg, wlayer_fd);
+    if (cfg->image_layers && !cfg->image_base) {
+        if (overlay_root(cfg, wlayer_fd, err) < 0 || (one && root_places(cfg, err) < 0))
             return -1;
     } else if (tmpfs_at(NEWROOT, 1 << 20, 0755, 0, cfg, false, err) < 0 ||
                bind_image_top(cfg, err) < 0) {
+        return -1;
+    } else if (one && (writable_layer(cfg, wlayer_fd, err) < 0 || layer_places(cfg, err) < 0)) {
         return -1;
     }
     if (kn_mkdir_p(NEWROOT "/proc", 0555, err) < 0 ||
@@ -385,7 +541,7 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
     if (setup_dev(cfg, err) < 0)
         return -1;
     unsigned long tmp_flags = cfg->tmp_noexec ? MS_NOEXEC : 0;
-    if (tmpfs_at(NEWROOT "/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0)
+    if (!one && tmpfs_at(NEWROOT "/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0)
         return -1;
     /* /run and /var/tmp are always fresh (host sockets and scratch files stay
      * out of reach); with a read-only root they are empty and read-only. */
@@ -393,11 +549,11 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
         (cfg->root_readonly && lock_down(NEWROOT "/run", true, true, err) < 0))
         return -1;
     struct stat st;
-    if (stat(NEWROOT "/var/tmp", &st) == 0 &&
+    if (!one && stat(NEWROOT "/var/tmp", &st) == 0 &&
         (tmpfs_at(NEWROOT "/var/tmp", cfg->tmp_size, 01777, tmp_flags, cfg, false, err) < 0 ||
          (cfg->root_readonly && lock_down(NEWROOT "/var/tmp", true, true, err) < 0)))
         return -1;
-    if (!cfg->root_readonly && !has_bind_at(cfg, "/work") &&
+    if (!one && !cfg->root_readonly && !has_bind_at(cfg, "/work") &&
         tmpfs_at(NEWROOT "/work", cfg->root_size, 0755, 0, cfg, true, err) < 0)
         return -1;
     if (cfg->in_out) {
@@ -428,7 +584,7 @@ kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *i
     /* 4. The root itself holds only mountpoints: read-only from here on
      * (an image's overlay root stays writable unless the profile says not). */
     struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
-    if ((!cfg->image_layers || cfg->root_readonly) &&
+    if ((!cfg->image_layers || cfg->image_base || cfg->root_readonly) &&
         kn_sys_mount_setattr(AT_FDCWD, NEWROOT, 0, &ro) < 0)
         return kn_error_set(err, errno, "make the root read-only");
 
@@ -454,7 +610,7 @@ kn_mount_writable_paths(const kn_config_t *cfg, const char **out, size_t cap)
             out[n++] = *b;
     if (!cfg->root_readonly && n + 1 < cap)
         out[n++] = "/work";
-    if (cfg->image_layers && !cfg->root_readonly && n + 1 < cap)
+    if (cfg->image_layers && !cfg->image_base && !cfg->root_readonly && n + 1 < cap)
         out[n++] = "/"; /* the image's overlay root is writable */
     if (cfg->in_out && n + 1 < cap)
         out[n++] = "/out";

@@ -22,8 +22,10 @@ typedef struct kn_cgroup kn_cgroup_t;
  * kn_net_attach() wrote for it is bound at /etc/resolv.conf. */
 /* bind_fds: from kn_mount_bind_tree() for each cfg->binds[i] (or NULL, or
  * -1 entries: bound by path inside the sandbox's user namespace). */
+/* wlayer_fd: the writable layer the launcher made (wlayer.h), attached at
+ * /overlay of the scratch root; -1: a tmpfs made here. */
 int kn_mount_setup_root(const kn_config_t *cfg, const kn_cgroup_t *cg, const char *id,
-                        const int *bind_fds, kn_error_t *err);
+                        const int *bind_fds, int wlayer_fd, kn_error_t *err);
 
 /* Launcher side, before clone: a detached copy of the mount tree at src,
  * nosuid, nodev and read-only unless rw, that the sandbox attaches with

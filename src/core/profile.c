@@ -1,5 +1,6 @@
 /* profile.c - the built-in profiles and the one place a config is validated. */
 #include "config.h"
+#include "wlayer.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -239,6 +240,17 @@ kn_config_validate(kn_config_t *cfg, kn_error_t *err)
         return kn_error_set(err, EINVAL, "no command to run");
     if (!cfg->image || !cfg->image[0])
         return kn_error_set(err, EINVAL, "no image");
+    if (cfg->image_base && strcmp(cfg->image_base, "host") != 0 && cfg->image_base[0] != '/')
+        return kn_error_set(err, EINVAL, "image '%s': its base '%s' is not host or a directory",
+                            cfg->image, cfg->image_base);
+    if (cfg->wlayer == KN_WLAYER_DISK && (!cfg->wlayer_dir || cfg->wlayer_dir[0] != '/'))
+        return kn_error_set(err, EINVAL,
+                            "a disk-backed writable layer needs an absolute directory");
+    if (cfg->wlayer == KN_WLAYER_DISK && cfg->root_size < KN_WLAYER_DISK_MIN)
+        return kn_error_set(err, EINVAL,
+                            "a disk-backed writable layer must be at least %llu MiB (asked: %llu "
+                            "bytes)",
+                            KN_WLAYER_DISK_MIN >> 20, (unsigned long long)cfg->root_size);
     if (cfg->image_layers) {
         if (!cfg->image_layers[0] || !cfg->image_layer_dir || cfg->image_layer_dir[0] != '/')
             return kn_error_set(err, EINVAL, "image '%s' has no layers", cfg->image);
@@ -298,6 +310,8 @@ kn_config_free(kn_config_t *cfg)
     free(cfg->profile);
     free(cfg->image);
     free(cfg->image_layer_dir);
+    free(cfg->image_base);
+    free(cfg->wlayer_dir);
     if (cfg->image_layers)
         for (char **l = cfg->image_layers; *l; l++)
             free(*l);

@@ -90,6 +90,10 @@ const kn_warnings_t *kn_sandbox_warnings(const kn_sandbox_t *sb);
 /* True when the named layer ("cgroup", "landlock") is not enforced. */
 bool kn_sandbox_unenforced(const kn_sandbox_t *sb, const char *layer);
 int kn_sandbox_pidfd(const kn_sandbox_t *sb);
+/* A new descriptor of the sandbox's writable layer's upper directory (what
+ * the sandbox changed, in overlayfs form: see wlayer.h and mount.c), for a
+ * snapshot. ENOTSUP when the launcher did not make the layer. */
+int kn_sandbox_open_upper(const kn_sandbox_t *sb, kn_error_t *err);
 /* The sandbox's network attachment (DNS proxy, port relays) for the caller's
  * poll loop, or NULL when it has only lo. See netpolicy.h. */
 kn_netns_t *kn_sandbox_net(const kn_sandbox_t *sb);

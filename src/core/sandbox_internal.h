@@ -32,7 +32,8 @@ struct kn_sandbox {
     int pidfd;
     int sync; /* SOCK_SEQPACKET to init */
     kn_cgroup_t *cg;
-    kn_netns_t *net; /* NULL: no network beyond lo */
+    kn_netns_t *net;      /* NULL: no network beyond lo */
+    struct kn_wlayer *wl; /* the writable layer when the launcher made it (wlayer.h) */
     uint64_t t_start, t_exec, t_end;
     int status; /* the program's wait status */
     bool have_status, timed_out, setup_failed;

@@ -56,6 +56,7 @@
 #include "sandbox_internal.h"
 #include "kn_seccomp.h"
 #include "util.h"
+#include "wlayer.h"
 
 enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_EXEC, MSG_STATUS, MSG_BYE };
 
@@ -105,6 +106,7 @@ typedef struct child_ctx {
     bool rootmap; /* root inside maps to KN_ROOTMAP_BASE */
     const char *id;
     const int *bind_fds;
+    int wlayer_fd; /* the launcher's writable layer, or -1 */
     const kn_cgroup_t *cg;
     bool no_cgroup; /* set at EXEC: limit memory with RLIMIT_AS instead */
     const kn_bpf_t *filter;
@@ -168,7 +170,7 @@ contain(const child_ctx_t *c, char *report, size_t rlen, kn_error_t *err)
     if (sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         return kn_error_set(err, errno, "sethostname");
     lap(report, rlen, "ids", &t);
-    if (kn_mount_setup_root(cfg, c->cg, c->id, c->bind_fds, err) < 0)
+    if (kn_mount_setup_root(cfg, c->cg, c->id, c->bind_fds, c->wlayer_fd, err) < 0)
         return -1;
     lap(report, rlen, "mounts", &t);
     if (kn_net_loopback_up(err) < 0)
@@ -600,6 +602,19 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
      * sandbox user's (see mount.c setup_binds). */
     for (size_t i = 0; i < cfg->n_binds && geteuid() == 0; i++)
         bind_fds[i] = kn_mount_bind_tree(cfg->binds[i].src, cfg->binds[i].rw);
+    /* The writable layer is the launcher's when it must outlive a glance
+     * from inside: on disk, or for a service sandbox (snapshots read it). */
+    if (!cfg->root_readonly && (cfg->wlayer == KN_WLAYER_DISK || cfg->service)) {
+        if (geteuid() == 0) {
+            /* upper/ belongs to root inside (overlayfs creates as it). */
+            if (kn_wlayer_create(cfg, KN_ROOTMAP_BASE, KN_ROOTMAP_BASE, &sb->wl, err) < 0)
+                goto fail;
+            phase(sb, "wlayer", &t);
+        } else if (cfg->wlayer == KN_WLAYER_DISK) {
+            kn_error_set(err, EPERM, "a disk-backed writable layer needs kennel to run as root");
+            goto fail;
+        }
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         kn_error_set(err, errno, "socketpair");
         goto fail;
@@ -611,6 +626,7 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
                      .rootmap = geteuid() == 0,
                      .id = sb->id,
                      .bind_fds = bind_fds,
+                     .wlayer_fd = sb->wl ? kn_wlayer_fd(sb->wl) : -1,
                      .cg = sb->cg,
                      .filter = &filter,
                      .init_filter = cfg->deny_sockets ? &init_filter : &filter,
@@ -867,6 +883,7 @@ kn_sandbox_destroy(kn_sandbox_t *sb)
         close(sb->pidfd);
     kn_cgroup_destroy(sb->cg);
     kn_net_detach(sb->net);
+    kn_wlayer_free(sb->wl);
     free(sb);
 }
 
@@ -874,6 +891,19 @@ const kn_warnings_t *
 kn_sandbox_warnings(const kn_sandbox_t *sb)
 {
     return &sb->warnings;
+}
+
+int
+kn_sandbox_open_upper(const kn_sandbox_t *sb, kn_error_t *err)
+{
+    if (!sb->wl)
+        return kn_error_set(err, ENOTSUP,
+                            "this sandbox's writable layer is not reachable from outside (a "
+                            "read-only root, or kennel not running as root)");
+    int fd = kn_wlayer_open_upper(sb->wl);
+    if (fd < 0)
+        return kn_error_set(err, errno, "the sandbox's writable layer");
+    return fd;
 }
 
 int

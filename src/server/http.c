@@ -69,6 +69,7 @@ kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
         {EINVAL, 400, "SANDBOX::INVALID_PARAMETER"},
         {ENOENT, 404, "SANDBOX::SANDBOX_NOT_FOUND"},
         {EBUSY, 409, "SANDBOX::INVALID_STATE"},
+        {EBADMSG, 409, "IMAGE::DIGEST_MISMATCH"},
         {E2BIG, 413, "REQUEST_TOO_LARGE"},
         {ENOTSUP, 501, "NOT_IMPLEMENTED"},
         {EPERM, 502, "PROXY::BACKEND_REFUSED"},

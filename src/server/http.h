@@ -15,6 +15,7 @@
 #include "proxy.h"
 #include "sandboxes.h"
 #include "server.h"
+#include "snapshots.h"
 
 #define KN_HTTP_LATENCY_BUCKETS 10
 
@@ -38,6 +39,7 @@ typedef void (*kn_http_observer_fn)(const kn_http_action_t *action, void *ctx);
 typedef struct kn_srv {
     kn_server_cfg_t *cfg;
     kn_sbx_t *mgr;
+    kn_snaps_t *snaps;
     struct MHD_Daemon *daemon;
     kn_http_observer_fn observe; /* receipts hook; NULL for none */
     void *observe_ctx;
@@ -68,8 +70,9 @@ typedef struct kn_req {
 enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body);
 enum MHD_Result kn_http_error(struct MHD_Connection *c, kn_req_t *r, unsigned status,
                               const char *code, const char *message);
-/* Maps err->code: EINVAL 400, ENOENT 404, EBUSY 409, E2BIG 413, ENOTSUP 501,
- * ETIMEDOUT 504, anything else 500. */
+/* Maps err->code: EINVAL 400, ENOENT 404, EBUSY 409, EBADMSG 409 (an image
+ * that does not match its digest), E2BIG 413, ENOTSUP 501, ETIMEDOUT 504,
+ * anything else 500. */
 enum MHD_Result kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err);
 /* An empty body with Content-Length: 0 (or none for 204). */
 enum MHD_Result kn_http_empty(struct MHD_Connection *c, kn_req_t *r, unsigned status);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "image.h"
 #include "util.h"
 
 #define MAX_SEGS 8
@@ -194,7 +195,25 @@ create(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r)
     if (!body)
         return kn_http_fail(c, r, &err);
     uint64_t t0 = kn_now_us();
-    int rc = kn_sbx_create(s->mgr, body, &out, &err);
+    int rc;
+    json_t *sid = json_object_get(body, "snapshotId");
+    json_t *image = json_object_get(body, "image");
+    /* Both given is the spec's 400, which the parser says. */
+    if (json_is_string(sid) && (!image || json_is_null(image))) {
+        char digest[KN_DIGEST_MAX];
+        rc = kn_snaps_resolve(s->snaps, json_string_value(sid), digest, sizeof digest, &err);
+        kn_spec_snapshot_t snap = {json_string_value(sid), digest};
+        if (rc == 0)
+            rc = kn_sbx_create_from(s->mgr, body, &snap, &out, &err);
+        else if (err.code == ENOENT || err.code == EBUSY) {
+            json_decref(body);
+            return kn_http_error(c, r, err.code == ENOENT ? 404 : 409,
+                                 err.code == ENOENT ? "SNAPSHOT::NOT_FOUND" : "SNAPSHOT::NOT_READY",
+                                 err.msg);
+        }
+    } else {
+        rc = kn_sbx_create(s->mgr, body, &out, &err);
+    }
     json_decref(body);
     if (rc < 0) {
         if (err.code != EINVAL)
@@ -331,6 +350,96 @@ not_allowed(struct MHD_Connection *c, kn_req_t *r, const char *method)
     return kn_http_error(c, r, 405, "METHOD_NOT_ALLOWED", msg);
 }
 
+/* A 202 with the new resource's Location (prefix + its id). */
+static enum MHD_Result
+json_created(struct MHD_Connection *c, kn_req_t *r, json_t *out, const char *prefix)
+{
+    char loc[160];
+    snprintf(loc, sizeof loc, "%s%s", prefix, json_string_value(json_object_get(out, "id")));
+    char *text = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    struct MHD_Response *resp =
+        text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!resp) {
+        free(text);
+        kn_error_t err = {0};
+        kn_error_set(&err, ENOMEM, "response");
+        return kn_http_fail(c, r, &err);
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Location", loc);
+    return kn_http_queue(c, r, 202, resp);
+}
+
+/* Snapshot errors name snapshots: 404 SNAPSHOT::NOT_FOUND, 409 SNAPSHOT::INVALID_STATE. */
+static enum MHD_Result
+snap_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
+{
+    if (err->code == ENOENT)
+        return kn_http_error(c, r, 404, "SNAPSHOT::NOT_FOUND", err->msg);
+    if (err->code == EBUSY)
+        return kn_http_error(c, r, 409, "SNAPSHOT::INVALID_STATE", err->msg);
+    return kn_http_fail(c, r, err);
+}
+
+typedef struct snap_args {
+    kn_snap_filter_t *f;
+    const char *bad;
+} snap_args_t;
+
+static enum MHD_Result
+collect_snap_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    snap_args_t *a = cls;
+    if (!strcmp(key, "state") && value && value[0]) {
+        if (a->f->n_states == KN_SNAP_MAX_STATES) {
+            a->bad = "too many state filters";
+            return MHD_NO;
+        }
+        a->f->states[a->f->n_states++] = value;
+    }
+    return MHD_YES;
+}
+
+/* GET /snapshots, GET and DELETE /snapshots/{id}. */
+static enum MHD_Result
+snapshot_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m, const char *id)
+{
+    kn_error_t err = {0};
+    json_t *out = NULL;
+    if (id) {
+        if (!strcmp(m, "GET"))
+            return kn_snaps_get(s->snaps, id, &out, &err) < 0 ? snap_fail(c, r, &err)
+                                                              : kn_http_json(c, r, 200, out);
+        if (!strcmp(m, "DELETE"))
+            return kn_snaps_delete(s->snaps, id, &err) < 0 ? snap_fail(c, r, &err)
+                                                           : kn_http_empty(c, r, 204);
+        return not_allowed(c, r, m);
+    }
+    if (strcmp(m, "GET") != 0)
+        return not_allowed(c, r, m);
+    kn_snap_filter_t f = {.page = 1, .page_size = 20};
+    snap_args_t a = {.f = &f};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_snap_arg, &a);
+    const char *page = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "page");
+    const char *size = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "pageSize");
+    f.sandbox_id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "sandboxId");
+    f.name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+    if (a.bad)
+        return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER", a.bad);
+    if (page && parse_long(page, 1, 1000000000, &f.page) < 0)
+        return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
+                             "page must be an integer of at least 1");
+    if (size && parse_long(size, 1, 1000, &f.page_size) < 0)
+        return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
+                             "pageSize must be an integer from 1 to 1000");
+    if (f.sandbox_id && !f.sandbox_id[0])
+        f.sandbox_id = NULL;
+    return kn_snaps_list(s->snaps, &f, &out, &err) < 0 ? kn_http_fail(c, r, &err)
+                                                       : kn_http_json(c, r, 200, out);
+}
+
 static enum MHD_Result
 sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m,
                char segs[MAX_SEGS][128], int n)
@@ -391,10 +500,15 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
                    : kn_http_json(c, r, 200, out);
     }
     if (n == 3 && !strcmp(op, "snapshots")) {
-        if (kn_sbx_exists(s->mgr, id, &err) < 0)
+        if (strcmp(m, "POST") != 0)
+            return not_allowed(c, r, m);
+        if (!(body = parse_body(r, false, &err)))
             return kn_http_fail(c, r, &err);
-        kn_server_error(&err, ENOTSUP, "%s are not implemented by Kennel yet", op);
-        return kn_http_fail(c, r, &err);
+        int rc = kn_snaps_create(s->snaps, id, body, &out, &err);
+        json_decref(body);
+        if (rc < 0)
+            return kn_http_fail(c, r, &err);
+        return json_created(c, r, out, "/v1/snapshots/");
     }
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
 }
@@ -473,16 +587,7 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
     }
     if (!strcmp(segs[0], "pools") && n <= 2)
         return pool_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
-    if (!strcmp(segs[0], "snapshots")) {
-        if (n == 1 && !strcmp(m, "GET"))
-            return kn_http_json(c, r, 200,
-                                json_pack("{s:[], s:{s:i, s:i, s:i, s:i, s:b}}", "items",
-                                          "pagination", "page", 1, "pageSize", 20, "totalItems", 0,
-                                          "totalPages", 0, "hasNextPage", 0));
-        if (n == 2 && (!strcmp(m, "GET") || !strcmp(m, "DELETE")))
-            return kn_http_error(c, r, 404, "SNAPSHOT_NOT_FOUND",
-                                 "snapshot not found (snapshots are not implemented yet)");
-        return not_allowed(c, r, m);
-    }
+    if (!strcmp(segs[0], "snapshots") && n <= 2)
+        return snapshot_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
 }

@@ -245,6 +245,8 @@ kn_sbx_to_json(const kn_store_rec_t *r, bool with_image)
     }
     if (with_image && json_object_get(spec, "image"))
         json_object_set(o, "image", json_object_get(spec, "image"));
+    if (with_image && json_object_get(spec, "snapshotId"))
+        json_object_set(o, "snapshotId", json_object_get(spec, "snapshotId"));
     if (json_object_get(spec, "platform"))
         json_object_set(o, "platform", json_object_get(spec, "platform"));
     if (with_image && json_object_size(json_object_get(spec, "extensions")))
@@ -459,8 +461,9 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     }
     made = true;
     /* Validates what the shim will build, so bad requests fail here. */
-    if (kn_spec_config(spec, sbdir, m->cfg->execd_path, &cfg, err) < 0) {
-        err->code = EINVAL;
+    if (kn_spec_config(spec, sbdir, m->cfg->execd_path, &cfg, NULL, err) < 0) {
+        if (err->code != EBADMSG)
+            err->code = EINVAL;
         goto out;
     }
     if (chown(sbdir, kn_sandbox_host_uid(&cfg), kn_sandbox_host_gid(&cfg)) < 0) {
@@ -550,11 +553,18 @@ quota_check(kn_sbx_t *m, kn_error_t *err)
 int
 kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err)
 {
+    return kn_sbx_create_from(m, req, NULL, out, err);
+}
+
+int
+kn_sbx_create_from(kn_sbx_t *m, const json_t *req, const kn_spec_snapshot_t *snap, json_t **out,
+                   kn_error_t *err)
+{
     json_t *merged = NULL;
     kn_sbx_pool_t *wanted = NULL;
     if (kn_sbx_pool_request(m, req, &merged, &wanted, err) < 0)
         return -1;
-    json_t *spec = kn_spec_parse(merged ? merged : req, m->cfg, err);
+    json_t *spec = kn_spec_parse_from(merged ? merged : req, m->cfg, snap, err);
     json_decref(merged);
     if (!spec || quota_check(m, err) < 0) {
         json_decref(spec);

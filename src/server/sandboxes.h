@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "server.h"
+#include "spec.h"
 
 typedef struct kn_sbx kn_sbx_t;
 
@@ -35,6 +36,9 @@ int kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err);
 void kn_sbx_close(kn_sbx_t *m);
 
 int kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err);
+/* A create whose snapshotId the caller resolved (snapshots.h). */
+int kn_sbx_create_from(kn_sbx_t *m, const json_t *req, const kn_spec_snapshot_t *snap, json_t **out,
+                       kn_error_t *err);
 int kn_sbx_get(kn_sbx_t *m, const char *id, json_t **out, kn_error_t *err);
 int kn_sbx_list(kn_sbx_t *m, const kn_sbx_filter_t *f, json_t **out, kn_error_t *err);
 int kn_sbx_delete(kn_sbx_t *m, const char *id, const char *reason, kn_error_t *err);

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "image.h"
+#include "wlayer.h"
 
 void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
 void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
@@ -45,6 +47,8 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     free(cfg->execd_path);
     free(cfg->self_path);
     free(cfg->public_host);
+    free(cfg->image_store);
+    free(cfg->layer_dir);
     for (int i = 0; i < cfg->n_keys; i++)
         free(cfg->api_keys[i]);
     for (int i = 0; i < cfg->n_aliases; i++) {
@@ -91,6 +95,18 @@ kn_server_cfg_add_pool(kn_server_cfg_t *cfg, const char *name, const char *image
     cfg->n_pools++;
     if (!p->name || !p->image || !p->limits)
         return kn_error_set(err, ENOMEM, "pool");
+    return 0;
+}
+
+int
+kn_server_cfg_set_wlayer(kn_server_cfg_t *cfg, const char *kind, kn_error_t *err)
+{
+    if (kind && !strcmp(kind, "tmpfs"))
+        cfg->wlayer = KN_WLAYER_TMPFS;
+    else if (kind && !strcmp(kind, "disk"))
+        cfg->wlayer = KN_WLAYER_DISK;
+    else
+        return kn_server_error(err, EINVAL, "writableLayer must be \"tmpfs\" or \"disk\"");
     return 0;
 }
 
@@ -179,6 +195,17 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
         goto out;
     if ((v = json_object_get(j, "readyTimeoutMs")))
         cfg->ready_timeout_ms = (int)json_integer_value(v);
+    if ((s = json_string_value(json_object_get(j, "imageStore"))) &&
+        set_str(&cfg->image_store, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "layerDir"))) &&
+        set_str(&cfg->layer_dir, s, err) < 0)
+        goto out;
+    if ((v = json_object_get(j, "writableLayer")) &&
+        kn_server_cfg_set_wlayer(cfg, json_string_value(v), err) < 0) {
+        kn_error_prefix(err, "%s", path);
+        goto out;
+    }
     ret = 0;
 out:
     json_decref(j);
@@ -245,6 +272,12 @@ fill_paths(kn_server_cfg_t *cfg, kn_error_t *err)
         return -1;
     if (!cfg->db_path && set_str(&cfg->db_path, "/var/lib/kennel/kennel.db", err) < 0)
         return -1;
+    if (!cfg->image_store && set_str(&cfg->image_store, kn_image_store_path(NULL), err) < 0)
+        return -1;
+    if (!cfg->layer_dir && set_str(&cfg->layer_dir, KN_LAYER_DIR_DEFAULT, err) < 0)
+        return -1;
+    if (cfg->image_store[0] != '/' || cfg->layer_dir[0] != '/')
+        return kn_server_error(err, EINVAL, "imageStore and layerDir must be absolute paths");
     return 0;
 }
 
@@ -323,7 +356,7 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (kn_sbx_open(cfg, &s.mgr, err) < 0)
+    if (kn_sbx_open(cfg, &s.mgr, err) < 0 || kn_snaps_open(cfg, s.mgr, &s.snaps, err) < 0)
         goto out;
     rp.mgr = s.mgr;
     if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {
@@ -359,6 +392,7 @@ out:
     }
     if (s.mgr && ret == 0)
         kn_sbx_drain_pools(s.mgr);
+    kn_snaps_close(s.snaps); /* after the captures in progress */
     kn_sbx_close(s.mgr);
     return ret;
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "error.h"
 
 #define KN_SERVER_MAX_KEYS 16
@@ -35,8 +36,9 @@ typedef struct kn_server_cfg {
     char *self_path;  /* host path of the lean kennel binary (runs `kennel shim`) */
     char *api_keys[KN_SERVER_MAX_KEYS];
     int n_keys;
-    /* Image names the API accepts, mapped to a kennel image ("host" or an
-     * absolute rootfs directory). "host" always maps to itself. */
+    /* Image names the API accepts, mapped to a kennel image ("host", an
+     * absolute rootfs directory, or a reference into the image store).
+     * "host" always maps to itself; other names are looked up in the store. */
     char *alias_name[KN_SERVER_MAX_ALIASES];
     char *alias_image[KN_SERVER_MAX_ALIASES];
     int n_aliases;
@@ -51,6 +53,9 @@ typedef struct kn_server_cfg {
     bool log_requests;
     int max_sandboxes; /* live sandboxes (pool members aside); 0: no limit */
     char *public_host; /* host[:port] put in endpoints; NULL: the request's Host */
+    char *image_store; /* the image store (kennel image); NULL: $KENNEL_STORE or the default */
+    kn_wlayer_kind_t wlayer; /* sandboxes' writable layer: tmpfs or disk */
+    char *layer_dir;         /* where disk-backed layers are made */
 } kn_server_cfg_t;
 
 /* Sets err to an error meant for an API client: the message as given, with
@@ -62,9 +67,12 @@ int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
  * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
- * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}]). */
+ * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}],
+ * imageStore, writableLayer ("tmpfs" or "disk"), layerDir). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
 void kn_server_cfg_free(kn_server_cfg_t *cfg);
+/* writableLayer: "tmpfs" or "disk". */
+int kn_server_cfg_set_wlayer(kn_server_cfg_t *cfg, const char *kind, kn_error_t *err);
 /* Adds a pool; limits is a JSON object's text, NULL for the SDK's default
  * {"cpu": "1", "memory": "2Gi"}. */
 int kn_server_cfg_add_pool(kn_server_cfg_t *cfg, const char *name, const char *image,

@@ -23,6 +23,7 @@
 #include "server.h"
 #include "spec.h"
 #include "uclient.h"
+#include "image.h"
 #include "util.h"
 
 typedef struct shim {
@@ -30,6 +31,7 @@ typedef struct shim {
     char path[PATH_MAX]; /* scratch */
     kn_sandbox_t *sb;
     kn_config_t cfg;
+    kn_image_t *img; /* a stored image, held open (in use) while the sandbox lives */
     json_t *spec;
     int ready_fd;
     bool ready_sent;
@@ -365,7 +367,7 @@ start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
         return kn_error_set(err, EINVAL, "%s: %s", s->path, je.text);
     char sbdir[PATH_MAX];
     snprintf(sbdir, sizeof sbdir, "%s/%s", s->dir, KN_SHIM_SANDBOX);
-    if (kn_spec_config(s->spec, sbdir, execd_path, &s->cfg, err) < 0)
+    if (kn_spec_config(s->spec, sbdir, execd_path, &s->cfg, &s->img, err) < 0)
         return -1;
     if ((s->listen_fd = listen_control(s, err)) < 0)
         return -1;
@@ -444,6 +446,86 @@ save_spec(shim_t *s)
         rename(tmp, dst);
 }
 
+/* Snapshot ids come from the server: only what it makes (hex and '-'). */
+static bool
+snapshot_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 40)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') || id[i] == '-'))
+            return false;
+    return true;
+}
+
+/* "snapshot ID": the writable layer becomes an image over the one the
+ * sandbox runs (kn_image_commit), named KN_SHIM_SNAPSHOT_REPO:ID, while
+ * the sandbox is frozen, as pause freezes it; what it was doing goes on
+ * after. The result is written to snapshot.json for the server. */
+static int
+take_snapshot(shim_t *s, const char *sid, kn_error_t *err)
+{
+    if (!snapshot_id_ok(sid))
+        return kn_error_set(err, EINVAL, "bad snapshot id");
+    json_t *k = json_object_get(s->spec, "kennel");
+    const char *image = json_string_value(json_object_get(k, "image"));
+    const char *store = json_string_value(json_object_get(k, "imageStore"));
+    const char *slash = strrchr(s->dir, '/');
+    char ref[96], l1[96], l2[96], comment[160];
+    snprintf(ref, sizeof ref, KN_SHIM_SNAPSHOT_REPO ":%s", sid);
+    snprintf(l1, sizeof l1, KN_IMAGE_LABEL_SNAPSHOT "=%s", sid);
+    snprintf(l2, sizeof l2, KN_IMAGE_LABEL_SANDBOX "=%s", slash ? slash + 1 : s->dir);
+    snprintf(comment, sizeof comment, "kennel snapshot %s of sandbox %s", sid,
+             slash ? slash + 1 : s->dir);
+    const char *labels[] = {l1, l2, NULL};
+    bool stored = image && !strncmp(image, "sha256:", 7);
+    kn_image_commit_opts_t o = {.base = stored ? image : NULL,
+                                .base_root = stored ? NULL : image,
+                                .name = ref,
+                                .labels = labels,
+                                .comment = comment};
+    int upper = kn_sandbox_open_upper(s->sb, err);
+    if (upper < 0)
+        return -1;
+    uint64_t t0 = kn_now_us();
+    if (kn_sandbox_freeze(s->sb, true, err) < 0) {
+        close(upper);
+        return kn_error_prefix(err, "freeze");
+    }
+    uint64_t t1 = kn_now_us();
+    kn_image_info_t info = {0};
+    kn_image_commit_stats_t st = {0};
+    int rc = kn_image_commit(store, upper, &o, &info, &st, err);
+    uint64_t t2 = kn_now_us();
+    kn_error_t terr = {0};
+    if (kn_sandbox_freeze(s->sb, false, &terr) < 0)
+        logf_(s, "snapshot %s: thaw failed: %s", sid, terr.msg);
+    uint64_t t3 = kn_now_us();
+    close(upper);
+    if (rc < 0)
+        return -1;
+    json_t *res = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "id", sid, "digest",
+                            info.digest, "files", (json_int_t)st.files, "bytes",
+                            (json_int_t)st.bytes, "whiteouts", (json_int_t)st.whiteouts, "skipped",
+                            (json_int_t)(st.skipped + info.devices_skipped), "setidCleared",
+                            (json_int_t)info.setid_cleared, "layerNew", (json_int_t)info.layers_new,
+                            "frozenMs", (t3 - t0) / 1000.0);
+    char tmp[PATH_MAX], dst[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", s->dir, KN_SHIM_SNAPSHOT);
+    snprintf(dst, sizeof dst, "%s/%s", s->dir, KN_SHIM_SNAPSHOT);
+    if (!res || json_dump_file(res, tmp, JSON_COMPACT) < 0 || rename(tmp, dst) < 0)
+        rc = kn_error_set(err, EIO, "write %s", dst);
+    json_decref(res);
+    logf_(s,
+          "snapshot %s: %s, %llu files, %llu bytes, %llu whiteouts; frozen %.3f ms (capture "
+          "%.3f ms)",
+          sid, info.digest, (unsigned long long)st.files, (unsigned long long)st.bytes,
+          (unsigned long long)st.whiteouts, (t3 - t0) / 1000.0, (t2 - t1) / 1000.0);
+    kn_image_info_free(&info);
+    return rc;
+}
+
 /* Serves one control request. Returns 1 when the shim should exit. */
 static int
 serve_control(shim_t *s, int fd)
@@ -475,6 +557,13 @@ serve_control(shim_t *s, int fd)
             snprintf(reply, sizeof reply, "error %s\n", err.msg);
         else
             quit = 2;
+    } else if (!strncmp(line, "snapshot ", 9)) {
+        if (!live)
+            snprintf(reply, sizeof reply, "error the sandbox has ended\n");
+        else if (s->paused)
+            snprintf(reply, sizeof reply, "error the sandbox is paused\n");
+        else if (take_snapshot(s, line + 9, &err) < 0)
+            snprintf(reply, sizeof reply, "error %s\n", err.msg);
     } else if (!strcmp(line, "kill")) {
         finish(s, "Terminated", "user_delete", "Sandbox deleted.");
         logf_(s, "killed on request");
@@ -660,6 +749,7 @@ out:
     if (s.sb)
         finish(&s, "Failed", "runtime_error", "The supervisor stopped.");
     kn_config_free(&s.cfg);
+    kn_image_close(s.img);
     json_decref(s.spec);
     if (s.sig_fd >= 0)
         close(s.sig_fd);

@@ -16,9 +16,11 @@
  * Run directory <run_dir>/<id>/ (root, 0700):
  *   spec.json   normalized create request (written by the server)
  *   lock        flock'ed by the shim while it lives
- *   shim.sock   control socket: one line in ("pause", "resume", "kill", or
- *               "claim N" followed by N bytes: a create's normal form for a
- *               warm member), one line out ("ok" or "error MESSAGE")
+ *   shim.sock   control socket: one line in ("pause", "resume", "kill",
+ *               "snapshot ID", or "claim N" followed by N bytes: a create's
+ *               normal form for a warm member), one line out ("ok" or
+ *               "error MESSAGE")
+ *   snapshot.json  the last snapshot's result (image digest, counts)
  *   state.json  {"state", "reason", "message", "pid", "pidns", "entrypoint", "exitCode"}
  *   shim.log    the shim's and execd's own output
  *   sandbox/    owned by the sandbox's host uid, bound at /run/kennel inside;
@@ -39,6 +41,10 @@
 #define KN_SHIM_STATE "state.json"
 #define KN_SHIM_LOG "shim.log"
 #define KN_SHIM_SANDBOX "sandbox"
+/* The last snapshot's result: {"id", "digest", "files", "bytes", ...}. */
+#define KN_SHIM_SNAPSHOT "snapshot.json"
+/* Snapshot images are named KN_SHIM_SNAPSHOT_REPO:<snapshot id> in the store. */
+#define KN_SHIM_SNAPSHOT_REPO "kennel-snapshot"
 #define KN_SHIM_EXECD_SOCK "sandbox/execd.sock"
 /* Marks the shim's own lines in shim.log (the rest is execd's output). */
 #define KN_SHIM_LOG_TAG "kennel-shim"

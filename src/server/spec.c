@@ -1,6 +1,8 @@
 /* spec.c - see spec.h. Every rejection names the field and says why. */
 #include "spec.h"
 
+#include "wlayer.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -11,16 +13,44 @@
 
 #define MiB (1024.0 * 1024.0)
 
-/* The kennel images a request may name: aliases from the config, and "host". */
-static const char *
-resolve_image(const kn_server_cfg_t *cfg, const char *uri)
+/* The image a request names: an alias from the config (to "host", a
+ * rootfs directory or a reference into the store), "host", or an image of
+ * the store (NAME[:TAG], NAME@sha256:D, sha256:D; a pinned digest re-hashes
+ * every layer here). kennel.image gets "host", the directory, or the
+ * manifest digest, which is what the shim opens; *img (if img) the opened
+ * image, for its entrypoint and cmd. */
+static int
+resolve_image(const kn_server_cfg_t *cfg, const char *uri, json_t *kennel, kn_image_t **img,
+              kn_error_t *err)
 {
+    const char *target = uri;
     for (int i = 0; i < cfg->n_aliases; i++)
         if (!strcmp(cfg->alias_name[i], uri))
-            return cfg->alias_image[i];
-    if (!strcmp(uri, "host"))
-        return "host";
-    return NULL;
+            target = cfg->alias_image[i];
+    if (!strcmp(target, "host") || target[0] == '/') {
+        json_object_set_new(kennel, "image", json_string(target));
+        return 0;
+    }
+    kn_image_t *im = NULL;
+    kn_error_t e = {0};
+    if (kn_image_open(cfg->image_store, target, &im, &e) < 0) {
+        if (e.code == ENOENT)
+            return kn_server_error(err, EINVAL,
+                                   "image '%s' is not known to this server: it is not \"host\", "
+                                   "not a name in imageAliases, and not in the image store %s "
+                                   "(kennel image import; names match as imported)",
+                                   uri, kn_image_store_path(cfg->image_store));
+        if (e.code == EBADMSG)
+            return kn_server_error(err, EBADMSG, "image '%s' is refused: %s", uri, e.msg);
+        return kn_server_error(err, e.code == EINVAL || e.code == ENOTSUP ? EINVAL : EIO,
+                               "image '%s': %s", uri, e.msg);
+    }
+    json_object_set_new(kennel, "image", json_string(im->digest));
+    if (img)
+        *img = im;
+    else
+        kn_image_close(im);
+    return 0;
 }
 
 /* A string without NUL bytes inside (jansson allows them). */
@@ -365,54 +395,102 @@ check_entrypoint(const json_t *ep, kn_error_t *err)
     return 0;
 }
 
-/* Where the sandbox comes from and what it runs: image, entrypoint, timeout. */
+/* The image's Entrypoint + Cmd, as a request's entrypoint; NULL if none. */
+static json_t *
+image_entrypoint(const kn_image_t *img)
+{
+    json_t *ep = json_array();
+    for (char **a = img ? img->entrypoint : NULL; a && *a; a++)
+        json_array_append_new(ep, json_string(*a));
+    for (char **a = img ? img->cmd : NULL; a && *a; a++)
+        json_array_append_new(ep, json_string(*a));
+    if (json_array_size(ep) && json_string_value(json_array_get(ep, 0))[0])
+        return ep;
+    json_decref(ep);
+    return NULL;
+}
+
+/* Where the sandbox comes from and what it runs: image or snapshot,
+ * entrypoint, timeout. snap: a snapshotId the manager resolved, or NULL. */
 static int
-check_source(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
-             kn_error_t *err)
+check_source(const json_t *req, const kn_server_cfg_t *cfg, const kn_spec_snapshot_t *snap,
+             json_t *spec, json_t *kennel, kn_error_t *err)
 {
     json_t *image = json_object_get(req, "image");
-    json_t *snap = json_object_get(req, "snapshotId");
-    if (snap && !json_is_null(snap)) {
+    json_t *sid = json_object_get(req, "snapshotId");
+    kn_image_t *img = NULL;
+    int rc = -1;
+    if (sid && !json_is_null(sid)) {
         if (image && !json_is_null(image))
             return kn_server_error(err, EINVAL, "give either image or snapshotId, not both");
-        return kn_server_error(err, EINVAL, "snapshotId %s: snapshots are not supported yet",
-                               plain_string(snap) ? json_string_value(snap) : "(not a string)");
+        if (!plain_string(sid) || !json_string_value(sid)[0])
+            return kn_server_error(err, EINVAL, "snapshotId must be a non-empty string");
+        if (!snap || strcmp(snap->id, json_string_value(sid)))
+            return kn_server_error(err, EINVAL, "snapshotId %s was not resolved",
+                                   json_string_value(sid));
+        json_object_set_new(spec, "snapshotId", json_string(snap->id));
+        json_object_set_new(kennel, "image", json_string(snap->digest));
+    } else {
+        if (!image || json_is_null(image))
+            return kn_server_error(err, EINVAL, "image or snapshotId is required");
+        const char *uri =
+            json_is_object(image) ? plain_string(json_object_get(image, "uri")) : NULL;
+        if (!uri || !uri[0])
+            return kn_server_error(err, EINVAL, "image.uri must be a non-empty string");
+        if (json_object_get(image, "auth") && !json_is_null(json_object_get(image, "auth")))
+            return kn_server_error(err, EINVAL,
+                                   "image.auth: Kennel pulls from no registry; import the image "
+                                   "(kennel image import) and name it without credentials");
+        if (resolve_image(cfg, uri, kennel, &img, err) < 0)
+            return -1;
+        json_object_set_new(spec, "image", json_pack("{s:s}", "uri", uri));
     }
-    if (!image || json_is_null(image))
-        return kn_server_error(err, EINVAL, "image is required");
-    const char *uri = json_is_object(image) ? plain_string(json_object_get(image, "uri")) : NULL;
-    if (!uri || !uri[0])
-        return kn_server_error(err, EINVAL, "image.uri must be a non-empty string");
-    const char *kimage = resolve_image(cfg, uri);
-    if (!kimage)
-        return kn_server_error(err, EINVAL,
-                               "image '%s' is not known to this server (use \"host\" or a name "
-                               "from imageAliases in the server config)",
-                               uri);
-    json_object_set_new(spec, "image", json_pack("{s:s}", "uri", uri));
-    json_object_set_new(kennel, "image", json_string(kimage));
+    /* Snapshots of any sandbox go to the store, and are opened from it. */
+    json_object_set_new(kennel, "imageStore", json_string(kn_image_store_path(cfg->image_store)));
+    if (cfg->wlayer == KN_WLAYER_DISK) {
+        json_object_set_new(kennel, "writableLayer", json_string("disk"));
+        json_object_set_new(kennel, "layerDir", json_string(cfg->layer_dir));
+    }
 
+    /* The request's entrypoint wins; without one, a stored image's
+     * Entrypoint + Cmd (as a container runtime does), and a snapshot's
+     * default is the spec's. */
     json_t *ep = json_object_get(req, "entrypoint");
-    if (!ep)
-        return kn_server_error(err, EINVAL, "entrypoint is required with image");
-    if (check_entrypoint(ep, err) < 0)
-        return -1;
-    json_object_set(spec, "entrypoint", ep);
+    if (ep && !json_is_null(ep)) {
+        if (check_entrypoint(ep, err) < 0)
+            goto out;
+        json_object_set(spec, "entrypoint", ep);
+    } else if (snap) {
+        json_object_set_new(spec, "entrypoint", json_pack("[s,s,s]", "tail", "-f", "/dev/null"));
+    } else if ((ep = image_entrypoint(img))) {
+        json_object_set_new(spec, "entrypoint", ep);
+    } else {
+        kn_server_error(err, EINVAL,
+                        img ? "entrypoint is required: the image sets neither Entrypoint nor Cmd"
+                            : "entrypoint is required with image");
+        goto out;
+    }
 
     json_t *v = json_object_get(req, "timeout");
     if (!v || json_is_null(v)) {
         json_object_set_new(spec, "timeout", json_null());
-        return 0;
+        rc = 0;
+        goto out;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 60)
-        return kn_server_error(err, EINVAL, "timeout must be an integer of at least 60 (seconds)");
-    if (cfg->max_timeout_s && json_integer_value(v) > cfg->max_timeout_s)
-        return kn_server_error(err, EINVAL, "timeout must be at most %lld seconds",
-                               (long long)cfg->max_timeout_s);
-    if (json_integer_value(v) > 100LL * 365 * 86400)
-        return kn_server_error(err, EINVAL, "timeout is too large");
-    json_object_set(spec, "timeout", v);
-    return 0;
+        kn_server_error(err, EINVAL, "timeout must be an integer of at least 60 (seconds)");
+    else if (cfg->max_timeout_s && json_integer_value(v) > cfg->max_timeout_s)
+        kn_server_error(err, EINVAL, "timeout must be at most %lld seconds",
+                        (long long)cfg->max_timeout_s);
+    else if (json_integer_value(v) > 100LL * 365 * 86400)
+        kn_server_error(err, EINVAL, "timeout is too large");
+    else {
+        json_object_set(spec, "timeout", v);
+        rc = 0;
+    }
+out:
+    kn_image_close(img);
+    return rc;
 }
 
 /* What the sandbox gets: limits, environment, metadata, platform, network,
@@ -481,8 +559,8 @@ check_resources(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, jso
 }
 
 static int
-check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_t *kennel,
-              kn_error_t *err)
+check_request(const json_t *req, const kn_server_cfg_t *cfg, const kn_spec_snapshot_t *snap,
+              json_t *spec, json_t *kennel, kn_error_t *err)
 {
     json_t *ext = json_object_get(req, "extensions");
     if (ext && !json_is_null(ext)) {
@@ -490,13 +568,20 @@ check_request(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, json_
             return -1;
         json_object_set(spec, "extensions", ext);
     }
-    if (check_source(req, cfg, spec, kennel, err) < 0)
+    if (check_source(req, cfg, snap, spec, kennel, err) < 0)
         return -1;
     return check_resources(req, cfg, spec, kennel, err);
 }
 
 json_t *
 kn_spec_parse(const json_t *req, const kn_server_cfg_t *cfg, kn_error_t *err)
+{
+    return kn_spec_parse_from(req, cfg, NULL, err);
+}
+
+json_t *
+kn_spec_parse_from(const json_t *req, const kn_server_cfg_t *cfg, const kn_spec_snapshot_t *snap,
+                   kn_error_t *err)
 {
     if (!json_is_object(req)) {
         kn_server_error(err, EINVAL, "the body must be a JSON object");
@@ -511,7 +596,7 @@ kn_spec_parse(const json_t *req, const kn_server_cfg_t *cfg, kn_error_t *err)
         return NULL;
     }
     json_object_set_new(spec, "kennel", kennel);
-    if (check_request(req, cfg, spec, kennel, err) < 0) {
+    if (check_request(req, cfg, snap, spec, kennel, err) < 0) {
         json_decref(spec);
         return NULL;
     }
@@ -533,8 +618,9 @@ add_env(kn_config_t *c, const char *k, const char *v, kn_error_t *err)
 
 int
 kn_spec_config(const json_t *spec, const char *sandbox_dir, const char *execd_path,
-               kn_config_t *out, kn_error_t *err)
+               kn_config_t *out, kn_image_t **img, kn_error_t *err)
 {
+    kn_image_t *im = NULL;
     kn_config_t c;
     if (kn_profile_load(&c, "default", err) < 0)
         return -1;
@@ -545,8 +631,23 @@ kn_spec_config(const json_t *spec, const char *sandbox_dir, const char *execd_pa
      * caller but wants a positive one in the config. */
     c.timeout_ms = UINT64_C(1) << 62;
     c.pids = 1024;
-    if (kn_config_set_str(&c.image, json_string_value(json_object_get(k, "image")), err) < 0)
+    const char *image = json_string_value(json_object_get(k, "image"));
+    if (kn_config_set_str(&c.image, image, err) < 0)
         goto fail;
+    if (image && !strncmp(image, "sha256:", 7)) {
+        /* Verified when the request was parsed (a pin in full): the
+         * manifest and config are re-hashed again on this open. */
+        const char *store = json_string_value(json_object_get(k, "imageStore"));
+        if (kn_image_open_digest(store, image, false, &im, err) < 0 ||
+            kn_image_apply_config(&c, im, err) < 0)
+            goto fail;
+    }
+    if (json_is_string(json_object_get(k, "writableLayer"))) {
+        c.wlayer = KN_WLAYER_DISK;
+        if (kn_config_set_str(&c.wlayer_dir, json_string_value(json_object_get(k, "layerDir")),
+                              err) < 0)
+            goto fail;
+    }
     if ((v = json_object_get(k, "cpus")))
         c.cpus = json_real_value(v);
     if ((v = json_object_get(k, "memory")))
@@ -576,8 +677,13 @@ kn_spec_config(const json_t *spec, const char *sandbox_dir, const char *execd_pa
     if (kn_config_set_argv(&c, argv, err) < 0 || kn_config_validate(&c, err) < 0)
         goto fail;
     *out = c;
+    if (img)
+        *img = im;
+    else
+        kn_image_close(im);
     return 0;
 fail:
+    kn_image_close(im);
     kn_config_free(&c);
     return -1;
 }

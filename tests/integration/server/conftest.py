@@ -52,6 +52,7 @@ class Server:
         os.chmod(self.dir, 0o711)  # the sandboxes' user passes through to its run dir
         self.run_dir = os.path.join(self.dir, "run")
         self.db = os.path.join(self.dir, "kennel.db")
+        self.store = os.path.join(self.dir, "images")
         self.log = os.path.join(self.dir, "serve.log")
         self.port = free_port()
         self.kennel = kennel
@@ -67,9 +68,16 @@ class Server:
                     if k.split("_")[0] in ("ASAN", "UBSAN", "LSAN")})
         if self.key:
             env["KENNEL_API_KEY"] = self.key
+        # The image store and disk layers are the test's own too: snapshots
+        # are written into the store, never into the host's.
+        own = []
+        if "--image-store" not in self.extra:
+            own += ["--image-store", self.store]
+        if "--layer-dir" not in self.extra:
+            own += ["--layer-dir", os.path.join(self.dir, "layers")]
         self.proc = subprocess.Popen(
             [self.kennel, "serve", "--listen", f"127.0.0.1:{self.port}", "--db", self.db,
-             "--run-dir", self.run_dir, *self.extra],
+             "--run-dir", self.run_dir, *own, *self.extra],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

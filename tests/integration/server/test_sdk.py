@@ -17,7 +17,7 @@ import pytest
 from .conftest import API_KEY, Server
 
 SDK_DIR = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "js"
-KNOWN_GAPS = {"egress policy (port 18080)", "snapshots"}
+KNOWN_GAPS = {"egress policy (port 18080)"}
 
 
 @pytest.fixture(scope="module")

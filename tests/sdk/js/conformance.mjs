@@ -242,10 +242,59 @@ await family("egress policy (port 18080)", async () => {
 }, "no egress sidecar: sandboxes have no network and port 18080 is not proxied (501)");
 
 await family("snapshots", async () => {
-  const list = await manager.listSnapshots({});
-  check(Array.isArray(list.items ?? list.snapshotInfos ?? []), "list");
-  await manager.createSnapshot(sandbox.id, {});
-}, "snapshots are not implemented (501)");
+  // A file the snapshot must keep, and a process it must not.
+  await sandbox.files.writeFiles([{ path: "/work/snap.txt", data: `kept ${run}`, mode: 644 }]);
+  await sandbox.commands.run("sleep 300", { background: true });
+  const name = `sdk-${run}`;
+  const created = await manager.createSnapshot(sandbox.id, { name });
+  check(created.status.state === "Creating", `created state ${created.status.state}`);
+  check(created.sandboxId === sandbox.id && created.name === name, "created fields");
+  check(created.createdAt instanceof Date, "createdAt");
+  let snap = created;
+  for (let i = 0; i < 200 && snap.status.state === "Creating"; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    snap = await manager.getSnapshot(created.id);
+  }
+  check(snap.status.state === "Ready", `state ${snap.status.state}: ${snap.status.message}`);
+  check(snap.status.lastTransitionAt instanceof Date, "lastTransitionAt");
+  const mine = await manager.listSnapshots({ sandboxId: sandbox.id, states: ["Ready"] });
+  check(mine.items.some((x) => x.id === created.id), "listed by sandboxId and state");
+  const byName = await manager.listSnapshots({ name, pageSize: 1 });
+  check(byName.items.length === 1 && byName.pagination.totalItems === 1, "listed by name");
+  const none = await manager.listSnapshots({ sandboxId: sandbox.id, states: ["Failed"] });
+  check(none.items.every((x) => x.id !== created.id), "state filter");
+  // Restored: the file is there, the process is not, the source runs on.
+  const restored = await Sandbox.create({
+    connectionConfig: config, snapshotId: created.id, timeoutSeconds: 600, readyTimeoutSeconds: 60,
+  });
+  try {
+    check((await restored.files.readFile("/work/snap.txt")) === `kept ${run}`, "file kept");
+    const ps = await restored.commands.run("ps -eo args | grep -c '^sleep 300' || true");
+    check(ps.logs.stdout.map((m) => m.text).join() === "0", `processes ${JSON.stringify(ps.logs)}`);
+    const info = await restored.getInfo();
+    check(info.snapshotId === created.id, `snapshotId ${info.snapshotId}`);
+    let busy = 0;
+    try {
+      await manager.deleteSnapshot(created.id);
+    } catch (e) {
+      busy = e.statusCode;
+    }
+    check(busy === 409, `delete while a sandbox runs from it: ${busy}`);
+  } finally {
+    await restored.kill();
+    await restored.close();
+  }
+  const src = await sandbox.commands.run("cat /work/snap.txt");
+  check(src.logs.stdout.map((m) => m.text).join() === `kept ${run}`, "source still runs");
+  await manager.deleteSnapshot(created.id);
+  let gone = 0;
+  try {
+    await manager.getSnapshot(created.id);
+  } catch (e) {
+    gone = e.statusCode;
+  }
+  check(gone === 404, `get after delete: ${gone}`);
+});
 
 await family("error shape and X-Request-ID on a 404", async () => {
   const m = SandboxManager.create({
