@@ -49,6 +49,7 @@ struct kn_cmdstore {
     /* Kennel's supervisor calls, each taken once per execd. */
     bool env_taken;
     bool main_taken;
+    bool main_started;
     bool main_done;
     int main_code;
     kn_cmd_t *main; /* the entrypoint, with a reference, once started */
@@ -831,11 +832,11 @@ kn_command_main_ended(kn_execd_t *ex, int *code)
     *code = s->main_code;
     pthread_mutex_unlock(&s->lock);
     if (check) {
+        fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", m->id,
+                c);
         cmd_finish(s, m, c, c ? "non-zero exit status" : NULL);
         cmd_release_child(s, m);
         cmd_unref(s, m);
-        fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", m->id,
-                c);
     }
     return done;
 }
@@ -903,39 +904,21 @@ kn_command_set_env(kn_req_t *req)
     return r;
 }
 
-enum MHD_Result
-kn_command_entrypoint(kn_req_t *req)
+/* Forks and execs the registered entrypoint, once. */
+static void
+main_start(struct kn_cmdstore *s)
 {
-    enum MHD_Result r;
-    json_t *body = kn_http_json_body(req, false, &r);
-    if (!body)
-        return r;
-    struct kn_cmdstore *s = req->ex->cmds;
-    const json_t *cmd = json_object_get(body, "command");
-    if (!json_is_object(body) || !json_is_string(cmd) || json_string_length(cmd) == 0 ||
-        strlen(json_string_value(cmd)) != json_string_length(cmd)) {
-        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY",
-                                "the body must be {\"command\": a non-empty string without NUL}");
-        goto out;
+    pthread_mutex_lock(&s->lock);
+    kn_cmd_t *c = s->main_started ? NULL : s->main;
+    if (c) {
+        s->main_started = true;
+        c->refs++;
     }
-    if (!take_once(s, &s->main_taken)) {
-        r = kn_http_reply_error(req, 409, "ENTRYPOINT_ALREADY_STARTED",
-                                "this sandbox's entrypoint was started already");
-        goto out;
-    }
-    struct run_args a = {.command = json_string_value(json_object_get(body, "command")),
-                         .background = true};
-    kn_cmd_t *c = cmd_new(&a);
+    pthread_mutex_unlock(&s->lock);
+    if (!c)
+        return;
+    kn_error_t err = {0};
     char **env = kn_command_env(NULL);
-    if (c)
-        c->log_fd = memfd_create("execd-entrypoint-log", MFD_CLOEXEC);
-    if (!c || !env || c->log_fd < 0) {
-        kn_command_env_free(env);
-        if (c)
-            cmd_unref(s, c);
-        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot start the entrypoint");
-        goto out;
-    }
     const char *argv[] = {kn_command_shell(), "-c", c->content, NULL};
     kn_spawn_t sp = {.argv = argv,
                      .env = (const char *const *)env,
@@ -946,28 +929,99 @@ kn_command_entrypoint(kn_req_t *req)
                      .stderr_fd = c->log_fd,
                      .fd3 = -1,
                      .fd4 = -1};
-    kn_error_t err = {0};
-    c->child = kn_proc_spawn(&sp, &err);
+    kn_child_t *child = env ? kn_proc_spawn(&sp, &err) : NULL;
     kn_command_env_free(env);
-    store_add(s, c);
+    const char *why = child ? NULL : err.msg[0] ? err.msg : "out of memory";
     pthread_mutex_lock(&s->lock);
-    if (c->child) {
-        c->refs++; /* the store's main reference */
-        s->main = c;
-    } else {
+    c->child = child;
+    if (!child) {
         /* It cannot run: that ends the sandbox, as for a container. */
         s->main_done = true;
         s->main_code = 127;
+        s->main = NULL;
     }
     pthread_mutex_unlock(&s->lock);
-    if (!c->child) {
-        dprintf(c->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", err.msg);
-        cmd_finish(s, c, 127, err.msg);
-        fprintf(stderr, "kennel-execd: cannot start the entrypoint: %s\n", err.msg);
+    if (why) {
+        dprintf(c->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", why);
+        fprintf(stderr, "kennel-execd: cannot start the entrypoint: %s\n", why);
+        cmd_finish(s, c, 127, why);
+        cmd_unref(s, c); /* the main reference */
     }
-    /* A quick entrypoint may have ended before it was recorded as the main
-     * one: main's loop looks again. */
+    cmd_unref(s, c);
+    /* A quick entrypoint may have ended before it was recorded: main's
+     * signal loop looks again. */
     kill(getpid(), SIGUSR1);
+}
+
+/* Lays envs over execd's environment (the env slot is taken by the caller). */
+static const char *
+apply_envs(const json_t *envs)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)envs, k, v)
+    {
+        if (kn_proc_setenv(k, json_string_value(v)) < 0)
+            return "setenv failed";
+    }
+    return NULL;
+}
+
+enum MHD_Result
+kn_command_entrypoint(kn_req_t *req)
+{
+    enum MHD_Result r;
+    json_t *body = kn_http_json_body(req, false, &r);
+    if (!body)
+        return r;
+    struct kn_cmdstore *s = req->ex->cmds;
+    const json_t *cmd = json_object_get(body, "command");
+    const json_t *envs = json_object_get(body, "envs");
+    const json_t *start = json_object_get(body, "start");
+    if (!json_is_object(body) || !json_is_string(cmd) || json_string_length(cmd) == 0 ||
+        strlen(json_string_value(cmd)) != json_string_length(cmd) ||
+        (start && !json_is_boolean(start))) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY",
+                                "the body must be {\"command\": a non-empty string without NUL, "
+                                "\"envs\": {...}, \"start\": boolean}");
+        goto out;
+    }
+    if (envs && envs_bad(body)) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY", "%s", envs_bad(body));
+        goto out;
+    }
+    if (!take_once(s, &s->main_taken)) {
+        r = kn_http_reply_error(req, 409, "ENTRYPOINT_ALREADY_STARTED",
+                                "this sandbox's entrypoint was set already");
+        goto out;
+    }
+    /* The environment first: every command, session and code context
+     * started from now on, the entrypoint too, inherits it. */
+    if (envs) {
+        const char *bad =
+            take_once(s, &s->env_taken) ? apply_envs(envs) : "the environment was set already";
+        if (bad) {
+            r = kn_http_reply_error(req, 409, "ENVIRONMENT_ALREADY_SET", "%s", bad);
+            goto out;
+        }
+    }
+    struct run_args a = {.command = json_string_value(cmd), .background = true};
+    kn_cmd_t *c = cmd_new(&a);
+    if (c)
+        c->log_fd = memfd_create("execd-entrypoint-log", MFD_CLOEXEC);
+    if (!c || c->log_fd < 0) {
+        if (c)
+            cmd_unref(s, c);
+        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot register the entrypoint");
+        goto out;
+    }
+    store_add(s, c);
+    pthread_mutex_lock(&s->lock);
+    c->refs++; /* the main reference */
+    s->main = c;
+    pthread_mutex_unlock(&s->lock);
+    if (!json_is_false(start))
+        main_start(s);
     kn_buf_t ev = {0};
     kn_stream_text(&ev, "init", c->id, strlen(c->id));
     kn_stream_event(&ev, "execution_complete", json_pack("{s:i}", "execution_time", 0));
@@ -977,4 +1031,17 @@ kn_command_entrypoint(kn_req_t *req)
 out:
     json_decref(body);
     return r;
+}
+
+enum MHD_Result
+kn_command_entrypoint_start(kn_req_t *req)
+{
+    struct kn_cmdstore *s = req->ex->cmds;
+    pthread_mutex_lock(&s->lock);
+    bool registered = s->main_taken;
+    pthread_mutex_unlock(&s->lock);
+    if (!registered)
+        return kn_http_reply_error(req, 409, "NO_ENTRYPOINT", "no entrypoint was set");
+    main_start(s);
+    return kn_http_reply_empty(req, 200);
 }

@@ -375,6 +375,23 @@ pool_exists(kn_sbx_t *m, const char *reason)
     return found;
 }
 
+/* Removes a member that is still Warm in the store: its row goes first, in
+ * one statement that a claim cannot interleave with (the list the caller
+ * looked at may be older than a claim). False when it was taken meanwhile. */
+static bool
+remove_warm(kn_sbx_t *m, const char *id, const char *why)
+{
+    bool deleted = false;
+    kn_error_t e = {0};
+    if (kn_store_delete_warm(m->store, id, &deleted, &e) < 0 || !deleted)
+        return false;
+    if (kn_sbx_destroy(m, id, &e) < 0)
+        kn_sbx_log("error", "a warm sandbox could not be removed", id, e.msg);
+    else
+        kn_sbx_log("info", why, id, NULL);
+    return true;
+}
+
 bool
 kn_sbx_warm_gone(kn_sbx_t *m, const kn_store_rec_t *r)
 {
@@ -387,20 +404,15 @@ kn_sbx_warm_gone(kn_sbx_t *m, const kn_store_rec_t *r)
     } else if (!r->reason || !pool_exists(m, r->reason)) {
         why = "removed a warm sandbox of a pool that is gone";
     } else {
-        /* A claim the shim took, whose create this process never finished
-         * (an earlier server died): nobody was promised it. */
+        /* A claim the shim took, whose create no server finished (an
+         * earlier one died): nobody was promised it. */
         st = kn_shim_state(dir);
         const char *s = json_string_value(json_object_get(st, "state"));
         if (s && strcmp(s, "Warm") != 0)
             why = "removed a warm sandbox claimed by a create that never finished";
         json_decref(st);
     }
-    if (!why)
-        return false;
-    kn_error_t e = {0};
-    kn_sbx_destroy(m, r->id, &e);
-    kn_sbx_log("info", why, r->id, NULL);
-    return true;
+    return why && remove_warm(m, r->id, why);
 }
 
 static bool
@@ -482,8 +494,7 @@ kn_sbx_refill(kn_sbx_t *m, const kn_store_rec_t *recs, size_t n)
         kn_error_t err = {0};
         if (c.warm > want && c.oldest_warm) {
             more |= c.warm - 1 > want;
-            if (kn_sbx_destroy(m, c.oldest_warm, &err) < 0)
-                kn_sbx_log("error", "a warm sandbox could not be removed", c.oldest_warm, err.msg);
+            remove_warm(m, c.oldest_warm, "removed a warm sandbox past its pool's capacity");
             continue;
         }
         if (c.warm >= want)
@@ -691,8 +702,8 @@ kn_sbx_pool_delete(kn_sbx_t *m, const char *name, kn_error_t *err)
     if (kn_store_list(m->store, &recs, &n, &e) == 0) {
         for (size_t i = 0; i < n; i++) {
             if (!strcmp(recs[i].state, "Warm") && recs[i].reason &&
-                !strcmp(recs[i].reason, p->reason) && kn_sbx_destroy(m, recs[i].id, &e) < 0)
-                kn_sbx_log("error", "a warm sandbox could not be removed", recs[i].id, e.msg);
+                !strcmp(recs[i].reason, p->reason))
+                remove_warm(m, recs[i].id, "removed a warm sandbox of a deleted pool");
             kn_store_rec_free(&recs[i]);
         }
         free(recs);
@@ -711,8 +722,8 @@ kn_sbx_drain_pools(kn_sbx_t *m)
     if (kn_store_list(m->store, &recs, &n, &err) < 0)
         return;
     for (size_t i = 0; i < n; i++) {
-        if (!strcmp(recs[i].state, "Warm") && kn_sbx_destroy(m, recs[i].id, &err) < 0)
-            kn_sbx_log("error", "a warm sandbox could not be removed", recs[i].id, err.msg);
+        if (!strcmp(recs[i].state, "Warm"))
+            remove_warm(m, recs[i].id, "removed a warm sandbox (the server stops)");
         kn_store_rec_free(&recs[i]);
     }
     free(recs);

@@ -292,34 +292,23 @@ execd_call(shim_t *s, const char *path, json_t *body, kn_uresp_t *r, kn_error_t 
     return 0;
 }
 
-/* A claimed member's request env joins execd's environment, which every
- * later command, session and code context starts from. Done before the
- * claim is answered, so that a client's first command sees it. */
+/* Sets the entrypoint (and, for a claimed member, the request's env) in
+ * execd before the create is answered, so that nobody else can set another
+ * one and the first command a client sends sees the env; execd takes this
+ * once. It is started (start_entrypoint) once the answer is out, so that its
+ * fork and exec do not compete with it. envs: NULL, or the request's env. */
 static int
-set_env(shim_t *s, const json_t *env, kn_error_t *err)
-{
-    kn_uresp_t r;
-    if (!json_object_size(env))
-        return 0;
-    if (execd_call(s, "/_kennel/env", json_pack("{s:O}", "envs", (json_t *)env), &r, err) < 0)
-        return -1;
-    kn_uresp_free(&r);
-    return 0;
-}
-
-/* Starts the entrypoint through execd as the sandbox's main process: when it
- * ends, execd exits with its status, and so the sandbox ends. Called right
- * after the create is answered (the answer does not wait for fork and exec). */
-static int
-start_entrypoint(shim_t *s, kn_error_t *err)
+set_entrypoint(shim_t *s, const json_t *envs, kn_error_t *err)
 {
     char *cmd = kn_spec_entrypoint_cmd(s->spec);
     if (!cmd)
         return kn_error_set(err, ENOMEM, "entrypoint");
-    kn_uresp_t r;
-    int rc = execd_call(s, "/_kennel/entrypoint", json_pack("{s:s}", "command", cmd), &r, err);
+    json_t *body = json_pack("{s:s, s:b}", "command", cmd, "start", 0);
     free(cmd);
-    if (rc < 0)
+    if (body && json_object_size(envs))
+        json_object_set(body, "envs", (json_t *)envs);
+    kn_uresp_t r;
+    if (execd_call(s, "/_kennel/entrypoint", body, &r, err) < 0)
         return kn_error_prefix(err, "entrypoint");
     /* Events are JSON objects separated by blank lines; the first is init. */
     char *end = strstr(r.body, "\n\n");
@@ -333,6 +322,16 @@ start_entrypoint(shim_t *s, kn_error_t *err)
     kn_uresp_free(&r);
     if (!s->entrypoint_id[0])
         return kn_error_set(err, EPROTO, "entrypoint: execd gave no command id");
+    return 0;
+}
+
+static int
+start_entrypoint(shim_t *s, kn_error_t *err)
+{
+    kn_uresp_t r;
+    if (execd_call(s, "/_kennel/start", json_object(), &r, err) < 0)
+        return kn_error_prefix(err, "entrypoint");
+    kn_uresp_free(&r);
     write_state(s, s->state, s->reason, s->message, -1000);
     return 0;
 }
@@ -424,7 +423,7 @@ claim(shim_t *s, const char *payload, kn_error_t *err)
     }
     json_decref(s->spec);
     s->spec = spec;
-    if (set_env(s, json_object_get(spec, "env"), err) < 0)
+    if (set_entrypoint(s, json_object_get(spec, "env"), err) < 0)
         return -1;
     /* The record ("claimed") is written right after the answer. A server
      * that died in between finds its row Pending and settles it from this
@@ -716,6 +715,10 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
     }
     /* A pool member gets its env and entrypoint when a create claims it. */
     bool member = !json_object_get(s.spec, "entrypoint");
+    if (!member && set_entrypoint(&s, NULL, &err) < 0) {
+        finish(&s, "Failed", "entrypoint_failed", err.msg);
+        goto out;
+    }
     if (member)
         write_state(&s, "Warm", "warm", "Ready in a warm pool.", -1000);
     else

@@ -549,3 +549,27 @@ kn_store_pool_free(kn_store_pool_t *v, size_t n)
     }
     free(v);
 }
+
+int
+kn_store_delete_warm(kn_store_t *st, const char *id, bool *deleted, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    *deleted = false;
+    pthread_mutex_lock(&st->mu);
+    if (stmt_get(st, "DELETE FROM sandboxes WHERE id = ? AND state = 'Warm'", &s) != SQLITE_OK) {
+        db_error(st, err, "delete");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "delete");
+        goto out;
+    }
+    *deleted = sqlite3_changes(st->db) > 0;
+    ret = 0;
+out:
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}

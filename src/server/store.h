@@ -70,6 +70,9 @@ int kn_store_pool_delete(kn_store_t *st, const char *name, kn_error_t *err);
 int kn_store_pool_list(kn_store_t *st, kn_store_pool_t **out, size_t *n, kn_error_t *err);
 void kn_store_pool_free(kn_store_pool_t *v, size_t n);
 
+/* Removes the row only while it is still "Warm" (*deleted says whether it
+ * was): a pool's own removal of a member never races with a claim of it. */
+int kn_store_delete_warm(kn_store_t *st, const char *id, bool *deleted, kn_error_t *err);
 /* Removing a missing id is not an error. */
 int kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err);
 void kn_store_rec_free(kn_store_rec_t *rec);
