@@ -41,6 +41,10 @@ usage(FILE *f)
             "      --writable-layer tmpfs|disk  where sandboxes' writes go (default tmpfs); disk:\n"
             "                           an ext4 image of ephemeral-storage bytes, reserved\n"
             "      --layer-dir DIR      where disk layers are made (/var/lib/kennel/layers)\n"
+            "      --receipts-key PATH  receipts signing key, PKCS#8 PEM, made (0600) if missing\n"
+            "                           (default: receipts.key beside the database)\n"
+            "      --receipts-issuer ID issuer id of new receipt chains (did:kennel:<host>)\n"
+            "      --no-receipts        issue no receipts (for benchmarks only)\n"
             "  -q, --quiet              no request log lines\n"
             "\n"
             "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -83,6 +87,9 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"image-store", required_argument, 0, 300},
         {"writable-layer", required_argument, 0, 301},
         {"layer-dir", required_argument, 0, 302},
+        {"receipts-key", required_argument, 0, 267},
+        {"receipts-issuer", required_argument, 0, 268},
+        {"no-receipts", no_argument, 0, 269},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -207,6 +214,17 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
             }
             break;
         }
+        case 267:
+            free(cfg->receipts_key);
+            cfg->receipts_key = strdup(optarg);
+            break;
+        case 268:
+            free(cfg->receipts_issuer);
+            cfg->receipts_issuer = strdup(optarg);
+            break;
+        case 269:
+            cfg->receipts_off = true;
+            break;
         case 'q':
             cfg->log_requests = false;
             break;

@@ -8,10 +8,11 @@
 
 #include "cli.h"
 
-/* `kennel serve`: the server is its own binary beside this one
- * (server_main.c), so that this one stays lean for `kennel run` and the
- * shims. exec keeps the pid: whoever started `kennel serve` holds the
- * server itself. */
+/* `kennel serve` and `kennel receipts`: the server is its own binary beside
+ * this one (server_main.c), so that this one stays lean for `kennel run` and
+ * the shims; `receipts` reads the server's SQLite file, so it is there too.
+ * exec keeps the pid: whoever started `kennel serve` holds the server
+ * itself. */
 static int
 exec_server(int argc, char **argv)
 {
@@ -24,14 +25,15 @@ exec_server(int argc, char **argv)
     self[n] = '\0';
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/kennel-server", dirname(self));
-    argv[0] = "serve"; /* the server's argv: kennel-server serve ARGS... */
+    /* the server's argv: kennel-server serve|receipts ARGS... (argv[0] is
+     * the command's name) */
     char *args[argc + 2];
     args[0] = path;
     for (int i = 0; i < argc; i++)
         args[i + 1] = argv[i];
     args[argc + 1] = NULL;
     execv(path, args);
-    fprintf(stderr, "kennel: serve: cannot run %s: %s\n", path, strerror(errno));
+    fprintf(stderr, "kennel: %s: cannot run %s: %s\n", argv[0], path, strerror(errno));
     return KN_EXIT_KENNEL;
 }
 
@@ -40,7 +42,7 @@ static const kn_command_t commands[] = {
     {"attest", "prove a profile's isolation with probes; write the evidence bundle", kn_cmd_attest},
     {"attest-probe", "the probes themselves, run inside the sandbox (internal)",
      kn_cmd_attest_probe},
-    {"receipts", "verify a chain of signed receipts; print a key's public half", kn_cmd_receipts},
+    {"receipts", "export and verify signed receipt chains; print or rotate the keys", exec_server},
     {"serve", "serve the OpenSandbox lifecycle API (sandboxes, proxy to execd)", exec_server},
     {"shim", "supervise one sandbox for `kennel serve` (internal)", kn_cmd_shim},
     {"create", "create a sandbox on a kennel serve", kn_cmd_create},

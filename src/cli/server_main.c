@@ -11,6 +11,8 @@ main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "serve"))
         return kn_cmd_serve(argc - 1, argv + 1);
-    fprintf(stderr, "usage: kennel-server serve [OPTIONS] (or: kennel serve --help)\n");
+    if (argc >= 2 && !strcmp(argv[1], "receipts"))
+        return kn_cmd_receipts(argc - 1, argv + 1);
+    fprintf(stderr, "usage: kennel-server serve|receipts ... (or: kennel serve --help)\n");
     return KN_EXIT_KENNEL;
 }

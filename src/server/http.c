@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "receipts.h"
 #include "util.h"
 
 #define KN_HTTP_EXECD_PORT 44772
@@ -75,7 +76,9 @@ kn_http_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
         {EPERM, 502, "PROXY::BACKEND_REFUSED"},
         {ECONNREFUSED, 502, "PROXY::BACKEND_UNAVAILABLE"},
         {EPROTO, 502, "PROXY::BAD_BACKEND_RESPONSE"},
+        {ECONNABORTED, 503, "RECEIPTS::UNAVAILABLE"},
         {ETIMEDOUT, 504, "SANDBOX::PROVISION_TIMEOUT"},
+        {KN_RCPT_ERRNO, 503, "RECEIPTS::UNAVAILABLE"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (map[i].code == err->code)
@@ -221,11 +224,51 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                               .duration_us = kn_now_us() - r->t0};
         r->srv->observe(&a, r->srv->observe_ctx);
     }
+    if (r->call) {
+        kn_rcpt_call_end(r->call, false); /* unless the finish tap ended it */
+        kn_rcpt_call_free(r->call);
+    }
+    free(r->sock);
+    free(r->pidns);
+    free(r->target);
     kn_proxy_free(r->proxy);
     free(r->body);
     free(r->raw_uri);
     free(r);
     *req_cls = NULL;
+}
+
+static bool
+has_body(struct MHD_Connection *c)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding") ||
+           (cl && strtoull(cl, NULL, 10) > 0);
+}
+
+/* Writes the call's pending receipt (when it is an action) and sends the
+ * request to execd. r->is_proxy is set; on failure an error is queued. */
+static enum MHD_Result
+forward(struct MHD_Connection *c, kn_req_t *r, const char *sock, const char *pidns,
+        const char *method, const char *target)
+{
+    kn_error_t err = {0};
+    if (r->call && kn_rcpt_call_begin(r->call, &err) < 0) {
+        r->is_proxy = false;
+        return kn_http_fail(c, r, &err);
+    }
+    if (kn_proxy_begin(&r->proxy, sock, pidns, method, target, c, &err) < 0) {
+        if (err.code != EPERM)
+            err.code = ECONNREFUSED;
+        r->is_proxy = false;
+        return kn_http_fail(c, r, &err);
+    }
+    if (r->call) {
+        kn_proxy_tap_t tap = {kn_rcpt_call_response_head, kn_rcpt_call_response_body,
+                              kn_rcpt_call_finish, r->call};
+        kn_proxy_set_tap(r->proxy, &tap);
+    }
+    return MHD_YES;
 }
 
 static enum MHD_Result
@@ -251,13 +294,27 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     if (snprintf(target, sizeof target, "%s%s", rest[0] == '/' ? "" : "/", rest) >=
         (int)sizeof target)
         return kn_http_error(c, r, 414, "URI_TOO_LONG", "the proxied path is too long");
-    if (kn_proxy_begin(&r->proxy, sock, pidns, method, target, c, &err) < 0) {
-        if (err.code != EPERM)
-            err.code = ECONNREFUSED;
+    /* Receipts: an action is recorded before it is forwarded; one whose
+     * parameters are in its body is forwarded once the body is read. */
+    bool not_action = true;
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    r->call =
+        kn_rcpt_call_new(s->receipts, id, r->principal, method, target, ctype, &not_action, &err);
+    if (!r->call && !not_action)
         return kn_http_fail(c, r, &err);
-    }
     r->is_proxy = true;
-    return MHD_YES;
+    if (r->call && kn_rcpt_call_reads_body(r->call) && has_body(c)) {
+        r->deferred = true;
+        r->sock = strdup(sock);
+        r->pidns = strdup(pidns);
+        r->target = strdup(target);
+        if (!r->sock || !r->pidns || !r->target) {
+            kn_error_set(&err, ENOMEM, "proxy");
+            return kn_http_fail(c, r, &err);
+        }
+        return MHD_YES;
+    }
+    return forward(c, r, sock, pidns, method, target);
 }
 
 static enum MHD_Result
@@ -272,6 +329,10 @@ first_call(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *url, 
     if (!strncmp(path, "/v1/", 4))
         path += 3;
     bool open_route = !strcmp(path, "/health");
+    kn_rcpt_principal(s->cfg->n_keys
+                          ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "OPEN-SANDBOX-API-KEY")
+                          : NULL,
+                      r->principal, sizeof r->principal);
     if (!open_route && !authorized(s, c, &why))
         return kn_http_error(c, r, 401, why,
                              !strcmp(why, "MISSING_API_KEY")
@@ -308,13 +369,16 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->is_proxy) {
+        if (r->is_proxy && !r->deferred) {
             kn_error_t err = {0};
+            if (r->call)
+                kn_rcpt_call_request_body(r->call, upload, n);
             if (kn_proxy_body(r->proxy, upload, n, &err) < 0)
                 return MHD_NO;
             return MHD_YES;
         }
-        if (r->too_big || r->len + n > s->cfg->max_body) {
+        size_t cap = r->deferred ? KN_RCPT_MAX_BODY : s->cfg->max_body;
+        if (r->too_big || r->len + n > cap) {
             r->too_big = true;
             return MHD_YES;
         }
@@ -326,6 +390,23 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         r->len += n;
         r->body[r->len] = '\0';
         return MHD_YES;
+    }
+    if (r->is_proxy && r->deferred) {
+        r->deferred = false;
+        if (r->too_big) {
+            r->is_proxy = false;
+            return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE",
+                                 "the body is larger than execd accepts (8 MiB)");
+        }
+        kn_rcpt_call_request_body(r->call, r->body ? r->body : "", r->len);
+        enum MHD_Result fw = forward(c, r, r->sock, r->pidns, method, r->target);
+        if (!r->is_proxy)
+            return fw;
+        kn_error_t err = {0};
+        if (r->len && kn_proxy_body(r->proxy, r->body, r->len, &err) < 0) {
+            err.code = ECONNREFUSED;
+            return kn_http_fail(c, r, &err);
+        }
     }
     if (r->is_proxy) {
         kn_error_t err = {0};
@@ -341,5 +422,8 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         snprintf(msg, sizeof msg, "the body is larger than %zu bytes", s->cfg->max_body);
         return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
     }
-    return kn_routes_dispatch(s, c, r, method, url);
+    kn_rcpt_request_begin(s->receipts, r->principal);
+    enum MHD_Result ret = kn_routes_dispatch(s, c, r, method, url);
+    kn_rcpt_request_end(s->receipts, r->status);
+    return ret;
 }

@@ -41,8 +41,9 @@ typedef struct kn_srv {
     kn_sbx_t *mgr;
     kn_snaps_t *snaps;
     struct MHD_Daemon *daemon;
-    kn_http_observer_fn observe; /* receipts hook; NULL for none */
+    kn_http_observer_fn observe; /* an observer of finished requests; NULL for none */
     void *observe_ctx;
+    struct kn_rcpt *receipts; /* receipts.h; NULL when receipts are off */
     atomic_long requests, creates, create_errors, proxied;
     atomic_long create_bucket[KN_HTTP_LATENCY_BUCKETS + 1]; /* +Inf last */
     atomic_llong create_us_sum;
@@ -65,6 +66,12 @@ typedef struct kn_req {
     unsigned status;
     char method[16];
     char sandbox_id[40];
+    /* Receipts: the caller's principal, the proxied call's capture, and
+     * for a call whose body is read before it is forwarded, where to. */
+    char principal[96];
+    struct kn_rcpt_call *call;
+    bool deferred;
+    char *sock, *pidns, *target;
 } kn_req_t;
 
 enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body);

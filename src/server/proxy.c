@@ -42,7 +42,25 @@ struct kn_proxy {
     bool in_value;
     char *pending; /* body bytes not yet handed to MHD */
     size_t plen, poff, pcap;
+    kn_proxy_tap_t tap;
+    bool finished;
 };
+
+/* The tap's finish, once: 0 to go on, -1 to cut the response. */
+static int
+finish(kn_proxy_t *p)
+{
+    if (p->finished || !p->tap.finish)
+        return 0;
+    p->finished = true;
+    return p->tap.finish(p->tap.ctx);
+}
+
+void
+kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap)
+{
+    p->tap = *tap;
+}
 
 static const char *const hop_by_hop[] = {"connection",
                                          "keep-alive",
@@ -246,6 +264,13 @@ on_headers_complete(http_parser *hp)
     p->head_done = true;
     p->sized = !(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX;
     p->clen = p->sized ? hp->content_length : 0;
+    if (p->tap.head) {
+        const char *ct = NULL;
+        for (int i = 0; i < p->n_headers && !ct; i++)
+            if (p->names[i] && p->values[i] && !strcasecmp(p->names[i], "content-type"))
+                ct = p->values[i];
+        p->tap.head(p->tap.ctx, hp->status_code, ct);
+    }
     return p->is_head ? 1 : 0;
 }
 
@@ -267,6 +292,8 @@ on_body(http_parser *hp, const char *at, size_t len)
     }
     memcpy(p->pending + p->plen, at, len);
     p->plen += len;
+    if (p->tap.body)
+        p->tap.body(p->tap.ctx, at, len);
     return 0;
 }
 
@@ -334,13 +361,17 @@ reader(void *cls, uint64_t pos, char *out, size_t max)
     kn_proxy_t *p = cls;
     while (p->poff == p->plen) {
         if (p->complete)
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return finish(p) < 0 ? MHD_CONTENT_READER_END_WITH_ERROR
+                                 : MHD_CONTENT_READER_END_OF_STREAM;
         if (pump(p) < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = p->plen - p->poff;
     if (n > max)
         n = max;
+    /* The last bytes of a sized body wait for the tap's finish. */
+    if (p->complete && p->poff + n == p->plen && finish(p) < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     memcpy(out, p->pending + p->poff, n);
     p->poff += n;
     return (ssize_t)n;
@@ -380,8 +411,15 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     for (int i = 0; i < p->n_headers; i++)
         if (p->names[i] && p->values[i] && !skipped(p->names[i]))
             MHD_add_response_header(r, p->names[i], p->values[i]);
-    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0))
+    if (p->is_head || *status == 204 || *status == 304 || (sized && p->clen == 0)) {
+        int rc = finish(p);
         kn_proxy_free(p);
+        if (rc < 0) {
+            MHD_destroy_response(r);
+            kn_error_set(err, ECONNABORTED, "the outcome of this request could not be recorded");
+            return NULL;
+        }
+    }
     return r;
 }
 

@@ -20,6 +20,18 @@ typedef struct kn_proxy kn_proxy_t;
  * client framed it: with its Content-Length, or re-chunked. */
 int kn_proxy_begin(kn_proxy_t **out, const char *sock, const char *pidns, const char *method,
                    const char *target, struct MHD_Connection *conn, kn_error_t *err);
+/* Sees the response as it passes (the receipts module hashes it): head
+ * once, when execd's head is parsed, then every body byte read from execd;
+ * finish once execd's response is complete and before its last bytes go to
+ * the client (so that nothing the client saw whole lacks its receipt); -1
+ * from finish cuts the response instead. */
+typedef struct kn_proxy_tap {
+    void (*head)(void *ctx, unsigned status, const char *content_type);
+    void (*body)(void *ctx, const char *data, size_t len);
+    int (*finish)(void *ctx);
+    void *ctx;
+} kn_proxy_tap_t;
+void kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap);
 /* Relays a piece of the request body. */
 int kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err);
 /* Ends the body, reads the response head and returns a response that

@@ -8,6 +8,7 @@
 
 #include "http.h"
 #include "image.h"
+#include "receipts.h"
 #include "util.h"
 
 #define MAX_SEGS 8
@@ -333,6 +334,10 @@ metrics(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r)
     n += (size_t)snprintf(text + n, 8192 - n,
                           "kennel_create_seconds_sum %.6f\nkennel_create_seconds_count %ld\n",
                           (double)s->create_us_sum / 1e6, cum);
+    if (n < 7000) {
+        kn_rcpt_metrics(s->receipts, text + n, 8192 - n);
+        n += strlen(text + n);
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(text);
@@ -440,6 +445,57 @@ snapshot_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *
                                                        : kn_http_json(c, r, 200, out);
 }
 
+/* GET /v1/sandboxes/{id}/receipts[?after=SEQ&limit=N] (an extension,
+ * docs/receipts.md): the sandbox's chain, page by page; it outlives the
+ * sandbox. */
+static enum MHD_Result
+receipts_page(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id)
+{
+    long after = 0, limit = 1000;
+    kn_error_t err = {0};
+    json_t *out = NULL;
+    const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+    const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    if ((a && parse_long(a, 0, 9007199254740991L, &after) < 0) ||
+        (l && parse_long(l, 1, 10000, &limit) < 0))
+        return kn_http_error(c, r, 400, "SANDBOX::INVALID_PARAMETER",
+                             "after must be a sequence number (>= 0), limit 1 to 10000");
+    if (!s->receipts)
+        return kn_http_error(c, r, 404, "RECEIPTS::DISABLED", "this server issues no receipts");
+    if (kn_rcpt_page(s->receipts, id, (uint64_t)after, (size_t)limit, &out, &err) < 0)
+        return kn_http_fail(c, r, &err);
+    return kn_http_json(c, r, 200, out);
+}
+
+/* /v1/receipts/keys (GET) and /v1/receipts/rotate (POST). */
+static enum MHD_Result
+receipts_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m, const char *op)
+{
+    kn_error_t err = {0};
+    json_t *out = NULL;
+    if (!s->receipts)
+        return kn_http_error(c, r, 404, "RECEIPTS::DISABLED", "this server issues no receipts");
+    if (!*op) {
+        if (strcmp(m, "GET"))
+            return not_allowed(c, r, m);
+        return kn_rcpt_chains(s->receipts, &out, &err) < 0 ? kn_http_fail(c, r, &err)
+                                                           : kn_http_json(c, r, 200, out);
+    }
+    if (!strcmp(op, "keys")) {
+        if (strcmp(m, "GET"))
+            return not_allowed(c, r, m);
+        return kn_rcpt_keys(s->receipts, &out, &err) < 0 ? kn_http_fail(c, r, &err)
+                                                         : kn_http_json(c, r, 200, out);
+    }
+    if (!strcmp(op, "rotate")) {
+        if (strcmp(m, "POST"))
+            return not_allowed(c, r, m);
+        return kn_rcpt_rotate(s->receipts, &out, &err) < 0 ? kn_http_fail(c, r, &err)
+                                                           : kn_http_json(c, r, 200, out);
+    }
+    return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
+}
+
 static enum MHD_Result
 sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m,
                char segs[MAX_SEGS][128], int n)
@@ -458,6 +514,8 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
         return not_allowed(c, r, m);
     }
     const char *op = segs[2];
+    if (n == 3 && !strcmp(op, "receipts"))
+        return strcmp(m, "GET") ? not_allowed(c, r, m) : receipts_page(s, c, r, id);
     if (n == 3 && (!strcmp(op, "pause") || !strcmp(op, "resume"))) {
         if (strcmp(m, "POST") != 0)
             return not_allowed(c, r, m);
@@ -585,6 +643,10 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
         }
         return sandbox_routes(s, c, r, m, segs, n);
     }
+    if (!strcmp(segs[0], "receipts") && n == 2)
+        return receipts_routes(s, c, r, m, segs[1]);
+    if (!strcmp(segs[0], "receipts") && n == 1)
+        return receipts_routes(s, c, r, m, "");
     if (!strcmp(segs[0], "pools") && n <= 2)
         return pool_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
     if (!strcmp(segs[0], "snapshots") && n <= 2)

@@ -661,6 +661,9 @@ kn_sbx_delete(kn_sbx_t *m, const char *id, const char *reason, kn_error_t *err)
         return -1;
     kn_store_rec_free(&r);
     (void)reason;
+    /* Recorded (receipts) before anything is stopped. */
+    if (kn_store_intent(m->store, id, "delete", err) < 0)
+        return -1;
     return kn_sbx_destroy(m, id, err);
 }
 
@@ -679,7 +682,8 @@ kn_sbx_pause(kn_sbx_t *m, const char *id, bool pause, kn_error_t *err)
     kn_store_rec_free(&r);
     char dir[PATH_MAX];
     kn_sbx_run_dir(m, id, dir, sizeof dir);
-    if (kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
+    if (kn_store_intent(m->store, id, pause ? "pause" : "resume", err) < 0 ||
+        kn_shim_call(dir, pause ? "pause" : "resume", 10000, err) < 0)
         return -1;
     return kn_store_set_state(m->store, id, pause ? "Paused" : "Running",
                               pause ? "CONTAINER_PAUSED" : "CONTAINER_RUNNING",
@@ -885,7 +889,8 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
                 settle_pending(m, r);
         } else if (r->expires_ms && r->expires_ms <= now) {
             kn_error_t e = {0};
-            if (kn_sbx_destroy(m, r->id, &e) < 0)
+            if (kn_store_intent(m->store, r->id, "expire", &e) < 0 ||
+                kn_sbx_destroy(m, r->id, &e) < 0)
                 kn_sbx_log("error", "an expired sandbox could not be removed", r->id, e.msg);
             else
                 kn_sbx_log("info", "expired", r->id, NULL);
@@ -905,6 +910,7 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
     for (size_t i = 0; i < kept; i++)
         kn_store_rec_free(&recs[i]);
     free(recs);
+    kn_store_checkpoint(m->store);
     int64_t wait = next - now;
     return wait < 10 ? 10 : (int)wait;
 }
@@ -1039,6 +1045,14 @@ check_reachable(const char *dir, kn_error_t *err)
 int
 kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
 {
+    return kn_sbx_open_with(cfg, NULL, NULL, out, err);
+}
+
+int
+kn_sbx_open_with(const kn_server_cfg_t *cfg,
+                 int (*on_store)(kn_store_t *st, void *ctx, kn_error_t *err), void *ctx,
+                 kn_sbx_t **out, kn_error_t *err)
+{
     kn_sbx_t *m = calloc(1, sizeof *m);
     if (!m)
         return kn_error_set(err, ENOMEM, "manager");
@@ -1049,7 +1063,7 @@ kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err)
         free(m);
         return -1;
     }
-    if (kn_sbx_pools_init(m, err) < 0) {
+    if ((on_store && on_store(m->store, ctx, err) < 0) || kn_sbx_pools_init(m, err) < 0) {
         kn_sbx_close(m);
         return -1;
     }

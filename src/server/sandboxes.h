@@ -33,6 +33,12 @@ typedef struct kn_sbx_filter {
 /* Opens the store, then adopts the shims that outlived an earlier server:
  * acknowledged sandboxes whose shim lives are kept; the rest is cleaned. */
 int kn_sbx_open(const kn_server_cfg_t *cfg, kn_sbx_t **out, kn_error_t *err);
+/* The same, calling on_store (when not NULL) once the store is open and
+ * before anything is adopted (the receipts module attaches there). */
+typedef struct kn_store kn_store_t;
+int kn_sbx_open_with(const kn_server_cfg_t *cfg,
+                     int (*on_store)(kn_store_t *st, void *ctx, kn_error_t *err), void *ctx,
+                     kn_sbx_t **out, kn_error_t *err);
 void kn_sbx_close(kn_sbx_t *m);
 
 int kn_sbx_create(kn_sbx_t *m, const json_t *req, json_t **out, kn_error_t *err);

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "image.h"
 #include "wlayer.h"
+#include "receipts.h"
 
 void *kn_http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
 void kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
@@ -49,6 +50,8 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     free(cfg->public_host);
     free(cfg->image_store);
     free(cfg->layer_dir);
+    free(cfg->receipts_key);
+    free(cfg->receipts_issuer);
     for (int i = 0; i < cfg->n_keys; i++)
         free(cfg->api_keys[i]);
     for (int i = 0; i < cfg->n_aliases; i++) {
@@ -206,6 +209,14 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
         kn_error_prefix(err, "%s", path);
         goto out;
     }
+    if ((s = json_string_value(json_object_get(j, "receiptsKey"))) &&
+        set_str(&cfg->receipts_key, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "receiptsIssuer"))) &&
+        set_str(&cfg->receipts_issuer, s, err) < 0)
+        goto out;
+    if ((v = json_object_get(j, "receipts")))
+        cfg->receipts_off = json_is_false(v);
     ret = 0;
 out:
     json_decref(j);
@@ -321,6 +332,10 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
         return NULL;
     }
     (void)len;
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+     * second server on a taken port would then start without a word and
+     * have the kernel split the clients between the two. MHD's default
+     * (SO_REUSEADDR) still lets a restarted server take its port at once. */
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)s->cfg->listen_port, NULL, NULL, kn_http_access, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, kn_http_uri_log, s,
@@ -333,10 +348,18 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
     return d;
 }
 
+/* The store is open and nothing is adopted yet: receipts attach here, so
+ * that what adoption changes has its receipts too. */
+static int
+attach_receipts(kn_store_t *store, void *arg, kn_error_t *err)
+{
+    kn_srv_t *s = arg;
+    return kn_rcpt_open(s->cfg, store, &s->receipts, err);
+}
+
 int
 kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
 {
-    /* s.observe is where the receipts module (src/trust) will attach. */
     kn_srv_t s = {.cfg = cfg};
     reaper_t rp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t reaper;
@@ -356,7 +379,8 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (kn_sbx_open(cfg, &s.mgr, err) < 0 || kn_snaps_open(cfg, s.mgr, &s.snaps, err) < 0)
+    if (kn_sbx_open_with(cfg, attach_receipts, &s, &s.mgr, err) < 0 ||
+        kn_snaps_open(cfg, s.mgr, &s.snaps, err) < 0)
         goto out;
     rp.mgr = s.mgr;
     if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {
@@ -368,9 +392,9 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
         goto out;
     fprintf(stderr,
             "{\"level\":\"info\",\"msg\":\"serving\",\"listen\":\"%s:%d\",\"db\":\"%s\","
-            "\"runDir\":\"%s\",\"auth\":%s}\n",
+            "\"runDir\":\"%s\",\"auth\":%s,\"receipts\":%s}\n",
             cfg->listen_host, cfg->listen_port, cfg->db_path, cfg->run_dir,
-            cfg->n_keys ? "true" : "false");
+            cfg->n_keys ? "true" : "false", s.receipts ? "true" : "false");
     int sig = 0;
     while (sigwait(&stop, &sig) != 0 || sig == SIGHUP)
         ;
@@ -392,7 +416,8 @@ out:
     }
     if (s.mgr && ret == 0)
         kn_sbx_drain_pools(s.mgr);
-    kn_snaps_close(s.snaps); /* after the captures in progress */
+    kn_snaps_close(s.snaps);   /* after the captures in progress */
+    kn_rcpt_close(s.receipts); /* detaches from the store first */
     kn_sbx_close(s.mgr);
     return ret;
 }

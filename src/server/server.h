@@ -56,6 +56,12 @@ typedef struct kn_server_cfg {
     char *image_store; /* the image store (kennel image); NULL: $KENNEL_STORE or the default */
     kn_wlayer_kind_t wlayer; /* sandboxes' writable layer: tmpfs or disk */
     char *layer_dir;         /* where disk-backed layers are made */
+    /* Receipts (docs/receipts.md): the signing key's file (NULL: receipts.key
+     * beside the database), the issuer id (NULL: did:kennel:<hostname>), and
+     * receipts_off for benchmarks only. */
+    char *receipts_key;
+    char *receipts_issuer;
+    bool receipts_off;
 } kn_server_cfg_t;
 
 /* Sets err to an error meant for an API client: the message as given, with
@@ -68,7 +74,8 @@ void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
  * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
  * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}],
- * imageStore, writableLayer ("tmpfs" or "disk"), layerDir). */
+ * imageStore, writableLayer ("tmpfs" or "disk"), layerDir, receiptsKey,
+ * receiptsIssuer, receipts: false). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);
 void kn_server_cfg_free(kn_server_cfg_t *cfg);
 /* writableLayer: "tmpfs" or "disk". */

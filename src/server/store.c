@@ -18,12 +18,64 @@
 struct kn_store {
     sqlite3 *db;
     pthread_mutex_t mu;
-    /* Prepared statements, one per SQL text (the texts are constants):
-     * preparing costs more than running these small statements. */
+    kn_store_hook_fn hook;
+    kn_store_end_fn end;
+    void *hook_ctx;
+    /* A second connection that only checkpoints the WAL, off the request
+     * path (kn_store_checkpoint()); the main one never does. */
+    sqlite3 *ckpt;
+    pthread_mutex_t ckpt_mu;
+    /* Statements of the receipts' hot path, prepared once (under mu). */
+    sqlite3_stmt *cached[8];
+    /* The sandboxes' and pools' statements, one per SQL text (the texts are
+     * constants): preparing costs more than running these small ones. */
     struct {
         const char *sql;
         sqlite3_stmt *stmt;
     } cache[STMT_CACHE];
+};
+
+enum { Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_TAIL, Q_INSERT, Q_COUNT };
+static const char *const cached_sql[Q_COUNT] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT sequence, receipt_hash, receipt_json FROM receipts WHERE chain_id = ? ORDER BY "
+    "sequence DESC LIMIT 1",
+    "INSERT INTO receipts (id, chain_id, sequence, action_type, risk_level, status, timestamp, "
+    "issuer_id, principal_id, receipt_json, receipt_hash, previous_receipt_hash) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?)",
+};
+
+/* A cached statement, reset and ready (the caller holds mu). */
+static sqlite3_stmt *
+cached(kn_store_t *st, int q)
+{
+    sqlite3_stmt *s = st->cached[q];
+    if (!s && sqlite3_prepare_v3(st->db, cached_sql[q], -1, SQLITE_PREPARE_PERSISTENT,
+                                 &st->cached[q], NULL) != SQLITE_OK)
+        return NULL;
+    s = st->cached[q];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+/* Runs a cached statement without results (BEGIN, COMMIT, ROLLBACK). */
+static int
+run_cached(kn_store_t *st, int q, kn_error_t *err)
+{
+    sqlite3_stmt *s = cached(st, q);
+    int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
+    if (s)
+        sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return kn_error_set(err, EIO, "store: %s: %s", cached_sql[q], sqlite3_errmsg(st->db));
+    return 0;
+}
+
+struct kn_store_tx {
+    kn_store_t *st;
 };
 
 static const char schema[] =
@@ -44,7 +96,26 @@ static const char schema[] =
     " created_ms INTEGER NOT NULL,"
     " revision INTEGER NOT NULL DEFAULT 1,"
     " template TEXT NOT NULL,"
-    " capacity TEXT NOT NULL);";
+    " capacity TEXT NOT NULL);"
+    /* The Agent Receipts store's table, column for column. */
+    "CREATE TABLE IF NOT EXISTS receipts ("
+    " id TEXT PRIMARY KEY,"
+    " chain_id TEXT NOT NULL,"
+    " sequence INTEGER NOT NULL,"
+    " action_type TEXT NOT NULL,"
+    " risk_level TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " timestamp TEXT NOT NULL,"
+    " issuer_id TEXT NOT NULL,"
+    " principal_id TEXT,"
+    " receipt_json TEXT NOT NULL,"
+    " receipt_hash TEXT NOT NULL,"
+    " previous_receipt_hash TEXT,"
+    " created_at TEXT DEFAULT CURRENT_TIMESTAMP);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_receipts_chain ON receipts(chain_id, sequence);"
+    "CREATE INDEX IF NOT EXISTS idx_receipts_action ON receipts(action_type);"
+    "CREATE INDEX IF NOT EXISTS idx_receipts_risk ON receipts(risk_level);"
+    "CREATE INDEX IF NOT EXISTS idx_receipts_timestamp ON receipts(timestamp);";
 
 static int64_t
 now_ms(void)
@@ -103,6 +174,7 @@ kn_store_open(const char *path, kn_store_t **out, kn_error_t *err)
     if (!st)
         return kn_error_set(err, ENOMEM, "store");
     pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->ckpt_mu, NULL);
     /* SQLite opens its files with O_CLOEXEC where the platform has it. */
     int rc = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -114,16 +186,75 @@ kn_store_open(const char *path, kn_store_t **out, kn_error_t *err)
     }
     sqlite3_busy_timeout(st->db, 5000);
     char *msg = NULL;
-    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                     &msg) != SQLITE_OK ||
+    if (sqlite3_exec(st->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                     "PRAGMA wal_autocheckpoint=0;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
         kn_error_set(err, EIO, "store: %s: %s", path, msg ? msg : "schema");
         sqlite3_free(msg);
         kn_store_close(st);
         return -1;
     }
+    if (sqlite3_open_v2(path, &st->ckpt, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        kn_error_set(err, EIO, "store: open %s for checkpoints", path);
+        kn_store_close(st);
+        return -1;
+    }
+    sqlite3_busy_timeout(st->ckpt, 1000);
     *out = st;
     return 0;
+}
+
+void
+kn_store_checkpoint(kn_store_t *st)
+{
+    if (!st->ckpt)
+        return;
+    pthread_mutex_lock(&st->ckpt_mu);
+    /* PASSIVE: copies what no reader needs without blocking the writer. */
+    sqlite3_wal_checkpoint_v2(st->ckpt, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&st->ckpt_mu);
+}
+
+int
+kn_store_open_readonly(const char *path, kn_store_t **out, kn_error_t *err)
+{
+    kn_store_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return kn_error_set(err, ENOMEM, "store");
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->ckpt_mu, NULL);
+    int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        kn_error_set(err, rc == SQLITE_CANTOPEN ? ENOENT : EIO, "store: open %s: %s", path,
+                     st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        kn_store_close(st);
+        return -1;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM receipts LIMIT 1", -1, &q, NULL) != SQLITE_OK) {
+        kn_error_set(err, EINVAL, "store: %s has no receipts table: %s", path,
+                     sqlite3_errmsg(st->db));
+        sqlite3_finalize(q);
+        kn_store_close(st);
+        return -1;
+    }
+    sqlite3_finalize(q);
+    *out = st;
+    return 0;
+}
+
+void
+kn_store_set_hook(kn_store_t *st, kn_store_hook_fn hook, kn_store_end_fn end, void *ctx)
+{
+    pthread_mutex_lock(&st->mu);
+    st->hook = hook;
+    st->end = end;
+    st->hook_ctx = ctx;
+    pthread_mutex_unlock(&st->mu);
 }
 
 void
@@ -131,10 +262,14 @@ kn_store_close(kn_store_t *st)
 {
     if (!st)
         return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(st->cached[i]);
     for (int i = 0; i < STMT_CACHE; i++)
         sqlite3_finalize(st->cache[i].stmt);
     sqlite3_close(st->db);
+    sqlite3_close(st->ckpt);
     pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->ckpt_mu);
     free(st);
 }
 
@@ -291,39 +426,115 @@ out:
     return ret;
 }
 
-/* Runs one UPDATE/DELETE whose first parameters are text (NULL for SQL NULL)
- * or, for int_at > 0, an integer at that position; the id is last. */
+/* Reads one row inside the current transaction (the caller holds mu). */
 static int
-exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntexts, int int_at,
-            int64_t ival, const char *id, bool need_row, kn_error_t *err)
+get_locked(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_error_t *err)
 {
     sqlite3_stmt *s = NULL;
     int ret = -1;
-    pthread_mutex_lock(&st->mu);
-    if (stmt_get(st, sql, &s) != SQLITE_OK) {
-        db_error(st, err, "update");
+    *found = false;
+    if (stmt_get(st, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", &s) != SQLITE_OK) {
+        db_error(st, err, "get");
         goto out;
     }
-    int p = 1;
-    for (int i = 0; i < ntexts; i++, p++) {
-        if (p == int_at)
-            sqlite3_bind_int64(s, p++, ival);
-        sqlite3_bind_text(s, p, texts[i], -1, SQLITE_STATIC);
-    }
-    if (p == int_at)
-        sqlite3_bind_int64(s, p++, ival);
-    sqlite3_bind_text(s, p, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-        db_error(st, err, "update");
-        goto out;
-    }
-    if (need_row && sqlite3_changes(st->db) == 0) {
-        kn_error_set(err, ENOENT, "sandbox %s not found", id);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        if (row_to_rec(s, rec) < 0) {
+            kn_error_set(err, ENOMEM, "store: get");
+            goto out;
+        }
+        *found = true;
+    } else if (rc != SQLITE_DONE) {
+        db_error(st, err, "get");
         goto out;
     }
     ret = 0;
 out:
     stmt_put(st, s);
+    return ret;
+}
+
+/* Runs one UPDATE/DELETE (sql; NULL for an intent, which changes nothing)
+ * whose first parameters are text (NULL for SQL NULL) or, for int_at > 0,
+ * an integer at that position; the id is last. With a hook set, the change
+ * runs in a transaction with the hook (which sees the row before). */
+static int
+exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntexts, int int_at,
+            int64_t ival, const char *id, bool need_row, const kn_store_change_t *ch,
+            kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    kn_store_rec_t before = {0};
+    bool have_before = false, in_tx = false, hooked = false;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (st->hook) {
+        if (run_cached(st, Q_BEGIN, err) < 0)
+            goto out;
+        in_tx = true;
+        if (get_locked(st, id, &before, &have_before, err) < 0)
+            goto out;
+    }
+    if (!sql) {
+        if (!have_before && !st->hook) {
+            bool found = false;
+            if (get_locked(st, id, &before, &found, err) < 0)
+                goto out;
+            have_before = found;
+        }
+        if (!have_before) {
+            kn_error_set(err, ENOENT, "sandbox %s not found", id);
+            goto out;
+        }
+    } else {
+        if (stmt_get(st, sql, &s) != SQLITE_OK) {
+            db_error(st, err, "update");
+            goto out;
+        }
+        int p = 1;
+        for (int i = 0; i < ntexts; i++, p++) {
+            if (p == int_at)
+                sqlite3_bind_int64(s, p++, ival);
+            sqlite3_bind_text(s, p, texts[i], -1, SQLITE_STATIC);
+        }
+        if (p == int_at)
+            sqlite3_bind_int64(s, p++, ival);
+        sqlite3_bind_text(s, p, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            db_error(st, err, "update");
+            goto out;
+        }
+        if (need_row && sqlite3_changes(st->db) == 0) {
+            kn_error_set(err, ENOENT, "sandbox %s not found", id);
+            goto out;
+        }
+    }
+    if (st->hook && have_before) {
+        kn_store_tx_t tx = {st};
+        kn_store_change_t seen = *ch;
+        seen.id = id;
+        seen.before = &before;
+        hooked = true;
+        if (st->hook(&tx, &seen, st->hook_ctx, err) < 0)
+            goto out;
+    }
+    if (in_tx) {
+        if (run_cached(st, Q_COMMIT, err) < 0)
+            goto out;
+        in_tx = false;
+    }
+    ret = 0;
+out:
+    stmt_put(st, s);
+    if (in_tx) {
+        kn_error_t ignored = {0};
+        run_cached(st, Q_ROLLBACK, &ignored);
+    }
+    if (hooked && st->end)
+        st->end(st->hook_ctx, ret == 0);
+    if (have_before)
+        kn_store_rec_free(&before);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -333,25 +544,36 @@ kn_store_set_state(kn_store_t *st, const char *id, const char *state, const char
                    const char *message, kn_error_t *err)
 {
     const char *t[] = {state, reason, message};
+    kn_store_change_t ch = {
+        .op = KN_STORE_OP_STATE, .state = state, .reason = reason, .message = message};
     return exec_update(st,
                        "UPDATE sandboxes SET state = ?, reason = ?, message = ?, "
                        "transition_ms = ? WHERE id = ?",
-                       t, 3, 4, now_ms(), id, true, err);
+                       t, 3, 4, now_ms(), id, true, &ch, err);
 }
 
 int
 kn_store_set_metadata(kn_store_t *st, const char *id, const char *metadata, kn_error_t *err)
 {
     const char *t[] = {metadata};
+    kn_store_change_t ch = {.op = KN_STORE_OP_METADATA, .metadata = metadata};
     return exec_update(st, "UPDATE sandboxes SET metadata = ? WHERE id = ?", t, 1, 0, 0, id, true,
-                       err);
+                       &ch, err);
 }
 
 int
 kn_store_set_expires(kn_store_t *st, const char *id, int64_t expires_ms, kn_error_t *err)
 {
+    kn_store_change_t ch = {.op = KN_STORE_OP_EXPIRES, .expires_ms = expires_ms};
     return exec_update(st, "UPDATE sandboxes SET expires_ms = ? WHERE id = ?", NULL, 0, 1,
-                       expires_ms, id, true, err);
+                       expires_ms, id, true, &ch, err);
+}
+
+int
+kn_store_intent(kn_store_t *st, const char *id, const char *what, kn_error_t *err)
+{
+    kn_store_change_t ch = {.op = KN_STORE_OP_INTENT, .intent = what};
+    return exec_update(st, NULL, NULL, 0, 0, 0, id, true, &ch, err);
 }
 
 int
@@ -439,7 +661,9 @@ out:
 int
 kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err)
 {
-    return exec_update(st, "DELETE FROM sandboxes WHERE id = ?", NULL, 0, 0, 0, id, false, err);
+    kn_store_change_t ch = {.op = KN_STORE_OP_DELETE};
+    return exec_update(st, "DELETE FROM sandboxes WHERE id = ?", NULL, 0, 0, 0, id, false, &ch,
+                       err);
 }
 
 int
@@ -484,7 +708,23 @@ out:
 int
 kn_store_pool_delete(kn_store_t *st, const char *name, kn_error_t *err)
 {
-    return exec_update(st, "DELETE FROM pools WHERE name = ?", NULL, 0, 0, 0, name, false, err);
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (stmt_get(st, "DELETE FROM pools WHERE name = ?", &s) != SQLITE_OK) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    ret = 0;
+out:
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
 }
 
 int
@@ -570,6 +810,397 @@ kn_store_delete_warm(kn_store_t *st, const char *id, bool *deleted, kn_error_t *
     ret = 0;
 out:
     stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+/* ---- receipts ---- */
+
+int
+kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t *err),
+             kn_store_end_fn end, void *ctx, kn_error_t *err)
+{
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (run_cached(st, Q_BEGIN, err) < 0)
+        goto out;
+    kn_store_tx_t tx = {st};
+    if (fn(&tx, ctx, err) < 0 || run_cached(st, Q_COMMIT, err) < 0) {
+        kn_error_t ignored = {0};
+        run_cached(st, Q_ROLLBACK, &ignored);
+        goto out;
+    }
+    ret = 0;
+out:
+    if (end)
+        end(ctx, ret == 0);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_tx_tail(kn_store_tx_t *tx, const char *chain_id, uint64_t *sequence, char *hash,
+                 size_t hash_size, char **json, bool *found, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    *found = false;
+    if (!(s = cached(st, Q_TAIL))) {
+        db_error(st, err, "receipts tail");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *h = sqlite3_column_text(s, 1), *j = sqlite3_column_text(s, 2);
+        *sequence = (uint64_t)sqlite3_column_int64(s, 0);
+        snprintf(hash, hash_size, "%s", h ? (const char *)h : "");
+        *json = j ? strdup((const char *)j) : NULL;
+        if (!*json) {
+            kn_error_set(err, ENOMEM, "receipts tail");
+            goto out;
+        }
+        *found = true;
+    } else if (rc != SQLITE_DONE) {
+        db_error(st, err, "receipts tail");
+        goto out;
+    }
+    ret = 0;
+out:
+    if (s)
+        sqlite3_reset(s);
+    return ret;
+}
+
+int
+kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    if (!(s = cached(st, Q_INSERT))) {
+        db_error(st, err, "insert receipt");
+        goto out;
+    }
+    const char *t[] = {r->id,           r->chain_id,     NULL,
+                       r->action_type,  r->risk_level,   r->status,
+                       r->timestamp,    r->issuer_id,    r->principal_id,
+                       r->receipt_json, r->receipt_hash, r->previous_receipt_hash};
+    for (int i = 0; i < 12; i++)
+        if (i == 2)
+            sqlite3_bind_int64(s, 3, (sqlite3_int64)r->sequence);
+        else
+            sqlite3_bind_text(s, i + 1, t[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "insert receipt");
+        goto out;
+    }
+    ret = 0;
+out:
+    if (s)
+        sqlite3_reset(s);
+    return ret;
+}
+
+static int collect_strings(kn_store_t *st, sqlite3_stmt *s, char ***out, size_t *n,
+                           kn_error_t *err);
+
+int
+kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
+                       char ***types, size_t *n, kn_error_t *err)
+/* (types: the receipts' JSON texts) */
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    /* One pass over the chain: the groups of one correlation id in which
+     * every receipt is still pending. */
+    if (sqlite3_prepare_v2(
+            st->db,
+            "SELECT c, receipt_json FROM (SELECT json_extract(receipt_json, "
+            "'$.credentialSubject.correlation_id') AS c, receipt_json, MIN(sequence) AS first, "
+            "SUM(status != 'pending') AS answers FROM receipts WHERE chain_id = ?1 GROUP BY c) "
+            "WHERE c IS NOT NULL AND answers = 0 AND (?2 IS NULL OR c = ?2) ORDER BY first",
+            -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "unanswered receipts");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    if (corr)
+        sqlite3_bind_text(s, 2, corr, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 2);
+    char **c = NULL, **t = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **g1 = realloc(c, nc * sizeof *g1);
+            if (g1)
+                c = g1;
+            char **g2 = g1 ? realloc(t, nc * sizeof *g2) : NULL;
+            if (g2)
+                t = g2;
+            if (!g1 || !g2) {
+                kn_store_strings_free(c, len);
+                kn_store_strings_free(t, len);
+                kn_error_set(err, ENOMEM, "unanswered receipts");
+                goto out;
+            }
+            cap = nc;
+        }
+        c[len] = col_dup(s, 0);
+        t[len] = col_dup(s, 1);
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        kn_store_strings_free(c, len);
+        kn_store_strings_free(t, len);
+        db_error(st, err, "unanswered receipts");
+        goto out;
+    }
+    *corrs = c;
+    *types = t;
+    *n = len;
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int
+kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    const char *sql =
+        with_pending
+            ? "SELECT DISTINCT chain_id FROM receipts WHERE status = 'pending'"
+            : "SELECT r.chain_id FROM receipts r JOIN (SELECT chain_id, MAX(sequence) AS m FROM "
+              "receipts GROUP BY chain_id) t ON r.chain_id = t.chain_id AND r.sequence = t.m "
+              "WHERE json_extract(r.receipt_json, '$.credentialSubject.chain.terminal') IS NOT 1";
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "receipt chains");
+        sqlite3_finalize(s);
+        return -1;
+    }
+    int ret = collect_strings(st, s, ids, n, err);
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int
+kn_store_tx_rotated_to(kn_store_tx_t *tx, const char *new_public_key, bool *found, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    *found = false;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT 1 FROM receipts WHERE json_extract(receipt_json, "
+                           "'$.credentialSubject.keyRotation.new_public_key') = ? LIMIT 1",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "rotation lookup");
+        sqlite3_finalize(s);
+        return -1;
+    }
+    sqlite3_bind_text(s, 1, new_public_key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_error(st, err, "rotation lookup");
+    *found = rc == SQLITE_ROW;
+    return 0;
+}
+
+void
+kn_store_strings_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Collects column 0 of every row of a prepared statement as strings. */
+static int
+collect_strings(kn_store_t *st, sqlite3_stmt *s, char ***out, size_t *n, kn_error_t *err)
+{
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            char **g = realloc(v, nc * sizeof *g);
+            if (!g)
+                goto oom;
+            v = g;
+            cap = nc;
+        }
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        if (!(v[len] = strdup(t ? (const char *)t : "")))
+            goto oom;
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        kn_store_strings_free(v, len);
+        return db_error(st, err, "receipts");
+    }
+    *out = v;
+    *n = len;
+    return 0;
+oom:
+    kn_store_strings_free(v, len);
+    return kn_error_set(err, ENOMEM, "receipts");
+}
+
+int
+kn_store_receipts(kn_store_t *st, const char *chain_id, uint64_t after, size_t limit, char ***jsons,
+                  size_t *n, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT receipt_json FROM receipts WHERE chain_id = ? AND sequence > ? "
+                           "ORDER BY sequence LIMIT ?",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "receipts");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)(after > INT64_MAX ? INT64_MAX : after));
+    sqlite3_bind_int64(s, 3, limit ? (sqlite3_int64)limit : -1);
+    ret = collect_strings(st, s, jsons, n, err);
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_receipt_chains(kn_store_t *st, char ***ids, size_t *n, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT chain_id FROM receipts GROUP BY chain_id ORDER BY MIN(rowid)",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "receipt chains");
+        goto out;
+    }
+    ret = collect_strings(st, s, ids, n, err);
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+void
+kn_store_receipt_rows_free(kn_store_receipt_row_t *rows, size_t n)
+{
+    for (size_t i = 0; rows && i < n; i++) {
+        kn_store_receipt_row_t *r = &rows[i];
+        free(r->id);
+        free(r->chain_id);
+        free(r->action_type);
+        free(r->risk_level);
+        free(r->status);
+        free(r->timestamp);
+        free(r->receipt_json);
+        free(r->receipt_hash);
+        free(r->previous_receipt_hash);
+    }
+    free(rows);
+}
+
+int
+kn_store_receipt_rows(kn_store_t *st, const char *chain_id, kn_store_receipt_row_t **rows,
+                      size_t *n, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    kn_store_receipt_row_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int ret = -1, rc;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, chain_id, sequence, action_type, risk_level, status, "
+                           "timestamp, receipt_json, receipt_hash, previous_receipt_hash FROM "
+                           "receipts WHERE chain_id = ? ORDER BY sequence",
+                           -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "receipt rows");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            kn_store_receipt_row_t *g = realloc(v, nc * sizeof *g);
+            if (!g) {
+                kn_error_set(err, ENOMEM, "receipt rows");
+                goto out;
+            }
+            v = g;
+            cap = nc;
+        }
+        kn_store_receipt_row_t *r = &v[len++];
+        memset(r, 0, sizeof *r);
+        r->id = col_dup(s, 0);
+        r->chain_id = col_dup(s, 1);
+        r->sequence = sqlite3_column_int64(s, 2);
+        r->action_type = col_dup(s, 3);
+        r->risk_level = col_dup(s, 4);
+        r->status = col_dup(s, 5);
+        r->timestamp = col_dup(s, 6);
+        r->receipt_json = col_dup(s, 7);
+        r->receipt_hash = col_dup(s, 8);
+        r->previous_receipt_hash = col_dup(s, 9);
+        if (!r->receipt_json) {
+            kn_error_set(err, EINVAL, "receipt row %lld of %s has no receipt_json",
+                         (long long)r->sequence, chain_id);
+            goto out;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(st, err, "receipt rows");
+        goto out;
+    }
+    *rows = v;
+    *n = len;
+    v = NULL;
+    len = 0;
+    ret = 0;
+out:
+    kn_store_receipt_rows_free(v, len);
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    *found = false;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM sandboxes WHERE id = ?", -1, &s, NULL) !=
+        SQLITE_OK) {
+        db_error(st, err, "sandbox lookup");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_error(st, err, "sandbox lookup");
+        goto out;
+    }
+    *found = rc == SQLITE_ROW;
+    ret = 0;
+out:
+    sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }

@@ -31,6 +31,10 @@ typedef struct kn_store_rec {
 
 /* Opens (creating) the database at path. */
 int kn_store_open(const char *path, kn_store_t **out, kn_error_t *err);
+/* Copies the write-ahead log into the database (a passive checkpoint on a
+ * connection of its own), so that no request pays for it; the reaper calls
+ * it each pass. */
+void kn_store_checkpoint(kn_store_t *st);
 void kn_store_close(kn_store_t *st);
 
 int kn_store_insert(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err);
@@ -76,5 +80,115 @@ int kn_store_delete_warm(kn_store_t *st, const char *id, bool *deleted, kn_error
 /* Removing a missing id is not an error. */
 int kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err);
 void kn_store_rec_free(kn_store_rec_t *rec);
+
+/* ---- receipts -----------------------------------------------------------
+ * Signed receipts (docs/receipts.md) live in the same database, in the table
+ * shape the Agent Receipts tools read (their SQLite store: id, chain_id,
+ * sequence, action_type, risk_level, status, timestamp, issuer_id,
+ * principal_id, receipt_json, receipt_hash, previous_receipt_hash; unique on
+ * chain and sequence). The receipts module writes them in the transaction of
+ * the change they describe: the store calls its hook inside every state,
+ * metadata, expiry and delete change (and kn_store_intent()), and
+ * kn_store_run() gives it a transaction of its own. All of it is serialized
+ * by the store's one connection, so a chain's sequence has no gaps. */
+
+typedef struct kn_store_receipt {
+    const char *id;
+    const char *chain_id;
+    uint64_t sequence;
+    const char *action_type;
+    const char *risk_level;
+    const char *status;
+    const char *timestamp;
+    const char *issuer_id;
+    const char *principal_id;
+    const char *receipt_json;
+    const char *receipt_hash;
+    const char *previous_receipt_hash; /* NULL for a chain's first receipt */
+} kn_store_receipt_t;
+
+/* An open transaction, valid during a hook or kn_store_run() callback. */
+typedef struct kn_store_tx kn_store_tx_t;
+
+/* The last receipt of a chain: sequence, hash and JSON text (malloc'd; the
+ * caller frees it). *found is false when the chain has none. */
+int kn_store_tx_tail(kn_store_tx_t *tx, const char *chain_id, uint64_t *sequence, char *hash,
+                     size_t hash_size, char **json, bool *found, kn_error_t *err);
+int kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_error_t *err);
+/* Pending receipts of chain_id (status "pending") that no later receipt of
+ * the chain answers (same credentialSubject.correlation_id, another status):
+ * their correlation ids and receipt JSON texts, in chain order. When corr
+ * is not NULL, only that correlation id is looked at. Strings malloc'd. */
+int kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
+                           char ***jsons, size_t *n, kn_error_t *err);
+/* Chains that have a pending receipt; chains whose last receipt is not
+ * terminal (for a key rotation). */
+int kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n,
+                       kn_error_t *err);
+/* Whether some key-rotation receipt hands its chain to new_public_key
+ * (multibase). */
+int kn_store_tx_rotated_to(kn_store_tx_t *tx, const char *new_public_key, bool *found,
+                           kn_error_t *err);
+
+typedef enum kn_store_op {
+    KN_STORE_OP_STATE,
+    KN_STORE_OP_METADATA,
+    KN_STORE_OP_EXPIRES,
+    KN_STORE_OP_DELETE,
+    KN_STORE_OP_INTENT,
+} kn_store_op_t;
+
+/* A change about to be committed, as the hook sees it. */
+typedef struct kn_store_change {
+    kn_store_op_t op;
+    const char *id;
+    const kn_store_rec_t *before;         /* the row before the change */
+    const char *state, *reason, *message; /* OP_STATE */
+    const char *metadata;                 /* OP_METADATA */
+    int64_t expires_ms;                   /* OP_EXPIRES */
+    const char *intent;                   /* OP_INTENT: what is about to happen */
+} kn_store_change_t;
+
+/* hook runs inside the change's transaction; -1 rolls it back and the change
+ * fails with the hook's error. end runs after that transaction (committed or
+ * not), still under the store's lock. */
+typedef int (*kn_store_hook_fn)(kn_store_tx_t *tx, const kn_store_change_t *change, void *ctx,
+                                kn_error_t *err);
+typedef void (*kn_store_end_fn)(void *ctx, bool committed);
+void kn_store_set_hook(kn_store_t *st, kn_store_hook_fn hook, kn_store_end_fn end, void *ctx);
+
+/* Announces something about to happen to a sandbox (a delete, a pause): the
+ * hook records it, in a transaction of its own, before it is done. ENOENT
+ * when there is no such row. */
+int kn_store_intent(kn_store_t *st, const char *id, const char *what, kn_error_t *err);
+/* Runs fn in a transaction (BEGIN IMMEDIATE ... COMMIT, rolled back when fn
+ * fails or the commit does); then end (if not NULL), still under the
+ * store's lock, with whether it was committed. */
+int kn_store_run(kn_store_t *st, int (*fn)(kn_store_tx_t *tx, void *ctx, kn_error_t *err),
+                 kn_store_end_fn end, void *ctx, kn_error_t *err);
+
+/* Opens an existing database read-only (verification, export): nothing is
+ * created or changed. */
+int kn_store_open_readonly(const char *path, kn_store_t **out, kn_error_t *err);
+/* Receipts of chain_id with sequence > after, in order, at most limit (0: no
+ * limit): JSON texts (each malloc'd) into *jsons, their count in *n. */
+int kn_store_receipts(kn_store_t *st, const char *chain_id, uint64_t after, size_t limit,
+                      char ***jsons, size_t *n, kn_error_t *err);
+/* One row of the receipts table as stored, for a verifier comparing the
+ * columns with the receipt they index. Strings malloc'd. */
+typedef struct kn_store_receipt_row {
+    char *id, *chain_id, *action_type, *risk_level, *status, *timestamp;
+    char *receipt_json, *receipt_hash, *previous_receipt_hash;
+    int64_t sequence;
+} kn_store_receipt_row_t;
+int kn_store_receipt_rows(kn_store_t *st, const char *chain_id, kn_store_receipt_row_t **rows,
+                          size_t *n, kn_error_t *err);
+void kn_store_receipt_rows_free(kn_store_receipt_row_t *rows, size_t n);
+/* Every chain id, in order of first receipt. */
+int kn_store_receipt_chains(kn_store_t *st, char ***ids, size_t *n, kn_error_t *err);
+/* True when a sandbox row with that id exists (a chain whose sandbox is gone
+ * must have ended with a terminal receipt). */
+int kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t *err);
+void kn_store_strings_free(char **v, size_t n);
 
 #endif

@@ -273,6 +273,19 @@ kn_receipt_chain_head(const kn_receipt_chain_t *chain)
 }
 
 int
+kn_receipt_chain_resume_at(kn_receipt_chain_t *chain, uint64_t sequence, const char *hash,
+                           bool terminal, kn_error_t *err)
+{
+    if (sequence < 1 || sequence > 9007199254740992ULL || !hash ||
+        strlen(hash) != KN_RECEIPT_HASH_SIZE - 1 || strncmp(hash, "sha256:", 7))
+        return kn_error_set(err, EINVAL, "resume: bad sequence or hash");
+    memcpy(chain->head, hash, KN_RECEIPT_HASH_SIZE);
+    chain->sequence = sequence;
+    chain->closed = terminal;
+    return 0;
+}
+
+int
 kn_receipt_chain_resume(kn_receipt_chain_t *chain, const json_t *last_receipt, kn_error_t *err)
 {
     const json_t *ch = json_object_get(json_object_get(last_receipt, "credentialSubject"), "chain");
@@ -355,10 +368,15 @@ check_action(const kn_receipt_action_t *a, kn_error_t *err)
         return kn_error_set(err, EINVAL, "action type \"unknown\" needs target_system");
     if (a->idempotency_key && !*a->idempotency_key)
         return kn_error_set(err, EINVAL, "idempotency key must not be empty");
-    const char *strs[] = {a->type,  a->risk_level,      a->target_system, a->target_resource,
-                          a->error, a->idempotency_key, a->timestamp,     a->uuid};
-    const char *names[] = {"action type", "risk level",      "target system", "target resource",
-                           "error",       "idempotency key", "timestamp",     "uuid"};
+    if (a->correlation_id && !*a->correlation_id)
+        return kn_error_set(err, EINVAL, "correlation id must not be empty");
+    const char *strs[] = {
+        a->type,          a->risk_level,      a->target_system, a->target_resource,
+        a->error,         a->idempotency_key, a->timestamp,     a->uuid,
+        a->correlation_id};
+    const char *names[] = {"action type",     "risk level", "target system",
+                           "target resource", "error",      "idempotency key",
+                           "timestamp",       "uuid",       "correlation id"};
     if (check_utf8(strs, names, sizeof strs / sizeof strs[0], err) < 0)
         return -1;
     if ((a->uuid && strlen(a->uuid) != 36) ||
@@ -391,6 +409,9 @@ build_action(const kn_receipt_action_t *a, const char *risk, const char *uuid, c
                json_object_set_new(action, "target", target) < 0;
     }
     bad |= set_opt(action, "idempotency_key", a->idempotency_key) < 0;
+    if (a->drop_count)
+        bad |= json_object_set_new(action, "emitter_metadata",
+                                   json_pack("{s:I}", "drop_count", (json_int_t)a->drop_count)) < 0;
     if (bad) {
         json_decref(action);
         kn_error_set(err, ENOMEM, "receipt action");
@@ -483,6 +504,12 @@ build_receipt(const kn_receipt_chain_t *c, const kn_receipt_action_t *a, const c
                   "VerifiableCredential", "AgentReceipt", "version", KN_RECEIPT_SPEC_VERSION,
                   "issuer", issuer, "issuanceDate", when, "credentialSubject", "principal",
                   principal, "action", action, "outcome", outcome, "chain", chain);
+    if (r && a->correlation_id &&
+        json_object_set_new(json_object_get(r, "credentialSubject"), "correlation_id",
+                            json_string(a->correlation_id)) < 0) {
+        json_decref(r);
+        r = NULL;
+    }
     if (!r)
         kn_error_set(err, ENOMEM, "building receipt");
     return r;
@@ -519,8 +546,7 @@ issue(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, json_t *rota
             goto fail;
         }
     }
-    if (kn_receipt_sign(r, &chain->key, chain->verification_method, when, err) < 0 ||
-        kn_receipt_hash(r, h, err) < 0)
+    if (kn_trust_sign_hash(r, &chain->key, chain->verification_method, when, h, err) < 0)
         goto fail;
     chain->sequence++;
     memcpy(chain->head, h, sizeof h);

@@ -58,10 +58,14 @@ kn_receipt_key_wipe(kn_receipt_key_t *key)
         sodium_memzero(key, sizeof *key);
 }
 
+/* Longest key file accepted: a PKCS#8 PEM block is 119 bytes; leave room
+ * for comments and CRLF line ends. */
+#define KEY_FILE_MAX 4096
+
 int
 kn_receipt_key_load(kn_receipt_key_t *key, const char *path, kn_error_t *err)
 {
-    unsigned char seed[KN_RECEIPT_SEED_SIZE + 1];
+    char buf[KEY_FILE_MAX + 1];
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0)
         return kn_error_set(err, errno, "open key file %s", path);
@@ -81,14 +85,14 @@ kn_receipt_key_load(kn_receipt_key_t *key, const char *path, kn_error_t *err)
                             path, (unsigned)(st.st_mode & 0777));
     }
     size_t got = 0;
-    while (got < sizeof seed) {
-        ssize_t n = read(fd, seed + got, sizeof seed - got);
+    while (got < sizeof buf - 1) {
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             int e = errno;
             close(fd);
-            sodium_memzero(seed, sizeof seed);
+            sodium_memzero(buf, sizeof buf);
             return kn_error_set(err, e, "read key file %s", path);
         }
         if (n == 0)
@@ -96,18 +100,24 @@ kn_receipt_key_load(kn_receipt_key_t *key, const char *path, kn_error_t *err)
         got += (size_t)n;
     }
     close(fd);
-    if (got != KN_RECEIPT_SEED_SIZE) {
-        sodium_memzero(seed, sizeof seed);
-        return kn_error_set(err, EINVAL, "key file %s must hold exactly %d bytes", path,
-                            KN_RECEIPT_SEED_SIZE);
-    }
-    int rc = kn_receipt_key_from_seed(key, seed, err);
-    sodium_memzero(seed, sizeof seed);
-    return rc;
+    buf[got] = '\0';
+    int rc;
+    if (got == KN_RECEIPT_SEED_SIZE) /* the raw seed files of earlier versions */
+        rc = kn_receipt_key_from_seed(key, (const unsigned char *)buf, err);
+    else if (got < sizeof buf - 1 && strstr(buf, "-----BEGIN PRIVATE KEY-----"))
+        rc = kn_receipt_key_from_pem(key, buf, err);
+    else
+        rc = kn_error_set(err, EINVAL,
+                          "key file %s must hold a PKCS#8 Ed25519 PEM key (or a 32-byte seed)",
+                          path);
+    sodium_memzero(buf, sizeof buf);
+    return rc < 0 ? kn_error_prefix(err, "%s", path) : 0;
 }
 
-int
-kn_receipt_key_save(const kn_receipt_key_t *key, const char *path, kn_error_t *err)
+/* Writes len bytes of data to a new file of mode 0600 (O_EXCL), fsync()ed;
+ * removed again when anything fails. */
+static int
+write_private_file(const char *path, const void *data, size_t len, kn_error_t *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
@@ -117,8 +127,8 @@ kn_receipt_key_save(const kn_receipt_key_t *key, const char *path, kn_error_t *e
     if (fchmod(fd, 0600) < 0)
         e = errno;
     size_t done = 0;
-    while (!e && done < KN_RECEIPT_SEED_SIZE) {
-        ssize_t n = write(fd, key->secret_key + done, KN_RECEIPT_SEED_SIZE - done);
+    while (!e && done < len) {
+        ssize_t n = write(fd, (const char *)data + done, len - done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -135,6 +145,16 @@ kn_receipt_key_save(const kn_receipt_key_t *key, const char *path, kn_error_t *e
         return kn_error_set(err, e, "write key file %s", path);
     }
     return 0;
+}
+
+int
+kn_receipt_key_save(const kn_receipt_key_t *key, const char *path, kn_error_t *err)
+{
+    char pem[KN_RECEIPT_PEM_SIZE];
+    kn_receipt_key_to_pem(key, pem);
+    int rc = write_private_file(path, pem, strlen(pem), err);
+    sodium_memzero(pem, sizeof pem);
+    return rc;
 }
 
 int
@@ -232,5 +252,66 @@ kn_receipt_public_key_decode(const char *multibase, unsigned char *out, kn_error
         len != sizeof raw)
         return kn_error_set(err, EINVAL, "public key is not base64url of 32 bytes");
     memcpy(out, raw, sizeof raw);
+    return 0;
+}
+
+/* A PEM block of label around der (at most 48 bytes: one base64 line). */
+static void
+pem_encode(const char *label, const unsigned char *der, size_t len, char *out)
+{
+    char b64[80];
+    sodium_bin2base64(b64, sizeof b64, der, len, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(out, KN_RECEIPT_PEM_SIZE, "-----BEGIN %s-----\n%s\n-----END %s-----\n", label, b64,
+             label);
+    sodium_memzero(b64, sizeof b64);
+}
+
+void
+kn_receipt_key_to_pem(const kn_receipt_key_t *key, char *out)
+{
+    unsigned char der[sizeof pkcs8_prefix + KN_RECEIPT_SEED_SIZE];
+    memcpy(der, pkcs8_prefix, sizeof pkcs8_prefix);
+    memcpy(der + sizeof pkcs8_prefix, key->secret_key, KN_RECEIPT_SEED_SIZE);
+    pem_encode("PRIVATE KEY", der, sizeof der, out);
+    sodium_memzero(der, sizeof der);
+}
+
+void
+kn_receipt_public_key_to_pem(const unsigned char *public_key, char *out)
+{
+    unsigned char der[sizeof spki_prefix + KN_RECEIPT_PUBLIC_KEY_SIZE];
+    memcpy(der, spki_prefix, sizeof spki_prefix);
+    memcpy(der + sizeof spki_prefix, public_key, KN_RECEIPT_PUBLIC_KEY_SIZE);
+    pem_encode("PUBLIC KEY", der, sizeof der, out);
+}
+
+int
+kn_receipt_public_keys_from_text(const char *text, unsigned char (*out)[KN_RECEIPT_PUBLIC_KEY_SIZE],
+                                 size_t max, size_t *n, kn_error_t *err)
+{
+    static const char begin[] = "-----BEGIN PUBLIC KEY-----";
+    *n = 0;
+    const char *p = strstr(text, begin);
+    if (!p) {
+        /* One multibase key ("u..."), alone on the first line. */
+        char line[KN_RECEIPT_MULTIBASE_KEY_SIZE + 2];
+        size_t len = strcspn(text + strspn(text, " \t\r\n"), " \t\r\n");
+        const char *s = text + strspn(text, " \t\r\n");
+        if (len == 0 || len >= sizeof line || max == 0)
+            return kn_error_set(err, EINVAL, "no public key (PEM or multibase)");
+        memcpy(line, s, len);
+        line[len] = '\0';
+        if (kn_receipt_public_key_decode(line, out[0], err) < 0)
+            return -1;
+        *n = 1;
+        return 0;
+    }
+    for (; p; p = strstr(p + 1, begin)) {
+        if (*n == max)
+            return kn_error_set(err, E2BIG, "more than %zu public keys", max);
+        if (kn_receipt_public_key_from_pem(out[*n], p, err) < 0)
+            return kn_error_prefix(err, "public key %zu", *n + 1);
+        (*n)++;
+    }
     return 0;
 }

@@ -206,6 +206,13 @@ int
 kn_receipt_sign(json_t *receipt, const kn_receipt_key_t *key, const char *verification_method,
                 const char *created, kn_error_t *err)
 {
+    return kn_trust_sign_hash(receipt, key, verification_method, created, NULL, err);
+}
+
+int
+kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key, const char *verification_method,
+                   const char *created, char *hash, kn_error_t *err)
+{
     char now[KN_TRUST_TIME_SIZE];
     if (!verification_method || !*verification_method)
         return kn_error_set(err, EINVAL, "sign: no verification method");
@@ -222,6 +229,9 @@ kn_receipt_sign(json_t *receipt, const kn_receipt_key_t *key, const char *verifi
         return -1;
     unsigned char sig[SIGNATURE_SIZE];
     crypto_sign_detached(sig, NULL, (const unsigned char *)c, len, key->secret_key);
+    /* The receipt hash covers the same bytes as the signature. */
+    if (hash)
+        kn_receipt_hash_bytes(c, len, hash);
     free(c);
     char value[1 +
                sodium_base64_ENCODED_LEN(SIGNATURE_SIZE, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
@@ -388,6 +398,9 @@ check_shape(const json_t *r, char *why, size_t size)
     if (cstatus && (!terminal || !in_list(json_string_value(cstatus), chain_statuses)))
         return snprintf(why, size, "chain.status needs terminal and complete/interrupted"),
                KN_RECEIPT_MALFORMED;
+    /* 0.5.0 receipts: the whole schema (older ones predate its formats). */
+    if (!strcmp(version, "0.5.0") && kn_trust_check_schema(r, why, size) < 0)
+        return KN_RECEIPT_MALFORMED;
     return KN_RECEIPT_VALID;
 }
 

@@ -57,10 +57,12 @@ typedef struct kn_receipt_key {
 int kn_receipt_key_from_seed(kn_receipt_key_t *key, const unsigned char *seed, kn_error_t *err);
 /* A fresh key pair from the system CSPRNG. */
 int kn_receipt_key_generate(kn_receipt_key_t *key, kn_error_t *err);
-/* Reads a key file: exactly 32 raw seed bytes, a regular file (symlinks are
- * refused), not readable or writable by group or others. */
+/* Reads a key file: a PKCS#8 PEM Ed25519 private key (as the protocol and
+ * `openssl genpkey -algorithm ed25519` store them) or, from earlier Kennel
+ * versions, exactly 32 raw seed bytes. A regular file (symlinks are refused),
+ * not readable or writable by group or others. */
 int kn_receipt_key_load(kn_receipt_key_t *key, const char *path, kn_error_t *err);
-/* Writes the seed of key to a new file of mode 0600; fails with EEXIST
+/* Writes key as PKCS#8 PEM to a new file of mode 0600; fails with EEXIST
  * rather than replacing an existing file. The file is fsync()ed. */
 int kn_receipt_key_save(const kn_receipt_key_t *key, const char *path, kn_error_t *err);
 /* kn_receipt_key_load(), or when path does not exist, generate and save. */
@@ -71,6 +73,19 @@ int kn_receipt_key_load_or_create(kn_receipt_key_t *key, const char *path, kn_er
 int kn_receipt_key_from_pem(kn_receipt_key_t *key, const char *pem, kn_error_t *err);
 /* Reads an SPKI "-----BEGIN PUBLIC KEY-----" Ed25519 key into out[32]. */
 int kn_receipt_public_key_from_pem(unsigned char *out, const char *pem, kn_error_t *err);
+/* Size of the PEM text kn_receipt_key_to_pem() and
+ * kn_receipt_public_key_to_pem() write (NUL included, with room). */
+#define KN_RECEIPT_PEM_SIZE 160
+/* PKCS#8 "PRIVATE KEY" PEM of key (one base64 line). Wipe out after use. */
+void kn_receipt_key_to_pem(const kn_receipt_key_t *key, char *out);
+/* SPKI "PUBLIC KEY" PEM of a raw public key. */
+void kn_receipt_public_key_to_pem(const unsigned char *public_key, char *out);
+/* Every SPKI PEM block in text (a keyring: several blocks, any text between
+ * them), or one multibase "u..." key when text has no PEM block. At most max
+ * keys go to out; *n receives how many. */
+int kn_receipt_public_keys_from_text(const char *text,
+                                     unsigned char (*out)[KN_RECEIPT_PUBLIC_KEY_SIZE], size_t max,
+                                     size_t *n, kn_error_t *err);
 /* Multibase "u" base64url form of a raw public key (keyRotation's encoding);
  * out must hold KN_RECEIPT_MULTIBASE_KEY_SIZE bytes. */
 void kn_receipt_public_key_encode(const unsigned char *public_key, char *out);
@@ -218,6 +233,11 @@ typedef struct kn_receipt_action {
     const char *status;          /* "success" (NULL), "failure" or "pending" */
     const char *error;           /* outcome.error, with status "failure" */
     const char *idempotency_key; /* action.idempotency_key; non-empty when set */
+    const char *correlation_id;  /* credentialSubject.correlation_id: pairs the
+                                    receipts of one logical action (a pending
+                                    one and its outcome); non-empty when set */
+    uint64_t drop_count;         /* > 0: action.emitter_metadata.drop_count (the
+                                    protocol's events_dropped receipts) */
     bool terminal;               /* last receipt of the chain (chain.terminal) */
     const char *chain_status;    /* with terminal: "complete" or "interrupted" */
     const char *timestamp;       /* NULL: now, UTC; used for all three times */
@@ -233,6 +253,15 @@ kn_receipt_chain_t *kn_receipt_chain_new(const kn_receipt_chain_config_t *config
 /* Continues a chain after its last stored receipt: checks its chain_id and
  * that it is not terminal, then takes its sequence and hash. */
 int kn_receipt_chain_resume(kn_receipt_chain_t *chain, const json_t *last_receipt, kn_error_t *err);
+/* The same from what a store keeps beside a receipt: its sequence and its
+ * receipt hash (not recomputed; a wrong one breaks the next link, which a
+ * verifier then reports). A terminal last receipt closes the chain. */
+int kn_receipt_chain_resume_at(kn_receipt_chain_t *chain, uint64_t sequence, const char *hash,
+                               bool terminal, kn_error_t *err);
+/* Action type of the protocol's synthetic receipt that records events an
+ * issuer could not record (ADR-0010's events_dropped), with
+ * action.emitter_metadata.drop_count. */
+#define KN_RECEIPT_DROPPED_TYPE "agent_receipts.events_dropped"
 /* Builds, signs and links the next receipt. Returns the signed receipt (a
  * new reference; serialize it with kn_jcs_canonicalize() for storage) and,
  * if hash is not NULL, its receipt hash. The chain advances only on

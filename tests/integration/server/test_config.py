@@ -68,3 +68,24 @@ def test_max_sandboxes_and_public_host(fresh_server):
     assert ep == f"sandboxes.example:443/sandboxes/{a}/proxy/44772"
     assert s.request("DELETE", f"/v1/sandboxes/{b}").status == 204
     s.create()
+
+
+def test_a_taken_port_is_refused(fresh_server):
+    """A second server on the port of a running one must fail, not share it
+    (SO_REUSEPORT would have the kernel split the clients between them)."""
+    import subprocess
+    first = fresh_server()
+    first.start()
+    second = fresh_server()
+    r = subprocess.run([first.kennel, "serve", "--listen", f"127.0.0.1:{first.port}",
+                        "--db", second.db, "--run-dir", second.run_dir,
+                        "--image-store", second.store],
+                       capture_output=True, text=True, timeout=10,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                            "KENNEL_API_KEY": "k"})
+    assert r.returncode != 0, r.stderr
+    assert "cannot listen" in r.stderr, r.stderr
+    # ... and a restarted server gets its port back at once.
+    first.kill9()
+    first.start()
+    assert first.request("GET", "/health").status == 200

@@ -486,7 +486,13 @@ test_key_files(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_int_equal(st.st_size, KN_RECEIPT_SEED_SIZE);
+    /* PKCS#8 PEM, as the protocol stores keys. */
+    char text[256] = "";
+    FILE *pf = fopen(path, "r");
+    assert_non_null(pf);
+    assert_true(fread(text, 1, sizeof text - 1, pf) > 0);
+    fclose(pf);
+    assert_int_equal(strncmp(text, "-----BEGIN PRIVATE KEY-----\n", 28), 0);
     assert_int_equal(kn_receipt_key_load_or_create(&b, path, &err), 0);
     assert_memory_equal(&a, &b, sizeof a);
     assert_int_equal(kn_receipt_key_save(&a, path, &err), -1);
@@ -509,6 +515,15 @@ test_key_files(void **state)
     chmod(path2, 0600);
     assert_int_equal(kn_receipt_key_load(&b, path2, &err), -1);
     assert_int_equal(err.code, EINVAL);
+    unlink(path2);
+    /* Raw 32-byte seed files of earlier versions still load. */
+    fp = fopen(path2, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(a.secret_key, 1, KN_RECEIPT_SEED_SIZE, fp), KN_RECEIPT_SEED_SIZE);
+    fclose(fp);
+    chmod(path2, 0600);
+    assert_int_equal(kn_receipt_key_load(&b, path2, &err), 0);
+    assert_memory_equal(&a, &b, sizeof a);
     unlink(path2);
     unlink(path);
     rmdir(dir);

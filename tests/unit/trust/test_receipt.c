@@ -224,6 +224,52 @@ test_malformed_chain_members(void **state)
     json_decref(file);
 }
 
+/* 0.5.0 receipts are held to the whole JSON schema (schema.c): members it
+ * does not allow, formats, patterns. The signature is not even reached. */
+static void
+test_schema_v050(void **state)
+{
+    (void)state;
+    json_t *file = test_vectors_load("vectors/v050_vectors.json");
+    unsigned char pk[KN_RECEIPT_PUBLIC_KEY_SIZE];
+    test_vectors_public_key(file, pk);
+    json_t *good = json_object_get(json_object_get(file, "runtimeReceipt"), "receipt");
+    kn_error_t err = {0};
+    kn_receipt_verdict_t v;
+    assert_int_equal(kn_receipt_verify(good, pk, &v, &err), 0);
+    struct {
+        const char *object; /* "" top, or a credentialSubject member, or issuer/proof */
+        const char *key;
+        json_t *value;
+        const char *why;
+    } cases[] = {
+        {"action", "tool_name", json_string("x"), "does not allow"},
+        {"outcome", "status_code", json_integer(1), "does not allow"},
+        {"", "issuanceDate", json_string("yesterday"), "issuanceDate"},
+        {"", "id", json_string("urn:receipt:NOT-A-UUID"), "urn:receipt"},
+        {"action", "id", json_string("act_1"), "act_"},
+        {"action", "parameters_hash", json_string("sha256:ABC"), "parameters_hash"},
+        {"action", "idempotency_key", json_string(""), "idempotency_key"},
+        {"chain", "sequence", json_real(1.5), "sequence"},
+        {"proof", "proofValue", json_string("uabc"), "proofValue"},
+        {"principal", "type", json_string("Robot"), "principal.type"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *r = json_deep_copy(good);
+        json_t *o = !*cases[i].object ? r
+                    : !strcmp(cases[i].object, "proof")
+                        ? json_object_get(r, "proof")
+                        : json_object_get(json_object_get(r, "credentialSubject"), cases[i].object);
+        json_object_set_new(o, cases[i].key, cases[i].value);
+        assert_int_equal(kn_receipt_verify(r, pk, &v, &err), -1);
+        assert_int_equal(v.check, KN_RECEIPT_MALFORMED);
+        if (!strstr(v.reason, cases[i].why))
+            fail_msg("case %zu: %s", i, v.reason);
+        json_decref(r);
+    }
+    json_decref(file);
+}
+
 /* Single-field tampering of a valid receipt is caught. */
 static void
 test_tampering(void **state)
@@ -398,6 +444,28 @@ test_keys_pem_and_multibase(void **state)
     const char *priv =
         json_string_value(json_object_get(json_object_get(file, "keys"), "privateKey"));
     assert_int_equal(kn_receipt_public_key_from_pem(pk, priv, &err), -1);
+    /* Kennel writes the protocol's PEM forms byte for byte. */
+    const char *pub =
+        json_string_value(json_object_get(json_object_get(file, "keys"), "publicKey"));
+    char pem[KN_RECEIPT_PEM_SIZE];
+    kn_receipt_key_to_pem(&key, pem);
+    assert_string_equal(pem, priv);
+    kn_receipt_public_key_to_pem(key.public_key, pem);
+    assert_string_equal(pem, pub);
+    /* Keyrings: several PEM blocks, or one multibase key. */
+    char ring[4 * KN_RECEIPT_PEM_SIZE];
+    unsigned char keys[4][KN_RECEIPT_PUBLIC_KEY_SIZE];
+    size_t n = 0;
+    snprintf(ring, sizeof ring, "# host keys\n%s\nsecond:\n%s", pub, pub);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 4, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(keys[1], key.public_key, KN_RECEIPT_PUBLIC_KEY_SIZE);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 1, &n, &err), -1);
+    snprintf(ring, sizeof ring, "  %s\n", mb);
+    assert_int_equal(kn_receipt_public_keys_from_text(ring, keys, 4, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(keys[0], key.public_key, KN_RECEIPT_PUBLIC_KEY_SIZE);
+    assert_int_equal(kn_receipt_public_keys_from_text("nothing", keys, 4, &n, &err), -1);
     kn_receipt_key_wipe(&key);
     json_decref(file);
 }
@@ -413,6 +481,7 @@ main(void)
         cmocka_unit_test(test_tampering),
         cmocka_unit_test(test_older_vectors),
         cmocka_unit_test(test_keys_pem_and_multibase),
+        cmocka_unit_test(test_schema_v050),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

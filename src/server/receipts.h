@@ -1,0 +1,96 @@
+/* receipts.h - the server's signed receipts (docs/receipts.md).
+ *
+ * The module owns the host's signing key (a PKCS#8 PEM file of mode 0600,
+ * its public keys in a keyring beside it), one receipt chain per sandbox in
+ * the store's database, and the rules that turn what the server does into
+ * receipts:
+ *   - lifecycle changes (create, pause, resume, renew, metadata, delete,
+ *     expiry, failure) through the store's hook, in the transaction of the
+ *     change itself; before an irreversible step (delete, expiry, pause,
+ *     resume) a "pending" receipt is written first (kn_store_intent());
+ *   - every proxied execd call: a "pending" receipt before the request is
+ *     forwarded (no receipt, no forwarding) and its outcome, paired by
+ *     credentialSubject.correlation_id, when the response has passed;
+ *   - a terminal receipt when a sandbox ends, after outcomes for whatever
+ *     was still pending in its chain.
+ * Failures to write a receipt refuse the action (KN_RCPT_ERRNO, HTTP 503);
+ * an outcome that cannot be written after the action ran is a drop, counted
+ * and recorded in the chain by the protocol's events_dropped receipt. */
+#ifndef KN_RECEIPTS_H
+#define KN_RECEIPTS_H
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "server.h"
+#include "store.h"
+
+/* The errno of "receipts could not be written": an errno no other server
+ * path uses, mapped to 503 RECEIPTS::UNAVAILABLE. */
+#define KN_RCPT_ERRNO ENOLINK
+/* Largest execd request body read before forwarding (execd's own cap). */
+#define KN_RCPT_MAX_BODY (8 * 1024 * 1024)
+
+typedef struct kn_rcpt kn_rcpt_t;
+typedef struct kn_rcpt_call kn_rcpt_call_t;
+
+/* Loads (or creates) the key, finishes an interrupted key rotation, attaches
+ * to the store's hook and closes what a previous server left pending.
+ * Called before the sandbox manager adopts anything. */
+int kn_rcpt_open(const kn_server_cfg_t *cfg, kn_store_t *store, kn_rcpt_t **out, kn_error_t *err);
+void kn_rcpt_close(kn_rcpt_t *r);
+
+/* The principal an API key stands for ("urn:kennel:api-key:<16 hex of its
+ * SHA-256>"; without auth "urn:kennel:anonymous"). */
+void kn_rcpt_principal(const char *api_key, char *out, size_t size);
+
+/* A lifecycle request in this thread: receipts written while it runs are
+ * its (principal, correlation id). end closes a pending receipt the request
+ * wrote and did not answer (the action failed, status is the HTTP one). */
+void kn_rcpt_request_begin(kn_rcpt_t *r, const char *principal);
+void kn_rcpt_request_end(kn_rcpt_t *r, unsigned status);
+
+/* One proxied execd request to a sandbox: NULL with *not_action for
+ * requests that are not actions (or when receipts are off). */
+kn_rcpt_call_t *kn_rcpt_call_new(kn_rcpt_t *r, const char *sandbox_id, const char *principal,
+                                 const char *method, const char *target, const char *content_type,
+                                 bool *not_action, kn_error_t *err);
+/* Whether the body must be read whole before forwarding (see execd.h). */
+bool kn_rcpt_call_reads_body(const kn_rcpt_call_t *c);
+void kn_rcpt_call_request_body(kn_rcpt_call_t *c, const char *data, size_t len);
+/* The pending receipt, before the request goes to execd. -1 (KN_RCPT_ERRNO
+ * or EBUSY for an ended chain): do not forward. */
+int kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err);
+void kn_rcpt_call_response_head(void *call, unsigned status, const char *content_type);
+void kn_rcpt_call_response_body(void *call, const char *data, size_t len);
+/* The outcome receipt: from the proxy's finish tap (execd's response is
+ * complete, its last bytes not yet released) with complete true, or when
+ * the request ends without that (client hang-up, execd failure). -1: it
+ * could not be written (a drop; the caller cuts the response). A call ends
+ * once; later calls do nothing. */
+int kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete);
+int kn_rcpt_call_finish(void *call);
+void kn_rcpt_call_free(kn_rcpt_call_t *c);
+
+/* Prometheus lines: receipts written, actions refused, drops. */
+void kn_rcpt_metrics(kn_rcpt_t *r, char *buf, size_t size);
+
+/* GET /v1/sandboxes/{id}/receipts: receipts with sequence > after, at most
+ * limit. ENOENT when the sandbox never had a chain. */
+int kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit, json_t **out,
+                 kn_error_t *err);
+/* GET /v1/receipts/keys: the keyring, oldest first; current key marked. */
+int kn_rcpt_keys(kn_rcpt_t *r, json_t **out, kn_error_t *err);
+/* POST /v1/receipts/rotate: a new key; every open chain gets a keyRotation
+ * receipt signed by the old one. */
+int kn_rcpt_rotate(kn_rcpt_t *r, json_t **out, kn_error_t *err);
+/* GET /v1/receipts: every chain id, in order of its first receipt. */
+int kn_rcpt_chains(kn_rcpt_t *r, json_t **out, kn_error_t *err);
+/* The chain id of a sandbox's receipts ("kennel/sandbox/<id>"). */
+void kn_rcpt_chain_id(const char *sandbox_id, char *out, size_t size);
+
+#endif
