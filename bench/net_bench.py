@@ -54,14 +54,19 @@ else:
 """
 
 
-def throughput(kennel, mb=1024, rounds=5):
+def throughput(kennel, mb=1024, rounds=5, mtu=None):
     root = pathlib.Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "tests" / "integration"))
-    from net.conftest import DNS_ADDR, NS, Internet, check_routes  # noqa: E402
+    from testnet import DNS_ADDR, HOST_IF, NS, NS_IF, Internet, check_routes, sh  # noqa: E402
     net = Internet()
     sinks = []
     try:
         net.build()
+        if mtu:
+            # The test internet's own link, as fast a link as the host's
+            # loopback: what is left is what Kennel's path costs.
+            sh("ip", "link", "set", HOST_IF, "mtu", str(mtu))
+            sh("ip", "link", "set", NS_IF, "mtu", str(mtu), ns=NS)
         tool = net.tmp / "kn_tcp_tool.py"
         tool.write_text(TCP_TOOL)
         for argv in (["ip", "netns", "exec", NS, "/usr/bin/python3", str(tool), "sink", "5001",
@@ -92,7 +97,8 @@ def throughput(kennel, mb=1024, rounds=5):
             p.wait()
         count = net.finish()
     assert count == 0, f"the guard dropped {count} packets headed for a real uplink"
-    print(f"\n| TCP, {mb} MiB per run, python sender | median MiB/s | min | max |")
+    link = f"test internet link MTU {mtu}" if mtu else "test internet link MTU 1500"
+    print(f"\n| TCP, {mb} MiB per run, python sender, {link} | median MiB/s | min | max |")
     print("|---|---:|---:|---:|")
     for label, xs in rows.items():
         print(f"| {label} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} |")
@@ -111,6 +117,9 @@ def main():
     ap.add_argument("build")
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--throughput", action="store_true")
+    ap.add_argument("--test-mtu", type=int, default=None,
+                    help="MTU of the test internet's link (default 1500)")
+    ap.add_argument("--tcp-rounds", type=int, default=5)
     a = ap.parse_args()
     k = os.path.realpath(f"{a.build}/kennel")
     policy = ["--allow-domain", "example.com", "--dns-upstream", "127.0.0.1"]
@@ -143,7 +152,7 @@ def main():
     for label, xs in (("network set-up", net), ("teardown (all of it)", down)):
         print(f"| {label} | {statistics.median(xs):.1f} | {pct(xs, 0.9):.1f} | {min(xs):.1f} |")
     if a.throughput:
-        throughput(k)
+        throughput(k, rounds=a.tcp_rounds, mtu=a.test_mtu)
 
 
 if __name__ == "__main__":

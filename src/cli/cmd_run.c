@@ -866,6 +866,15 @@ parse_args(int argc, char **argv, run_opts_t *o, source_t *src, int *nsrc)
         bool any_allow = false;
         for (size_t i = 0; i < o->net.n_rules; i++)
             any_allow |= o->net.rules[i].allow;
+        /* The first matching rule decides: deny flags go first, so that
+         * deny beats allow whatever the order on the command line. */
+        kn_net_rule_t sorted[KN_MAX_NET_RULES] = {0};
+        size_t k = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < o->net.n_rules; i++)
+                if (o->net.rules[i].allow == (pass == 1))
+                    sorted[k++] = o->net.rules[i];
+        memcpy(o->net.rules, sorted, k * sizeof sorted[0]);
         o->net.default_allow = !any_allow;
         const char *up = getenv("KENNEL_DNS_UPSTREAM");
         if (!o->net.dns_upstream[0] && up)

@@ -21,8 +21,8 @@ usage(FILE *f)
             "\n"
             "  -c, --config FILE        JSON config (listen, db, runDir, execd, apiKeys,\n"
             "                           imageAliases, allowedHostPaths, maxTimeoutSeconds,\n"
-            "                           readyTimeoutMs, imageStore, writableLayer, layerDir);\n"
-            "                           flags override it\n"
+            "                           readyTimeoutMs, imageStore, writableLayer, layerDir,\n"
+            "                           dnsUpstream); flags override it\n"
             "  -l, --listen HOST:PORT   numeric address (default 127.0.0.1:8080)\n"
             "      --db PATH            SQLite file (default /var/lib/kennel/kennel.db)\n"
             "      --run-dir DIR        supervisors' run directories (default /run/kennel)\n"
@@ -45,6 +45,8 @@ usage(FILE *f)
             "                           (default: receipts.key beside the database)\n"
             "      --receipts-issuer ID issuer id of new receipt chains (did:kennel:<host>)\n"
             "      --no-receipts        issue no receipts (for benchmarks only)\n"
+            "      --dns-upstream ADDR[:PORT] resolver of the sandboxes' DNS proxies (default:\n"
+            "                           KENNEL_DNS_UPSTREAM, else the host's first nameserver)\n"
             "  -q, --quiet              no request log lines\n"
             "\n"
             "API keys: apiKeys in the config, or KENNEL_API_KEY in the environment. Clients\n"
@@ -90,6 +92,7 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         {"receipts-key", required_argument, 0, 267},
         {"receipts-issuer", required_argument, 0, 268},
         {"no-receipts", no_argument, 0, 269},
+        {"dns-upstream", required_argument, 0, 303},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -225,6 +228,10 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         case 269:
             cfg->receipts_off = true;
             break;
+        case 303:
+            free(cfg->dns_upstream);
+            cfg->dns_upstream = strdup(optarg);
+            break;
         case 'q':
             cfg->log_requests = false;
             break;
@@ -243,6 +250,9 @@ parse(int argc, char **argv, kn_server_cfg_t *cfg)
         fprintf(stderr, "kennel serve: unexpected argument '%s'\n", argv[optind]);
         return KN_EXIT_KENNEL;
     }
+    const char *up = getenv("KENNEL_DNS_UPSTREAM");
+    if (!cfg->dns_upstream && up && up[0] && !(cfg->dns_upstream = strdup(up)))
+        return KN_EXIT_KENNEL;
     const char *key = getenv("KENNEL_API_KEY");
     if (key && key[0] && add_str(cfg->api_keys, &cfg->n_keys, KN_SERVER_MAX_KEYS, key) < 0)
         return KN_EXIT_KENNEL;

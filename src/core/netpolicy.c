@@ -4,17 +4,20 @@
  * on /run/kennel/net/slots/N for as long as the sandbox lives, so concurrent
  * launchers never collide and a crashed one frees its slot) and writes
  * /run/kennel/net/ID/resolv.conf naming the proxy. If the policy lets
- * anything out it then plumbs (plumb()): a veth pair (host "knhN", sandbox
- * "eth0") with a default route inside, the host table "inet kennel_N" (NAT,
- * the host closed to the sandbox but for the DNS proxy, forwarding closed
- * to blocked ranges), the sandbox's own table "inet kennel" (the policy
- * proper, see inner_script) and the DNS proxy; a policy that allows nothing
- * leaves the namespace with only lo. Last come the exposed ports' relays.
- * kn_net_detach() undoes all of it.
+ * anything out it then plumbs (plumb()): the shared uplink (uplink.c: the
+ * veth pair kennel0/kennel1 and the static host table "inet kennel_host"),
+ * the slot's gateway address on kennel0, the sandbox's eth0 (a macvlan of
+ * kennel1 made inside its namespace) with a default route, the sandbox's own
+ * table "inet kennel" (the policy proper, see inner_script), host exceptions
+ * for allow CIDRs into blocked ranges, and the DNS proxy; a policy that
+ * allows nothing leaves the namespace with only lo. Last come the exposed
+ * ports' relays. kn_net_detach() undoes all of it without waiting for the
+ * kernel: eth0 and the sandbox's table go with its namespace.
  *
  * The policy is enforced inside the sandbox's namespace (the sandbox has no
  * capabilities there and cannot change it) and, for the ranges that matter
- * most, again on the host's forward path, which the sandbox cannot reach. */
+ * most, again on the host's forward path, which the sandbox cannot reach.
+ * Rules are evaluated in order, the first match deciding (netpolicy.h). */
 #include "netpolicy_internal.h"
 
 #include <arpa/inet.h>
@@ -23,6 +26,7 @@
 #include <limits.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,10 +75,16 @@ struct kn_netns {
     int slot_fd;
     int netns_fd;
     int nfnl; /* nfnetlink in the sandbox, for the proxy's set additions */
-    char host_if[IFNAMSIZ];
+    int rtnl; /* rtnetlink in the sandbox, to take eth0's address away at the end */
+    int eth0_index;
     uint32_t host_ip, sb_ip;
-    bool plumbed; /* the veth, tables and proxy exist (only with some egress) */
-    bool veth, host_table, dir_made;
+    bool plumbed; /* eth0, the gateway address, the table and proxy exist (with egress) */
+    bool uplinked, gw_addr, eth0, exceptions, dir_made;
+    kn_uplink_t up;
+    kn_nft_proc_t loading; /* the sandbox's table, still loading (see kn_net_ready) */
+    pthread_t releaser;    /* kn_net_release_begin's thread, while it runs */
+    bool releasing;
+    bool is_loading;
     struct sockaddr_in upstream;
     kn_dnsproxy_t *dns;
     kn_relay_t *relays[KN_MAX_EXPOSE];
@@ -208,36 +218,31 @@ kn_net_name_verdict(const kn_net_policy_t *p, const char *name)
 {
     uint32_t a;
     int pl;
+    /* The first name rule that matches decides (OpenSandbox's order). */
     for (size_t i = 0; i < p->n_rules; i++)
-        if (!p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
-            kn_net_domain_match(p->rules[i].target, name))
-            return KN_NAME_REFUSE;
-    for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].allow && !is_cidr_rule(&p->rules[i], &a, &pl) &&
-            kn_net_domain_match(p->rules[i].target, name))
-            return KN_NAME_OPEN;
+        if (!is_cidr_rule(&p->rules[i], &a, &pl) && kn_net_domain_match(p->rules[i].target, name))
+            return p->rules[i].allow ? KN_NAME_OPEN : KN_NAME_REFUSE;
     return p->default_allow ? KN_NAME_FORWARD : KN_NAME_REFUSE;
 }
 
-static bool
-in_rules(const kn_net_policy_t *p, bool allow, uint32_t addr)
+/* The first CIDR rule that holds addr: 1 allow, 0 deny, -1 none. */
+static int
+cidr_verdict(const kn_net_policy_t *p, uint32_t addr)
 {
     uint32_t a;
     int pl;
     for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].allow == allow && is_cidr_rule(&p->rules[i], &a, &pl) &&
-            in_cidr(addr, a, pl))
-            return true;
-    return false;
+        if (is_cidr_rule(&p->rules[i], &a, &pl) && in_cidr(addr, a, pl))
+            return p->rules[i].allow ? 1 : 0;
+    return -1;
 }
 
 bool
 kn_net_addr_openable(const kn_net_policy_t *p, uint32_t addr)
 {
-    if (in_rules(p, false, addr))
-        return false;
-    if (in_rules(p, true, addr))
-        return true;
+    int v = cidr_verdict(p, addr);
+    if (v >= 0)
+        return v == 1;
     for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
         if (in_cidr(addr, blocked[i].addr, blocked[i].prefix))
             return false;
@@ -271,34 +276,15 @@ put_ip(sbuf_t *b, uint32_t a)
     put(b, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
 }
 
-/* Writes "{ a/n, ... }" of the CIDR rules with this action, leaving out any
- * block inside another (nft refuses overlapping intervals); false if none. */
-static bool
-put_cidrs(sbuf_t *b, const kn_net_policy_t *p, bool allow)
+static void put_blocked(sbuf_t *b);
+
+int
+kn_net_put_blocked(char *buf, size_t len)
 {
-    bool any = false;
-    for (size_t i = 0; i < p->n_rules; i++) {
-        uint32_t a, a2;
-        int pl, pl2;
-        if (p->rules[i].allow != allow || !is_cidr_rule(&p->rules[i], &a, &pl))
-            continue;
-        bool covered = false;
-        for (size_t j = 0; j < p->n_rules && !covered; j++) {
-            if (j == i || p->rules[j].allow != allow || !is_cidr_rule(&p->rules[j], &a2, &pl2))
-                continue;
-            if (pl2 <= pl && in_cidr(a, a2, pl2) && (pl2 < pl || j < i))
-                covered = true;
-        }
-        if (covered)
-            continue;
-        put(b, any ? ", " : "{ ");
-        put_ip(b, a);
-        put(b, "/%d", pl);
-        any = true;
-    }
-    if (any)
-        put(b, " }");
-    return any;
+    sbuf_t b = {.s = buf, .cap = len};
+    buf[0] = '\0';
+    put_blocked(&b);
+    return b.overflow ? -1 : 0;
 }
 
 static void
@@ -315,16 +301,21 @@ put_blocked(sbuf_t *b)
 
 #define REJECT "reject with icmpx type admin-prohibited"
 
+/* One nft rule per CIDR rule, in the policy's order: the first that
+ * holds the address decides, as for names. */
 static void
-put_rule_cidrs(sbuf_t *b, const char *pre, const kn_net_policy_t *p, bool allow,
-               const char *verdict)
+put_cidr_rules(sbuf_t *b, const char *pre, const kn_net_policy_t *p, const char *deny,
+               const char *allow)
 {
-    size_t mark = b->len;
-    put(b, "\t\t%sip daddr ", pre);
-    if (put_cidrs(b, p, allow))
-        put(b, " %s\n", verdict);
-    else
-        b->len = mark, b->s[mark] = '\0';
+    for (size_t i = 0; i < p->n_rules; i++) {
+        uint32_t a;
+        int pl;
+        if (!is_cidr_rule(&p->rules[i], &a, &pl))
+            continue;
+        put(b, "\t\t%sip daddr ", pre);
+        put_ip(b, a);
+        put(b, "/%d %s\n", pl, p->rules[i].allow ? allow : deny);
+    }
 }
 
 static uint32_t
@@ -363,8 +354,7 @@ inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
     /* DNS goes to the proxy only, even where the policy opens the resolver's
      * address: other resolvers would bypass its name rules. */
     put(b, "\t\tmeta l4proto { udp, tcp } th dport 53 " REJECT "\n");
-    put_rule_cidrs(b, "", p, false, REJECT);
-    put_rule_cidrs(b, "", p, true, "accept");
+    put_cidr_rules(b, "", p, REJECT, "accept");
     put(b, "\t\tip daddr ");
     put_blocked(b);
     put(b, " " REJECT "\n");
@@ -390,41 +380,48 @@ inner_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
         put(b, " }\n");
 }
 
-/* The host's table for this sandbox. */
-static void
-host_script(sbuf_t *b, const kn_netns_t *n, bool fresh)
+static bool
+overlaps_blocked(uint32_t a, int pl)
 {
-    const kn_net_policy_t *p = &n->pol;
-    char pre[48], table[32];
-    snprintf(pre, sizeof pre, "iifname \"%s\" ", n->host_if);
-    snprintf(table, sizeof table, "kennel_%d", n->slot);
-    put_table_head(b, table, fresh);
-    put(b, "\tchain input {\n\t\ttype filter hook input priority -5; policy accept;\n");
-    put(b, "\t\t%sip daddr ", pre);
-    put_ip(b, n->host_ip);
-    put(b, " meta l4proto { udp, tcp } th dport 53 accept\n");
-    put(b, "\t\t%sdrop\n\t}\n", pre);
-    put(b, "\tchain forward {\n\t\ttype filter hook forward priority -5; policy accept;\n");
-    put(b, "\t\toifname \"%s\" ct state established,related accept\n", n->host_if);
-    put(b, "\t\toifname \"%s\" drop\n", n->host_if);
-    put(b, "\t\t%soifname \"knh*\" drop\n", pre);
-    put(b, "\t\t%smeta nfproto != ipv4 drop\n", pre);
-    put(b, "\t\t%sip saddr != ", pre); /* no spoofed sources leave un-NATed */
-    put_ip(b, n->sb_ip);
-    put(b, " drop\n");
-    put_rule_cidrs(b, pre, p, false, "drop");
-    put_rule_cidrs(b, pre, p, true, "accept");
-    put(b, "\t\t%sip daddr ", pre);
-    put_blocked(b);
-    put(b, " drop\n\t}\n");
-    put(b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy "
-           "accept;\n\t\tip saddr ");
-    put_ip(b, n->host_ip & ~3u);
-    put(b, "/30 oifname != \"%s\" masquerade\n\t}\n}\n", n->host_if);
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
+        int p = pl < blocked[i].prefix ? pl : blocked[i].prefix;
+        if ((a & mask_of(p)) == (blocked[i].addr & mask_of(p)))
+            return true;
+    }
+    return false;
+}
+
+/* The host's part for this sandbox: exceptions in the shared table's set
+ * private_ok for allow CIDRs that name blocked ranges (most policies have
+ * none, and then nothing of the sandbox is in any host table). fresh: the
+ * sandbox has none yet; else its old ones go first. */
+static bool
+exceptions_script(sbuf_t *b, const kn_netns_t *n, const kn_net_policy_t *old)
+{
+    bool any = false;
+    const kn_net_policy_t *pols[2] = {old, &n->pol};
+    for (int k = 0; k < 2; k++) {
+        if (!pols[k])
+            continue;
+        for (size_t i = 0; i < pols[k]->n_rules; i++) {
+            uint32_t a;
+            int pl;
+            if (!pols[k]->rules[i].allow || !is_cidr_rule(&pols[k]->rules[i], &a, &pl) ||
+                !overlaps_blocked(a, pl))
+                continue;
+            put(b, "%s element inet " KN_UPLINK_TABLE " private_ok { ", k == 0 ? "delete" : "add");
+            put_ip(b, n->sb_ip);
+            put(b, " . ");
+            put_ip(b, a);
+            put(b, "/%d }\n", pl);
+            any = true;
+        }
+    }
+    return any;
 }
 
 static char *
-script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
+script(const kn_netns_t *n, bool fresh, kn_error_t *err)
 {
     sbuf_t b = {.s = malloc(SCRIPT_MAX), .cap = SCRIPT_MAX};
     if (!b.s) {
@@ -432,10 +429,7 @@ script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
         return NULL;
     }
     b.s[0] = '\0';
-    if (host)
-        host_script(&b, n, fresh);
-    else
-        inner_script(&b, n, fresh);
+    inner_script(&b, n, fresh);
     if (b.overflow) {
         free(b.s);
         kn_error_set(err, E2BIG, "nft script too long");
@@ -444,56 +438,42 @@ script(const kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
     return b.s;
 }
 
+/* The sandbox's own table, in its namespace. */
 static int
-load(kn_netns_t *n, bool host, bool fresh, kn_error_t *err)
+load(kn_netns_t *n, bool fresh, kn_error_t *err)
 {
-    char *s = script(n, host, fresh, err);
-    int rc = s ? kn_nft_run(host ? -1 : n->netns_fd, s, err) : -1;
+    char *s = script(n, fresh, err);
+    int rc = s ? kn_nft_run(n->netns_fd, s, err) : -1;
     free(s);
-    if (rc < 0)
-        return kn_error_prefix(err, host ? "host firewall" : "sandbox firewall");
-    return 0;
+    return rc < 0 ? kn_error_prefix(err, "sandbox firewall") : 0;
 }
 
-/* Both tables at once, and while the veth is being made: they live in
- * different namespaces, do not depend on the veth (interfaces are matched
- * by name) and nft spends most of its time waiting for the kernel. Nothing
- * can use the veth before the firewall is in: the sandbox's program waits
- * for attach to return. */
-typedef struct loading {
-    kn_nft_proc_t host, inner;
-    bool host_running, inner_running;
-} loading_t;
-
-static int
-load_start(kn_netns_t *n, loading_t *l, kn_error_t *err)
+static bool
+has_exceptions(const kn_net_policy_t *p)
 {
-    *l = (loading_t){.host_running = false};
-    char *hs = script(n, true, true, err), *is = hs ? script(n, false, true, err) : NULL;
-    if (is && kn_nft_start(-1, hs, &l->host, err) == 0) {
-        l->host_running = true;
-        if (kn_nft_start(n->netns_fd, is, &l->inner, err) == 0)
-            l->inner_running = true;
+    for (size_t i = 0; i < p->n_rules; i++) {
+        uint32_t a;
+        int pl;
+        if (p->rules[i].allow && is_cidr_rule(&p->rules[i], &a, &pl) && overlaps_blocked(a, pl))
+            return true;
     }
-    free(hs);
-    free(is);
-    return l->inner_running ? 0 : -1;
+    return false;
 }
 
-/* Collects both; a host table left by a launcher that crashed holding this
- * slot makes "create" fail, and is then replaced. */
+/* The host's exceptions for this sandbox; old: the policy whose exceptions
+ * are in place now (NULL: none are). */
 static int
-load_finish(kn_netns_t *n, loading_t *l, kn_error_t *err)
+load_exceptions(kn_netns_t *n, const kn_net_policy_t *old, kn_error_t *err)
 {
-    kn_error_t herr;
-    int irc = l->inner_running ? kn_nft_wait(&l->inner, err) : -1;
-    int hrc = l->host_running ? kn_nft_wait(&l->host, &herr) : -1;
-    if (!l->inner_running || !l->host_running)
-        return -1;
-    if (irc < 0)
-        return kn_error_prefix(err, "sandbox firewall");
-    if (hrc < 0)
-        return load(n, true, false, err);
+    char buf[8192];
+    sbuf_t b = {.s = buf, .cap = sizeof buf};
+    buf[0] = '\0';
+    bool any = exceptions_script(&b, n, old && has_exceptions(old) ? old : NULL);
+    if (b.overflow)
+        return kn_error_set(err, E2BIG, "host exceptions");
+    if (any && kn_nft_run(-1, buf, err) < 0)
+        return kn_error_prefix(err, "host firewall");
+    n->exceptions = has_exceptions(&n->pol);
     return 0;
 }
 
@@ -612,23 +592,11 @@ take_slot(kn_netns_t *n, pid_t pid, kn_error_t *err)
             n->slot_fd = fd;
             n->host_ip = POOL_BASE + s * 4 + 1;
             n->sb_ip = POOL_BASE + s * 4 + 2;
-            snprintf(n->host_if, sizeof n->host_if, "knh%u", s);
             return 0;
         }
         close(fd);
     }
     return kn_error_set(err, EAGAIN, "no free address in 10.231.0.0/16");
-}
-
-static int
-enable_forwarding(kn_error_t *err)
-{
-    char v[8] = "";
-    if (kn_read_file("/proc/sys/net/ipv4/ip_forward", v, sizeof v, err) < 0)
-        return -1;
-    if (v[0] == '1')
-        return 0;
-    return kn_write_file("/proc/sys/net/ipv4/ip_forward", "1", err);
 }
 
 static int
@@ -640,12 +608,30 @@ write_resolv_conf(kn_netns_t *n, kn_error_t *err)
         return kn_error_set(err, ENAMETOOLONG, "resolv.conf path");
     if (kn_mkdir_p(NET_RUN_DIR, 0755, err) < 0)
         return -1;
+    /* Made under a umask of 077 (the server's), they could not be searched
+     * by the sandbox's user, which opens the bind source. */
+    static const char *const parents[] = {"/run/kennel", NET_RUN_DIR};
+    for (size_t i = 0; i < 2; i++) {
+        struct stat st;
+        if (stat(parents[i], &st) == 0 && (st.st_mode & 0111) != 0111 &&
+            chmod(parents[i], (st.st_mode & 07777) | 0111) < 0)
+            return kn_error_set(err, errno, "chmod %s", parents[i]);
+    }
     if (mkdir(n->dir, 0755) < 0 && errno != EEXIST)
         return kn_error_set(err, errno, "mkdir %s", n->dir);
     n->dir_made = true;
+    /* The sandbox's user reads it through a bind: whatever the caller's
+     * umask (the server's is 077), others may search and read. */
+    if (chmod(n->dir, 0755) < 0)
+        return kn_error_set(err, errno, "chmod %s", n->dir);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
         return kn_error_set(err, errno, "create %s", path);
+    if (fchmod(fd, 0644) < 0) {
+        int e = errno;
+        close(fd);
+        return kn_error_set(err, e, "chmod %s", path);
+    }
     char buf[128];
     uint32_t h = n->host_ip;
     int len =
@@ -671,32 +657,49 @@ wants_egress(const kn_net_policy_t *p)
     return false;
 }
 
-/* The way out: veth, both tables, forwarding, the DNS proxy. On failure
- * what was made stays recorded in n for unplumb(). */
+/* The way out: the shared uplink, the sandbox's gateway address on it, its
+ * eth0 (a macvlan made inside its namespace), its table and the DNS proxy.
+ * The table loads (an nft process in the sandbox's namespace) while the
+ * links are made: nothing can use them before attach returns, since the
+ * sandbox's program waits for it. On failure what was made stays recorded
+ * in n for unplumb(). */
 static int
-plumb(kn_netns_t *n, kn_error_t *err)
+collect(kn_netns_t *n, kn_error_t *err)
 {
-    if (kn_link_delete(n->host_if, err) < 0)
-        return -1;
-    loading_t l;
-    n->host_table = true; /* from here on, unplumb removes it (even half made) */
-    if (load_start(n, &l, err) < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
-        return -1;
-    }
-    int rc = kn_link_veth_setup(n->host_if, n->netns_fd, n->host_ip, n->sb_ip, err);
-    n->veth = rc == 0;
-    if (rc == 0 && (rc = enable_forwarding(err)) < 0)
-        kn_error_prefix(err, "enable IPv4 forwarding");
-    if (rc < 0) {
-        kn_error_t scratch;
-        (void)load_finish(n, &l, &scratch);
-        return -1;
-    }
-    if (load_finish(n, &l, err) < 0)
-        return -1;
+    if (!n->is_loading)
+        return 0;
+    n->is_loading = false;
+    return kn_nft_wait(&n->loading, err) < 0 ? kn_error_prefix(err, "sandbox firewall") : 0;
+}
+
+/* defer: leave the sandbox's table loading; kn_net_ready() collects it. */
+static int
+plumb(kn_netns_t *n, bool defer, kn_error_t *err)
+{
     kn_error_t scratch;
+    char *is = script(n, true, err);
+    if (!is)
+        return -1;
+    int rc = kn_nft_start(n->netns_fd, is, &n->loading, err);
+    free(is);
+    if (rc < 0)
+        return kn_error_prefix(err, "sandbox firewall");
+    n->is_loading = true;
+    if ((rc = kn_uplink_acquire(&n->up, err)) == 0) {
+        n->uplinked = true;
+        /* a launcher killed with SIGKILL leaves its slot's address */
+        (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &scratch);
+        (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &scratch);
+        rc = kn_addr_host(true, n->up.gw_ifindex, n->host_ip, err);
+        n->gw_addr = rc == 0;
+    }
+    if (rc == 0) {
+        rc = kn_link_macvlan_setup(n->up.lower_ifindex, n->netns_fd, n->host_ip, n->sb_ip, &n->rtnl,
+                                   &n->eth0_index, err);
+        n->eth0 = rc == 0;
+    }
+    if (rc < 0 || (!defer && collect(n, err) < 0) || load_exceptions(n, NULL, err) < 0)
+        return -1;
     n->nfnl = kn_nft_socket(n->netns_fd, &scratch); /* without, nft(8) does it */
     n->dns = kn_dnsproxy_new(n->host_ip, n->sb_ip, &n->upstream, open_addrs, n, err);
     if (!n->dns)
@@ -706,40 +709,72 @@ plumb(kn_netns_t *n, kn_error_t *err)
     return 0;
 }
 
+/* The host's address and neighbour entry of the slot. rtnetlink takes the
+ * kernel's rtnl lock, which the clean-up of other namespaces holds for
+ * milliseconds at a time on a busy host: kn_net_release_begin() does this on
+ * a thread while the sandbox's processes are reaped. */
+static void
+release_gateway(kn_netns_t *n)
+{
+    kn_error_t err;
+    (void)kn_addr_host(false, n->up.gw_ifindex, n->host_ip, &err);
+    (void)kn_neigh_delete(n->up.gw_ifindex, n->sb_ip, &err);
+    n->gw_addr = false;
+}
+
+static void *
+releaser(void *p)
+{
+    release_gateway(p);
+    return NULL;
+}
+
+void
+kn_net_release_begin(kn_netns_t *n)
+{
+    if (!n || !n->gw_addr || n->releasing)
+        return;
+    n->releasing = pthread_create(&n->releaser, NULL, releaser, n) == 0;
+}
+
+/* Nothing here waits for the kernel: the gateway address and neighbour go
+ * at once, eth0 and the sandbox's table go with its namespace. */
 static void
 unplumb(kn_netns_t *n)
 {
     kn_error_t err;
+    (void)collect(n, &err);
     kn_dnsproxy_free(n->dns);
     n->dns = NULL;
     if (n->nfnl >= 0)
-        close(n->nfnl); /* first: closing after a deletion would wait for it */
+        close(n->nfnl);
     n->nfnl = -1;
-    /* The host table goes first, over nfnetlink: the commit is quick, and
-     * the grace period that freeing it needs passes while the veth is
-     * deleted (which waits for its own), so closing the socket afterwards
-     * rarely waits. Should nfnetlink fail, nft does it, in parallel. The
-     * table may not exist if plumbing failed early. */
-    int tfd = -1;
-    kn_nft_proc_t del;
-    bool deleting = false;
-    if (n->host_table) {
-        char t[32];
-        snprintf(t, sizeof t, "kennel_%d", n->slot);
-        tfd = kn_nft_delete_table(t, &err);
-        if (tfd < 0 && err.code != ENOENT) {
-            char s[128];
-            snprintf(s, sizeof s, "table inet %s\ndelete table inet %s\n", t, t);
-            deleting = kn_nft_start(-1, s, &del, &err) == 0;
-        }
+    if (n->exceptions) {
+        /* Removing set elements makes the next nfnetlink close wait for a
+         * grace period; only policies that open blocked ranges pay it. */
+        kn_net_policy_t none = n->pol;
+        none.n_rules = 0;
+        kn_net_policy_t cur = n->pol;
+        n->pol = none;
+        (void)load_exceptions(n, &cur, &err);
+        n->pol = cur;
     }
-    if (n->veth || n->host_table)
-        (void)kn_link_delete(n->host_if, &err);
-    if (deleting)
-        (void)kn_nft_wait(&del, &err);
-    if (tfd >= 0)
-        close(tfd);
-    n->host_table = n->veth = n->plumbed = false;
+    /* The namespace may outlive us for a moment in the kernel's clean-up:
+     * without its address, its eth0 no longer answers for the slot. */
+    if (n->eth0 && n->rtnl >= 0)
+        (void)kn_netns_unaddr(n->rtnl, n->sb_ip, n->eth0_index, &err);
+    if (n->rtnl >= 0)
+        close(n->rtnl);
+    n->rtnl = -1;
+    if (n->releasing) {
+        pthread_join(n->releaser, NULL);
+        n->releasing = false;
+    }
+    if (n->gw_addr)
+        release_gateway(n);
+    if (n->uplinked)
+        kn_uplink_release(&n->up);
+    n->uplinked = n->gw_addr = n->eth0 = n->exceptions = n->plumbed = false;
 }
 
 kn_netns_t *
@@ -778,7 +813,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     }
     n->opened = opened;
     n->pol = *p;
-    n->slot_fd = n->netns_fd = n->nfnl = -1;
+    n->slot_fd = n->netns_fd = n->nfnl = n->rtnl = n->up.users_fd = -1;
     snprintf(n->id, sizeof n->id, "%s", id);
     char nspath[64];
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int)pid);
@@ -790,7 +825,7 @@ kn_net_attach(const kn_net_policy_t *p, pid_t pid, const char *id, kn_error_t *e
     n->upstream = upstream;
     if (take_slot(n, pid, err) < 0 || write_resolv_conf(n, err) < 0)
         goto fail;
-    if (wants_egress(p) && plumb(n, err) < 0)
+    if (wants_egress(p) && plumb(n, true, err) < 0)
         goto fail;
     for (size_t i = 0; i < p->n_expose; i++) {
         kn_relay_t *r = kn_relay_new(n->netns_fd, p->expose[i].inside, p->expose[i].outside, err);
@@ -803,6 +838,30 @@ fail:
     kn_error_prefix(err, "network");
     kn_net_detach(n);
     return NULL;
+}
+
+static void
+remove_dir(kn_netns_t *n)
+{
+    if (!n->dir_made)
+        return;
+    char path[PATH_MAX];
+    if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)
+        unlink(path);
+    rmdir(n->dir);
+    n->dir_made = false;
+}
+
+int
+kn_net_ready(kn_netns_t *n, kn_error_t *err)
+{
+    if (n && collect(n, err) < 0)
+        return kn_error_prefix(err, "network");
+    /* The sandbox has bound its resolv.conf by now (it holds the file, not
+     * the name): nothing of it need stay in /run/kennel/net. */
+    if (n)
+        remove_dir(n);
+    return 0;
 }
 
 int
@@ -855,17 +914,22 @@ kn_net_update(kn_netns_t *n, const kn_net_policy_t *p, kn_error_t *err)
     n->pol.n_rules = p->n_rules;
     n->pol.default_allow = p->default_allow;
     if (!n->plumbed) {
-        if (!wants_egress(&n->pol) || plumb(n, err) == 0)
+        if (!wants_egress(&n->pol) || plumb(n, false, err) == 0)
             return 0;
         unplumb(n);
         n->pol = old;
         return kn_error_prefix(err, "network update");
     }
-    if (load(n, false, false, err) < 0 || load(n, true, false, err) < 0) {
+    if (load(n, false, err) < 0) {
+        n->pol = old;
+        return kn_error_prefix(err, "network update");
+    }
+    if (load_exceptions(n, &old, err) < 0) {
+        kn_net_policy_t tried = n->pol;
         n->pol = old;
         kn_error_t e2;
-        (void)load(n, false, false, &e2);
-        (void)load(n, true, false, &e2);
+        (void)load(n, false, &e2);
+        (void)load_exceptions(n, &tried, &e2);
         return kn_error_prefix(err, "network update");
     }
     return 0;
@@ -882,12 +946,7 @@ kn_net_detach(kn_netns_t *n)
         kn_relay_free(n->relays[i]);
     }
     unplumb(n);
-    if (n->dir_made) {
-        char path[PATH_MAX];
-        if (kn_net_resolv_conf_path(n->id, path, sizeof path) == 0)
-            unlink(path);
-        rmdir(n->dir);
-    }
+    remove_dir(n);
     if (n->netns_fd >= 0)
         close(n->netns_fd);
     /* The slot file stays (unlinking a file others may be opening would let

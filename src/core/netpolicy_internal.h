@@ -49,11 +49,27 @@ typedef struct kn_nft_proc {
 } kn_nft_proc_t;
 int kn_nft_start(int netns_fd, const char *script, kn_nft_proc_t *proc, kn_error_t *err);
 int kn_nft_wait(kn_nft_proc_t *proc, kn_error_t *err);
-/* Creates veth host_if in the caller's namespace with its peer "eth0" in
- * netns_fd, addresses host/30 on host_if and peer/30 on eth0, both up, and a
- * default route via host inside. Addresses in host byte order. */
-int kn_link_veth_setup(const char *host_if, int netns_fd, uint32_t host, uint32_t peer,
-                       kn_error_t *err);
+/* A veth pair a/b in the caller's namespace, both up, IPv4 only, MTU mtu. */
+int kn_link_pair_create(const char *a, const char *b, unsigned mtu, kn_error_t *err);
+/* Creates "eth0" in netns_fd as a macvlan (private mode: no traffic between
+ * siblings) of the caller's link `lower`, with addr/30, up, and a default
+ * route via gw. Creating a link costs no RCU grace period; the macvlan goes
+ * with the namespace, so nothing per sandbox is ever deleted on the host.
+ * *rtnl gets an rtnetlink socket of the sandbox's namespace, *idx eth0's
+ * index. */
+int kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, int *rtnl, int *idx,
+                          kn_error_t *err);
+/* Adds or deletes addr/30 on a link of the caller's namespace (deleting a
+ * missing one is not an error). */
+int kn_addr_host(bool add, int ifindex, uint32_t a, kn_error_t *err);
+/* Deletes the address addr of link ifindex over rtnl_fd, an rtnetlink
+ * socket made in the sandbox's namespace (kn_netns_socket_proto): eth0 then
+ * stops answering ARP for it. */
+int kn_netns_unaddr(int rtnl_fd, uint32_t addr, int ifindex, kn_error_t *err);
+/* Deletes the neighbour entry of a on ifindex; a missing one is no error. */
+int kn_neigh_delete(int ifindex, uint32_t a, kn_error_t *err);
+/* 1 when table inet `table` exists in the caller's namespace, 0 if not. */
+int kn_nft_table_exists(const char *table, kn_error_t *err);
 /* Deletes a link of the caller's namespace; a missing one is not an error. */
 int kn_link_delete(const char *name, kn_error_t *err);
 /* Creates a socket inside netns_fd (setns there and back on this thread). */
@@ -66,10 +82,30 @@ int kn_nft_socket(int netns_fd, kn_error_t *err);
  * gets the new timeout. */
 int kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *addrs,
                      const uint32_t *timeouts_s, size_t n, kn_error_t *err);
-/* Deletes table inet `table` of the caller's namespace over nfnetlink.
- * Returns the socket, which the caller closes (closing right away would
- * wait for the kernel to free the table), or -1. */
-int kn_nft_delete_table(const char *table, kn_error_t *err);
+/* "{ a/n, ... }" of the blocked ranges (netpolicy.c). */
+int kn_net_put_blocked(char *buf, size_t len);
+
+/* ---- the shared uplink (uplink.c) ---- */
+
+/* Every sandbox with egress hangs a macvlan off one veth pair that lives as
+ * long as the host ("kennel0", the gateway side with a /30 address per
+ * sandbox, and "kennel1", the macvlans' lower link) and one static host table
+ * "inet kennel_host" (NAT, MSS clamping, the host closed to sandboxes but for
+ * DNS, blocked ranges closed on the forward path with per-sandbox exceptions
+ * in a set). Both are made on first use. While a user holds it, IPv4
+ * forwarding is on; the last user turns it off again if Kennel turned it on. */
+#define KN_UPLINK_GW "kennel0"
+#define KN_UPLINK_LOWER "kennel1"
+#define KN_UPLINK_TABLE "kennel_host"
+#define KN_UPLINK_MTU 65520
+
+typedef struct kn_uplink {
+    int users_fd; /* shared flock while held */
+    int gw_ifindex, lower_ifindex;
+} kn_uplink_t;
+
+int kn_uplink_acquire(kn_uplink_t *u, kn_error_t *err);
+void kn_uplink_release(kn_uplink_t *u);
 
 /* ---- DNS (dnsproxy.c) ---- */
 

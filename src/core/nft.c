@@ -1,5 +1,5 @@
-/* nft.c - the kernel side of a sandbox's network: nftables rulesets and the
- * veth pair.
+/* nft.c - the kernel side of a sandbox's network: nftables rulesets, links,
+ * addresses and neighbours.
  *
  * Rulesets go through the nft(8) program rather than libnftables, because
  * the kennel binary links statically and Debian ships libnftables only as a
@@ -7,7 +7,7 @@
  * run inside the sandbox's network namespace when it is for the sandbox.
  * The one hot path, the DNS proxy adding resolved addresses to the set,
  * speaks nfnetlink directly (kn_nft_add_elems), as do links, addresses and
- * routes through rtnetlink: a veth costs three messages, not three
+ * routes through rtnetlink: a sandbox's eth0 costs a few messages, not
  * processes. */
 #include "netpolicy_internal.h"
 
@@ -21,6 +21,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
+#include <linux/neighbour.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
@@ -267,16 +268,24 @@ rtnl_open(kn_error_t *err)
 }
 
 static int
-addr_add(int fd, int ifindex, uint32_t a, kn_error_t *err)
+addr_change(int fd, bool add, int ifindex, uint32_t a, kn_error_t *err)
 {
     nlreq_t r;
     struct ifaddrmsg ifa = {
         .ifa_family = AF_INET, .ifa_prefixlen = 30, .ifa_index = (unsigned)ifindex};
-    req_init(&r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &ifa, sizeof ifa);
+    req_init(&r, add ? RTM_NEWADDR : RTM_DELADDR, add ? NLM_F_CREATE | NLM_F_EXCL : 0, &ifa,
+             sizeof ifa);
     uint32_t be = htonl(a);
     attr(&r, IFA_LOCAL, &be, 4);
     attr(&r, IFA_ADDRESS, &be, 4);
-    return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, "add address") : 0;
+    return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, add ? "add address" : "delete address")
+                                    : 0;
+}
+
+static int
+addr_add(int fd, int ifindex, uint32_t a, kn_error_t *err)
+{
+    return addr_change(fd, true, ifindex, a, err);
 }
 
 static int
@@ -303,27 +312,6 @@ route_default(int fd, int ifindex, uint32_t gw, kn_error_t *err)
     attr(&r, RTA_GATEWAY, &be, 4);
     attr(&r, RTA_OIF, &oif, 4);
     return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, "default route") : 0;
-}
-
-static int
-veth_create(int fd, const char *host_if, int netns_fd, kn_error_t *err)
-{
-    nlreq_t r;
-    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
-    req_init(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
-    attr(&r, IFLA_IFNAME, host_if, strlen(host_if) + 1);
-    struct rtattr *li = attr(&r, IFLA_LINKINFO, NULL, 0);
-    attr(&r, IFLA_INFO_KIND, "veth", 5);
-    struct rtattr *data = attr(&r, IFLA_INFO_DATA, NULL, 0);
-    struct rtattr *peer = attr(&r, VETH_INFO_PEER, &ifi, sizeof ifi);
-    uint32_t nsfd = (uint32_t)netns_fd;
-    attr(&r, IFLA_IFNAME, "eth0", 5);
-    if (!attr(&r, IFLA_NET_NS_FD, &nsfd, 4))
-        return kn_error_set(err, EMSGSIZE, "veth request");
-    nest_end(&r, peer);
-    nest_end(&r, data);
-    nest_end(&r, li);
-    return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, "create veth %s", host_if) : 0;
 }
 
 int
@@ -357,6 +345,7 @@ ipv6_off(const char *ifname)
 
 typedef struct inside_args {
     uint32_t host, peer;
+    int fd_out, idx_out; /* the rtnetlink socket (kept open) and eth0's index */
 } inside_args_t;
 
 /* On the thread inside the sandbox's namespace: eth0's address, up, and
@@ -364,7 +353,7 @@ typedef struct inside_args {
 static int
 configure_inside(void *p, kn_error_t *err)
 {
-    const inside_args_t *a = p;
+    inside_args_t *a = p;
     int fd = rtnl_open(err);
     if (fd < 0)
         return -1;
@@ -376,35 +365,148 @@ configure_inside(void *p, kn_error_t *err)
     else if (addr_add(fd, idx, a->peer, err) == 0 && link_up(fd, idx, err) == 0 &&
              route_default(fd, idx, a->host, err) == 0)
         rc = 0;
-    close(fd);
+    if (rc == 0) {
+        a->fd_out = fd;
+        a->idx_out = idx;
+    } else {
+        close(fd);
+    }
     return rc;
 }
 
 static int
-setup_inside(int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
+setup_inside(int netns_fd, uint32_t host, uint32_t peer, int *rtnl, int *idx, kn_error_t *err)
 {
-    inside_args_t a = {host, peer};
-    return netns_run(netns_fd, configure_inside, &a, err) < 0 ? kn_error_prefix(err, "inside") : 0;
+    inside_args_t a = {host, peer, -1, 0};
+    if (netns_run(netns_fd, configure_inside, &a, err) < 0)
+        return kn_error_prefix(err, "inside");
+    *rtnl = a.fd_out;
+    *idx = a.idx_out;
+    return 0;
+}
+
+/* ---- the shared uplink pair and the sandboxes' macvlans ---- */
+
+static int
+set_mtu_up(int fd, int ifindex, unsigned mtu, kn_error_t *err)
+{
+    nlreq_t r;
+    struct ifinfomsg ifi = {
+        .ifi_family = AF_UNSPEC, .ifi_index = ifindex, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+    req_init(&r, RTM_NEWLINK, 0, &ifi, sizeof ifi);
+    if (mtu)
+        attr(&r, IFLA_MTU, &mtu, 4);
+    return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, "link up") : 0;
 }
 
 int
-kn_link_veth_setup(const char *host_if, int netns_fd, uint32_t host, uint32_t peer, kn_error_t *err)
+kn_link_pair_create(const char *a, const char *b, unsigned mtu, kn_error_t *err)
 {
     int fd = rtnl_open(err);
     if (fd < 0)
         return -1;
-    int rc = -1;
-    if (veth_create(fd, host_if, netns_fd, err) == 0) {
-        int idx = (int)if_nametoindex(host_if);
-        ipv6_off(host_if);
-        if (idx <= 0)
-            kn_error_set(err, errno, "veth %s", host_if);
-        else if (addr_add(fd, idx, host, err) == 0 && link_up(fd, idx, err) == 0 &&
-                 setup_inside(netns_fd, host, peer, err) == 0)
-            rc = 0;
+    nlreq_t r;
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
+    req_init(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
+    attr(&r, IFLA_IFNAME, a, strlen(a) + 1);
+    attr(&r, IFLA_MTU, &mtu, 4);
+    struct rtattr *li = attr(&r, IFLA_LINKINFO, NULL, 0);
+    attr(&r, IFLA_INFO_KIND, "veth", 5);
+    struct rtattr *data = attr(&r, IFLA_INFO_DATA, NULL, 0);
+    struct rtattr *peer = attr(&r, VETH_INFO_PEER, &ifi, sizeof ifi);
+    attr(&r, IFLA_IFNAME, b, strlen(b) + 1);
+    if (!attr(&r, IFLA_MTU, &mtu, 4)) {
+        close(fd);
+        return kn_error_set(err, EMSGSIZE, "veth request");
+    }
+    nest_end(&r, peer);
+    nest_end(&r, data);
+    nest_end(&r, li);
+    int rc = nl_talk(fd, &r, err);
+    if (rc < 0) {
+        kn_error_prefix(err, "create %s", a);
+    } else {
+        ipv6_off(a);
+        ipv6_off(b);
+        int ia = (int)if_nametoindex(a), ib = (int)if_nametoindex(b);
+        if (ia <= 0 || ib <= 0)
+            rc = kn_error_set(err, ENODEV, "veth %s/%s", a, b);
+        else if ((rc = set_mtu_up(fd, ia, 0, err)) == 0)
+            rc = set_mtu_up(fd, ib, 0, err);
     }
     close(fd);
     return rc;
+}
+
+int
+kn_addr_host(bool add, int ifindex, uint32_t a, kn_error_t *err)
+{
+    int fd = rtnl_open(err);
+    if (fd < 0)
+        return -1;
+    int rc = addr_change(fd, add, ifindex, a, err);
+    close(fd);
+    if (rc < 0 && !add && (err->code == EADDRNOTAVAIL || err->code == ENODEV))
+        return 0;
+    return rc;
+}
+
+int
+kn_neigh_delete(int ifindex, uint32_t a, kn_error_t *err)
+{
+    int fd = rtnl_open(err);
+    if (fd < 0)
+        return -1;
+    nlreq_t r;
+    struct ndmsg nd = {.ndm_family = AF_INET, .ndm_ifindex = ifindex};
+    req_init(&r, RTM_DELNEIGH, 0, &nd, sizeof nd);
+    uint32_t be = htonl(a);
+    attr(&r, NDA_DST, &be, 4);
+    int rc = nl_talk(fd, &r, err);
+    close(fd);
+    if (rc < 0 && (err->code == ENOENT || err->code == ENODEV))
+        return 0;
+    return rc < 0 ? kn_error_prefix(err, "delete neighbour") : 0;
+}
+
+static int
+macvlan_create(int fd, int lower, int netns_fd, kn_error_t *err)
+{
+    nlreq_t r;
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
+    req_init(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
+    uint32_t link = (uint32_t)lower, nsfd = (uint32_t)netns_fd, mode = MACVLAN_MODE_PRIVATE;
+    attr(&r, IFLA_IFNAME, "eth0", 5);
+    attr(&r, IFLA_LINK, &link, 4);
+    attr(&r, IFLA_NET_NS_FD, &nsfd, 4);
+    struct rtattr *li = attr(&r, IFLA_LINKINFO, NULL, 0);
+    attr(&r, IFLA_INFO_KIND, "macvlan", 8);
+    struct rtattr *data = attr(&r, IFLA_INFO_DATA, NULL, 0);
+    if (!attr(&r, IFLA_MACVLAN_MODE, &mode, 4))
+        return kn_error_set(err, EMSGSIZE, "macvlan request");
+    nest_end(&r, data);
+    nest_end(&r, li);
+    return nl_talk(fd, &r, err) < 0 ? kn_error_prefix(err, "create the sandbox's eth0") : 0;
+}
+
+int
+kn_link_macvlan_setup(int lower, int netns_fd, uint32_t gw, uint32_t addr, int *rtnl, int *idx,
+                      kn_error_t *err)
+{
+    int fd = rtnl_open(err);
+    if (fd < 0)
+        return -1;
+    int rc = macvlan_create(fd, lower, netns_fd, err);
+    close(fd);
+    if (rc == 0)
+        rc = setup_inside(netns_fd, gw, addr, rtnl, idx, err);
+    return rc;
+}
+
+int
+kn_netns_unaddr(int rtnl_fd, uint32_t addr, int ifindex, kn_error_t *err)
+{
+    return addr_change(rtnl_fd, false, ifindex, addr, err);
 }
 
 /* ---- set elements over nfnetlink ----
@@ -539,7 +641,7 @@ kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *add
 }
 
 int
-kn_nft_delete_table(const char *table, kn_error_t *err)
+kn_nft_table_exists(const char *table, kn_error_t *err)
 {
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
     if (fd < 0)
@@ -547,18 +649,38 @@ kn_nft_delete_table(const char *table, kn_error_t *err)
     nlbuf_t *nb = calloc(1, sizeof *nb);
     if (!nb) {
         close(fd);
-        return kn_error_set(err, ENOMEM, "delete table");
+        return kn_error_set(err, ENOMEM, "table query");
     }
-    size_t m = nl_msg(nb, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 1);
-    nl_msg_end(nb, m);
-    m = nl_msg(nb, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK, NFPROTO_INET, 0, 2);
+    size_t m =
+        nl_msg(nb, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_ACK, NFPROTO_INET, 0, 2);
     nl_attr(nb, NFTA_TABLE_NAME, table, strlen(table) + 1);
     nl_msg_end(nb, m);
-    m = nl_msg(nb, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 3);
-    nl_msg_end(nb, m);
-    int rc = nl_batch(fd, nb, "delete table", err);
+    int rc = -1;
+    if (send(fd, nb->b, nb->len, 0) < 0) {
+        kn_error_set(err, errno, "nfnetlink send");
+        goto out;
+    }
+    for (;;) {
+        ssize_t r = recv(fd, nb->b, sizeof nb->b, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            kn_error_set(err, r < 0 ? errno : EIO, "nfnetlink recv");
+            goto out;
+        }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)nb->b; NLMSG_OK(h, (size_t)r);
+             h = NLMSG_NEXT(h, r)) {
+            if (h->nlmsg_type != NLMSG_ERROR)
+                continue;
+            const struct nlmsgerr *e = NLMSG_DATA(h);
+            rc = e->error == 0         ? 1
+                 : e->error == -ENOENT ? 0
+                                       : kn_error_set(err, -e->error, "%s", table);
+            goto out;
+        }
+    }
+out:
     free(nb);
-    /* Closing waits for nftables to free what the deletion left (an RCU
-     * grace period) unless that is done already: callers close late. */
-    return rc < 0 ? (close(fd), -1) : fd;
+    close(fd);
+    return rc;
 }

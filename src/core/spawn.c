@@ -698,6 +698,11 @@ kn_sandbox_spawn(const kn_config_t *cfg, const kn_stdio_t *io, kn_sandbox_t **ou
     }
     phase(sb, "wait_child", &t);
     child_phases(sb, m.text);
+    if (sb->net) {
+        if (kn_net_ready(sb->net, err) < 0)
+            goto fail;
+        phase(sb, "network_ready", &t);
+    }
     for (size_t i = 0; i < cfg->n_binds; i++) {
         if (bind_fds[i] >= 0)
             close(bind_fds[i]);
@@ -806,6 +811,7 @@ kn_sandbox_finish(kn_sandbox_t *sb, kn_result_t *res)
         close(sb->sync);
         sb->sync = -1;
     }
+    kn_net_release_begin(sb->net); /* overlaps the reaping below */
     kn_sandbox_kill(sb, NULL);
     reap(sb);
     if (!sb->t_end)

@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "egress_api.h"
 #include "receipts.h"
 #include "util.h"
 
@@ -232,6 +233,7 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     free(r->pidns);
     free(r->target);
     kn_proxy_free(r->proxy);
+    free(r->egress_rest);
     free(r->body);
     free(r->raw_uri);
     free(r);
@@ -279,6 +281,14 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     char sock[4096], pidns[64], target[8192];
     s->proxied++;
     snprintf(r->sandbox_id, sizeof r->sandbox_id, "%s", id);
+    if (port == KN_EGRESS_PORT) {
+        /* Answered by the server itself once the body is in (egress_api.c). */
+        if (kn_sbx_exists(s->mgr, id, &err) < 0)
+            return kn_http_fail(c, r, &err);
+        if (!(r->egress_rest = strdup(rest)))
+            return MHD_NO;
+        return MHD_YES;
+    }
     if (port != KN_HTTP_EXECD_PORT) {
         if (kn_sbx_exists(s->mgr, id, &err) < 0)
             return kn_http_fail(c, r, &err);
@@ -423,7 +433,10 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
     }
     kn_rcpt_request_begin(s->receipts, r->principal);
-    enum MHD_Result ret = kn_routes_dispatch(s, c, r, method, url);
+    /* The egress API's policy changes are signed at egress_api.c's
+     * policy_changed(), within this request. */
+    enum MHD_Result ret = r->egress_rest ? kn_egress_route(s, c, r, method, r->egress_rest)
+                                         : kn_routes_dispatch(s, c, r, method, url);
     kn_rcpt_request_end(s->receipts, r->status);
     return ret;
 }

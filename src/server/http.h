@@ -72,6 +72,7 @@ typedef struct kn_req {
     struct kn_rcpt_call *call;
     bool deferred;
     char *sock, *pidns, *target;
+    char *egress_rest; /* a request to the egress port: the path after it (egress_api.c) */
 } kn_req_t;
 
 enum MHD_Result kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *body);

@@ -807,6 +807,21 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
     return ret;
 }
 
+int
+kn_sbx_live_dir(kn_sbx_t *m, const char *id, char *dir, size_t len, kn_error_t *err)
+{
+    kn_store_rec_t r;
+    if (load(m, id, &r, err) < 0)
+        return -1;
+    int ret = 0;
+    if (strcmp(r.state, "Running") != 0 && strcmp(r.state, "Paused") != 0)
+        ret = kn_server_error(err, EBUSY, "sandbox %s is %s", id, r.state);
+    else
+        kn_sbx_run_dir(m, id, dir, len);
+    kn_store_rec_free(&r);
+    return ret;
+}
+
 #define DIAG_MAX (64 * 1024)
 
 int

@@ -58,6 +58,9 @@ int kn_sbx_exists(kn_sbx_t *m, const char *id, kn_error_t *err);
  * readlink shows it) its execd must live in. EBUSY when paused or ended. */
 int kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidns, size_t nslen,
                  kn_error_t *err);
+/* The run directory of a sandbox whose shim serves it (Running or Paused):
+ * where its control socket and policy files are. EBUSY otherwise. */
+int kn_sbx_live_dir(kn_sbx_t *m, const char *id, char *dir, size_t len, kn_error_t *err);
 /* The diagnostics API: kind "logs" or "events"; scope "container" (execd's
  * output), "runtime" or "lifecycle" (the supervisor's record), or "all".
  * Inline text, the newest 64 KiB. EINVAL for an unknown scope. */

@@ -52,6 +52,7 @@ kn_server_cfg_free(kn_server_cfg_t *cfg)
     free(cfg->layer_dir);
     free(cfg->receipts_key);
     free(cfg->receipts_issuer);
+    free(cfg->dns_upstream);
     for (int i = 0; i < cfg->n_keys; i++)
         free(cfg->api_keys[i]);
     for (int i = 0; i < cfg->n_aliases; i++) {
@@ -195,6 +196,9 @@ kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err)
         cfg->max_sandboxes = (int)json_integer_value(v);
     if ((s = json_string_value(json_object_get(j, "publicHost"))) &&
         set_str(&cfg->public_host, s, err) < 0)
+        goto out;
+    if ((s = json_string_value(json_object_get(j, "dnsUpstream"))) &&
+        set_str(&cfg->dns_upstream, s, err) < 0)
         goto out;
     if ((v = json_object_get(j, "readyTimeoutMs")))
         cfg->ready_timeout_ms = (int)json_integer_value(v);

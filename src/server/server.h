@@ -62,6 +62,9 @@ typedef struct kn_server_cfg {
     char *receipts_key;
     char *receipts_issuer;
     bool receipts_off;
+    /* Resolver the sandboxes' DNS proxies ask ("ADDR" or "ADDR:PORT"); NULL:
+     * the host's own (dnsUpstream, --dns-upstream, KENNEL_DNS_UPSTREAM). */
+    char *dns_upstream;
 } kn_server_cfg_t;
 
 /* Sets err to an error meant for an API client: the message as given, with
@@ -73,7 +76,7 @@ int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,
  * apiKeys, imageAliases, allowedHostPaths, maxTimeoutSeconds, readyTimeoutMs,
- * maxSandboxes, publicHost, pools: [{name, image, resourceLimits, size}],
+ * maxSandboxes, publicHost, dnsUpstream, pools: [{name, image, resourceLimits, size}],
  * imageStore, writableLayer ("tmpfs" or "disk"), layerDir, receiptsKey,
  * receiptsIssuer, receipts: false). */
 int kn_server_cfg_load(kn_server_cfg_t *cfg, const char *path, kn_error_t *err);

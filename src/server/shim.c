@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "egress.h"
 #include "sandbox.h"
 #include "sandboxes.h"
 #include "server.h"
@@ -25,6 +26,8 @@
 #include "uclient.h"
 #include "image.h"
 #include "util.h"
+
+#define SHIM_NET_FDS 64 /* DNS proxy and port relay descriptors, at most */
 
 typedef struct shim {
     const char *dir;
@@ -378,6 +381,7 @@ start(shim_t *s, const char *execd_path, int ready_timeout_ms, kn_error_t *err)
         logf_(s, "warning: %s", w->msg[i]);
     if (kn_sandbox_start(s->sb, err) < 0)
         return kn_error_prefix(err, "start");
+    kn_egress_shim_started(s->dir, s->spec);
     record_pidns(s);
     if (!s->pidns[0])
         return kn_error_set(err, ESRCH, "cannot read the sandbox's pid namespace");
@@ -556,6 +560,10 @@ serve_control(shim_t *s, int fd)
             snprintf(reply, sizeof reply, "error %s\n", err.msg);
         else
             quit = 2;
+    } else if (!strcmp(line, "policy")) {
+        /* PATCH /policy: the server wrote the policy it wants (egress.c). */
+        if (kn_egress_shim_apply(s->dir, s->sb, &err) < 0)
+            snprintf(reply, sizeof reply, "error %s\n", err.msg);
     } else if (!strncmp(line, "snapshot ", 9)) {
         if (!live)
             snprintf(reply, sizeof reply, "error the sandbox has ended\n");
@@ -635,15 +643,21 @@ static int
 loop(shim_t *s)
 {
     for (;;) {
-        struct pollfd pfd[3] = {{s->listen_fd, POLLIN, 0},
-                                {s->sig_fd, POLLIN, 0},
-                                {s->sb ? kn_sandbox_syncfd(s->sb) : -1, POLLIN, 0}};
-        int pr = poll(pfd, 3, -1);
+        /* The sandbox's DNS proxy and port relays, when it has a network,
+         * are served from here too, after the shim's own three. Nothing
+         * here needs a timer: the entrypoint's end arrives as the sandbox's. */
+        struct pollfd pfd[3 + SHIM_NET_FDS] = {{s->listen_fd, POLLIN, 0},
+                                               {s->sig_fd, POLLIN, 0},
+                                               {s->sb ? kn_sandbox_syncfd(s->sb) : -1, POLLIN, 0}};
+        int nnet = s->sb ? kn_net_pollfds(kn_sandbox_net(s->sb), pfd + 3, SHIM_NET_FDS) : 0;
+        int pr = poll(pfd, (nfds_t)(3 + nnet), -1);
         if (pr < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
         }
+        if (nnet && s->sb)
+            kn_net_handle(kn_sandbox_net(s->sb), pfd + 3, nnet);
         if (pfd[1].revents) {
             struct signalfd_siginfo si;
             if (read(s->sig_fd, &si, sizeof si) == sizeof si) {

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/utsname.h>
 
+#include "egress.h"
+
 #define MiB (1024.0 * 1024.0)
 
 /* The image a request names: an alias from the config (to "host", a
@@ -289,40 +291,6 @@ check_volume(const json_t *vol, size_t i, const kn_server_cfg_t *cfg, json_t *bi
 }
 
 static int
-check_network(const json_t *np, kn_error_t *err)
-{
-    if (json_is_null(np))
-        return 0;
-    if (!json_is_object(np))
-        return kn_server_error(err, EINVAL, "networkPolicy must be an object");
-    json_t *def = json_object_get(np, "defaultAction");
-    json_t *eg = json_object_get(np, "egress");
-    if (def && !(plain_string(def) && (!strcmp(json_string_value(def), "allow") ||
-                                       !strcmp(json_string_value(def), "deny"))))
-        return kn_server_error(err, EINVAL, "networkPolicy.defaultAction must be allow or deny");
-    if (eg && !json_is_array(eg) && !json_is_null(eg))
-        return kn_server_error(err, EINVAL, "networkPolicy.egress must be an array");
-    bool wants_net = def && !strcmp(json_string_value(def), "allow");
-    size_t i;
-    json_t *r;
-    json_array_foreach(eg, i, r)
-    {
-        const char *a = json_is_object(r) ? plain_string(json_object_get(r, "action")) : NULL;
-        const char *t = json_is_object(r) ? plain_string(json_object_get(r, "target")) : NULL;
-        if (!a || !t || (strcmp(a, "allow") && strcmp(a, "deny")))
-            return kn_error_set(
-                err, EINVAL, "networkPolicy.egress[%zu] needs action (allow|deny) and target", i);
-        if (!strcmp(a, "allow"))
-            wants_net = true;
-    }
-    if (wants_net)
-        return kn_server_error(err, EINVAL,
-                               "networkPolicy: egress is not supported yet; Kennel sandboxes have "
-                               "no network (only deny-all policies can be honoured)");
-    return 0;
-}
-
-static int
 check_platform(const json_t *p, kn_error_t *err)
 {
     if (json_is_null(p))
@@ -522,7 +490,7 @@ check_resources(const json_t *req, const kn_server_cfg_t *cfg, json_t *spec, jso
         }
         json_object_set(spec, "metadata", v);
     }
-    if ((v = json_object_get(req, "networkPolicy")) && check_network(v, err) < 0)
+    if (kn_egress_parse(json_object_get(req, "networkPolicy"), cfg, kennel, err) < 0)
         return -1;
     if ((v = json_object_get(req, "platform")) && !json_is_null(v)) {
         if (check_platform(v, err) < 0)
@@ -673,6 +641,8 @@ kn_spec_config(const json_t *spec, const char *sandbox_dir, const char *execd_pa
                                json_is_true(json_object_get(v, "rw")), err) < 0)
             goto fail;
     }
+    if ((v = json_object_get(k, "network")) && kn_egress_config(v, &c.net, err) < 0)
+        goto fail;
     char *argv[] = {KN_SPEC_EXECD_INSIDE, "--socket", KN_SPEC_EXECD_SOCK, NULL};
     if (kn_config_set_argv(&c, argv, err) < 0 || kn_config_validate(&c, err) < 0)
         goto fail;

@@ -21,3 +21,12 @@ def build_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def kennel(build_dir) -> str:
     return str(build_dir / "kennel")
+
+
+@pytest.fixture(scope="session")
+def internet():
+    """The private test internet of testnet.py, for the whole session (the
+    network policy tests and the server's egress tests share it: it holds
+    an flock that other runs wait for)."""
+    from .testnet import internet_session
+    yield from internet_session()

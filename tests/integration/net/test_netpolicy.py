@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .conftest import (DNS_ADDR, HOST_ADDR, check_routes, host_links, kennel_helpers, leftovers,
+from .conftest import (DNS_ADDR, HOST_ADDR, HOST_IF, NS, NS_IF, sh, check_routes, host_links, kennel_helpers, leftovers,
                        nft_tables, slot_of)
 
 PRELUDE = r'''
@@ -313,6 +313,48 @@ out["private"] = get("10.99.0.1", timeout=1)
     assert failed(out["private"]), out
 
 
+def test_mss_fits_a_smaller_uplink(net_run):
+    """Sandboxes have a 64 KiB MTU; their SYNs leave with an MSS that fits
+    the link they leave through (clamped to the route's MTU on the host), and
+    bulk transfers to a host behind it work."""
+    server = subprocess.Popen(["ip", "netns", "exec", NS, "/usr/bin/python3", "-c", r'''
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.10", 5050)); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); n = 0
+mss = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+while True:
+    d = c.recv(1 << 16)
+    if not d: break
+    n += len(d)
+c.sendall(b"%d %d" % (mss, n)); c.close()
+'''], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        sh("ip", "link", "set", HOST_IF, "mtu", "1400")
+        sh("ip", "link", "set", NS_IF, "mtu", "65520", ns=NS)
+        out = probe(net_run, r'''
+s = socket.create_connection(("203.0.113.10", 5050), timeout=5)
+out["own_mss"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+s.sendall(b"x" * (4 << 20)); s.shutdown(socket.SHUT_WR)
+s.settimeout(10)
+out["server"] = s.recv(64).decode()
+out["path_mtu"] = s.getsockopt(socket.IPPROTO_IP, 14)  # IP_MTU
+''', "--allow-cidr", "203.0.113.10/32")
+    finally:
+        sh("ip", "link", "set", HOST_IF, "mtu", "1500")
+        sh("ip", "link", "set", NS_IF, "mtu", "1500", ns=NS)
+        server.kill()
+        server.wait()
+    mss, n = (int(x) for x in out["server"].split())
+    assert n == 4 << 20, out
+    assert mss <= 1360, out  # the server was told what fits 1400
+    # The server's SYN-ACK offered its own large MSS: the sandbox's big
+    # segments were cut down by path-MTU discovery, from an ICMP the host
+    # itself sent (the small link is the host's own), so it cannot be lost.
+    assert out["path_mtu"] <= 1400, out
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -421,7 +463,7 @@ def test_failed_attach_leaves_nothing(internet, kennel):
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    links, tables = {l for l in host_links() if l.startswith("knh")}, nft_tables()
+    before = gateway_slots()
     try:
         r = subprocess.run([kennel, "run", "-q", "--expose", f"8080:{port}", "--network",
                             "--dns-upstream", DNS_ADDR, "--", "/bin/true"],
@@ -430,10 +472,23 @@ def test_failed_attach_leaves_nothing(internet, kennel):
         taken.close()
     assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
     # Other kennels may be running: a slot whose lock nobody holds any more
-    # but that still has a veth or a table is a leftover.
-    new = {int(l[3:]) for l in host_links() - links if l.startswith("knh")}
-    new |= {int(t.rsplit("_", 1)[1]) for t in nft_tables() - tables if "inet kennel_" in t}
+    # but that still has its gateway address (or anything else) is a leftover.
+    new = gateway_slots() - before
     assert [s for s in new if slot_unheld(s)] == []
+    assert leftovers([s for s in new if slot_unheld(s)]) == []
+
+
+def gateway_slots():
+    """Slots whose gateway address is on the shared uplink kennel0 now."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "kennel0"], capture_output=True,
+                         text=True).stdout
+    slots = set()
+    for line in out.split("\n"):
+        parts = line.split()
+        if "inet" in parts:
+            a = [int(x) for x in parts[parts.index("inet") + 1].split("/")[0].split(".")]
+            slots.add((a[2] * 256 + a[3]) // 4)
+    return slots
 
 
 def slot_unheld(slot):
@@ -542,3 +597,31 @@ c.close()
             p.kill()
             p.wait()
     assert p.returncode == 0
+
+
+def test_forwarding_is_on_only_while_needed(internet, kennel):
+    """IPv4 forwarding is a host-wide switch: Kennel turns it on while a
+    sandbox with egress lives (only if it was off) and off again when the
+    last one ends; if it was on, it stays on."""
+    path = "/proc/sys/net/ipv4/ip_forward"
+    before = open(path).read().strip()
+    check_routes()
+    p = subprocess.Popen([kennel, "run", "-q", "--allow-cidr", "203.0.113.10/32",
+                          "--dns-upstream", DNS_ADDR, "--", "/bin/sh", "-c",
+                          "echo up; read line"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        during = open(path).read().strip()
+    finally:
+        p.communicate("bye\n", timeout=30)
+    assert p.returncode == 0
+    assert during == "1"
+    # Another kennel's sandbox with egress (other engineers', CI) may hold it.
+    with open("/run/kennel/net/uplink.users") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.skip("another sandbox with egress is running: forwarding is rightly on")
+        after = open(path).read().strip()
+    assert after == before

@@ -270,7 +270,7 @@ BAD_CREATES = [
       "metadata": {"opensandbox.io/x": "y"}}, "reserved"),
     ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
       "networkPolicy": {"defaultAction": "deny", "egress": [{"action": "allow",
-                                                            "target": "pypi.org"}]}}, "egress"),
+                                                            "target": "*"}]}}, "networkPolicy"),
     ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},
       "volumes": [{"name": "v", "host": {"path": "@DIR@"}, "mountPath": "/mnt"}]}, "allowed"),
     ({"image": {"uri": "host"}, "entrypoint": ["x"], "resourceLimits": {},

@@ -238,8 +238,55 @@ await family("code context over plain HTTP through the proxy (no code-interprete
 });
 
 await family("egress policy (port 18080)", async () => {
-  await sandbox.getEgressPolicy();
-}, "no egress sidecar: sandboxes have no network and port 18080 is not proxied (501)");
+  // Created without networkPolicy: only loopback, and the policy says so.
+  const none = await sandbox.getEgressPolicy();
+  check(none.defaultAction === "deny" && none.egress.length === 0, `no policy ${JSON.stringify(none)}`);
+  // With one: read it, patch (merged, incoming first), delete by target.
+  const eg = await Sandbox.create({
+    connectionConfig: config,
+    image: "host",
+    timeoutSeconds: 600,
+    metadata: { suite: "sdk-egress", run },
+    networkPolicy: { egress: [{ action: "allow", target: "pypi.org" }] },
+    readyTimeoutSeconds: 60,
+  });
+  try {
+    const p0 = await eg.getEgressPolicy();
+    check(JSON.stringify(p0) === JSON.stringify({
+      defaultAction: "deny", egress: [{ action: "allow", target: "pypi.org" }],
+    }), `created ${JSON.stringify(p0)}`);
+    await eg.patchEgressRules([
+      { action: "allow", target: "*.github.com" },
+      { action: "deny", target: "pypi.org" },
+      { action: "allow", target: "*.github.com" },
+    ]);
+    const p1 = await eg.getEgressPolicy();
+    check(JSON.stringify(p1.egress) === JSON.stringify([
+      { action: "allow", target: "*.github.com" }, { action: "deny", target: "pypi.org" },
+    ]), `patched ${JSON.stringify(p1)}`);
+    await eg.deleteEgressRules(["pypi.org", "not-there.example"]);
+    const p2 = await eg.getEgressPolicy();
+    check(JSON.stringify(p2.egress) === JSON.stringify([{ action: "allow", target: "*.github.com" }]),
+      `deleted ${JSON.stringify(p2)}`);
+    let bad = null;
+    try {
+      await eg.patchEgressRules([{ action: "allow", target: "not a name" }]);
+    } catch (e) {
+      bad = e;
+    }
+    check(bad && bad.statusCode === 400, `bad rule: ${bad?.statusCode}`);
+    let noPolicy = null;
+    try {
+      await sandbox.patchEgressRules([{ action: "allow", target: "pypi.org" }]);
+    } catch (e) {
+      noPolicy = e;
+    }
+    check(noPolicy && noPolicy.statusCode === 409, `patch without networkPolicy: ${noPolicy?.statusCode}`);
+  } finally {
+    await eg.kill();
+    await eg.close().catch(() => undefined);
+  }
+});
 
 await family("snapshots", async () => {
   // A file the snapshot must keep, and a process it must not.

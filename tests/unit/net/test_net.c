@@ -71,10 +71,10 @@ test_verdicts(void **state)
 {
     kn_net_policy_t p;
     memset(&p, 0, sizeof p);
-    add_rule(&p, true, "*.example.com");
     add_rule(&p, false, "bad.example.com");
-    add_rule(&p, true, "203.0.113.0/24");
+    add_rule(&p, true, "*.example.com");
     add_rule(&p, false, "203.0.113.9/32");
+    add_rule(&p, true, "203.0.113.0/24");
     add_rule(&p, true, "10.1.0.0/16");
     assert_int_equal(kn_net_name_verdict(&p, "api.example.com"), KN_NAME_OPEN);
     assert_int_equal(kn_net_name_verdict(&p, "bad.example.com"), KN_NAME_REFUSE);
@@ -92,6 +92,16 @@ test_verdicts(void **state)
     assert_false(kn_net_addr_openable(&p, 0x0a020001u)); /* 10.2.0.1 */
     assert_true(kn_net_addr_openable(&p, 0x0a010001u));  /* 10.1.0.1: a rule names it */
     assert_true(kn_net_addr_openable(&p, 0x08080808u));  /* public */
+    /* The first matching rule decides: an allow before a deny wins. */
+    memset(&p, 0, sizeof p);
+    add_rule(&p, true, "api.example.com");
+    add_rule(&p, false, "*.example.com");
+    add_rule(&p, true, "203.0.113.9/32");
+    add_rule(&p, false, "203.0.113.0/24");
+    assert_int_equal(kn_net_name_verdict(&p, "api.example.com"), KN_NAME_OPEN);
+    assert_int_equal(kn_net_name_verdict(&p, "www.example.com"), KN_NAME_REFUSE);
+    assert_true(kn_net_addr_openable(&p, 0xcb007109u));  /* 203.0.113.9 */
+    assert_false(kn_net_addr_openable(&p, 0xcb00710au)); /* 203.0.113.10 */
 }
 
 static size_t
