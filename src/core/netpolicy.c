@@ -391,6 +391,23 @@ overlaps_blocked(uint32_t a, int pl)
     return false;
 }
 
+/* Whether allow rule i's CIDR lies within another allow CIDR of the policy
+ * (for equal ones: within an earlier one). The set's intervals may not
+ * overlap ("File exists"), and the larger range already opens it. */
+static bool
+covered_by_other(const kn_net_policy_t *p, size_t i, uint32_t a, int pl)
+{
+    for (size_t j = 0; j < p->n_rules; j++) {
+        uint32_t b;
+        int bl;
+        if (j == i || !p->rules[j].allow || !is_cidr_rule(&p->rules[j], &b, &bl) || bl > pl)
+            continue;
+        if ((a & mask_of(bl)) == (b & mask_of(bl)) && (bl < pl || j < i))
+            return true;
+    }
+    return false;
+}
+
 /* The host's part for this sandbox: exceptions in the shared table's set
  * private_ok for allow CIDRs that name blocked ranges (most policies have
  * none, and then nothing of the sandbox is in any host table). fresh: the
@@ -407,7 +424,7 @@ exceptions_script(sbuf_t *b, const kn_netns_t *n, const kn_net_policy_t *old)
             uint32_t a;
             int pl;
             if (!pols[k]->rules[i].allow || !is_cidr_rule(&pols[k]->rules[i], &a, &pl) ||
-                !overlaps_blocked(a, pl))
+                !overlaps_blocked(a, pl) || covered_by_other(pols[k], i, a, pl))
                 continue;
             put(b, "%s element inet " KN_UPLINK_TABLE " private_ok { ", k == 0 ? "delete" : "add");
             put_ip(b, n->sb_ip);

@@ -70,6 +70,8 @@ int kn_netns_unaddr(int rtnl_fd, uint32_t addr, int ifindex, kn_error_t *err);
 int kn_neigh_delete(int ifindex, uint32_t a, kn_error_t *err);
 /* 1 when table inet `table` exists in the caller's namespace, 0 if not. */
 int kn_nft_table_exists(const char *table, kn_error_t *err);
+/* Whether the inet table's chain exists: 1, 0, or -1 with err. */
+int kn_nft_chain_exists(const char *table, const char *chain, kn_error_t *err);
 /* Deletes a link of the caller's namespace; a missing one is not an error. */
 int kn_link_delete(const char *name, kn_error_t *err);
 /* Creates a socket inside netns_fd (setns there and back on this thread). */

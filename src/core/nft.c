@@ -643,6 +643,12 @@ kn_nft_add_elems(int fd, const char *table, const char *set, const uint32_t *add
 int
 kn_nft_table_exists(const char *table, kn_error_t *err)
 {
+    return kn_nft_chain_exists(table, NULL, err);
+}
+
+int
+kn_nft_chain_exists(const char *table, const char *chain, kn_error_t *err)
+{
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
     if (fd < 0)
         return kn_error_set(err, errno, "nfnetlink socket");
@@ -651,9 +657,14 @@ kn_nft_table_exists(const char *table, kn_error_t *err)
         close(fd);
         return kn_error_set(err, ENOMEM, "table query");
     }
-    size_t m =
-        nl_msg(nb, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_ACK, NFPROTO_INET, 0, 2);
-    nl_attr(nb, NFTA_TABLE_NAME, table, strlen(table) + 1);
+    int type = chain ? NFT_MSG_GETCHAIN : NFT_MSG_GETTABLE;
+    size_t m = nl_msg(nb, (NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_ACK, NFPROTO_INET, 0, 2);
+    if (chain) {
+        nl_attr(nb, NFTA_CHAIN_TABLE, table, strlen(table) + 1);
+        nl_attr(nb, NFTA_CHAIN_NAME, chain, strlen(chain) + 1);
+    } else {
+        nl_attr(nb, NFTA_TABLE_NAME, table, strlen(table) + 1);
+    }
     nl_msg_end(nb, m);
     int rc = -1;
     if (send(fd, nb->b, nb->len, 0) < 0) {

@@ -47,7 +47,13 @@ table_script(char *buf, size_t len)
         "\t\tiifname \"" KN_UPLINK_GW "\" ip daddr 10.231.0.0/16 meta l4proto { udp, tcp } th "
         "dport 53 accept\n"
         "\t\tiifname { \"" KN_UPLINK_GW "\", \"" KN_UPLINK_LOWER "\" } drop\n\t}\n"
+        /* the sandboxes' range lives behind kennel0 only: a late packet for
+         * a sandbox that is gone (its gateway address, and so its route, went
+         * with it) must not follow the default route out of the host */
+        "\tchain output {\n\t\ttype filter hook output priority -5; policy accept;\n"
+        "\t\tip daddr 10.231.0.0/16 oifname != { \"" KN_UPLINK_GW "\", \"lo\" } drop\n\t}\n"
         "\tchain forward {\n\t\ttype filter hook forward priority -5; policy accept;\n"
+        "\t\tip daddr 10.231.0.0/16 oifname != \"" KN_UPLINK_GW "\" drop\n"
         "\t\toifname \"" KN_UPLINK_GW "\" ct state established,related accept\n"
         "\t\toifname { \"" KN_UPLINK_GW "\", \"" KN_UPLINK_LOWER "\" } drop\n"
         "\t\tiifname \"" KN_UPLINK_LOWER "\" drop\n"
@@ -62,6 +68,15 @@ table_script(char *buf, size_t len)
         "\t\tip saddr 10.231.0.0/16 oifname != \"" KN_UPLINK_GW "\" masquerade\n\t}\n}\n",
         blocked);
     return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+/* Whether the table is there in its current shape: the output chain came
+ * last (an older kennel's table lacks it and is made again, which replaces
+ * it in one transaction). */
+static int
+current_table(kn_error_t *err)
+{
+    return kn_nft_chain_exists(KN_UPLINK_TABLE, "output", err);
 }
 
 /* Makes what is missing of the pair and the table, under an flock so that
@@ -83,7 +98,7 @@ make(kn_error_t *err)
             kn_link_pair_create(KN_UPLINK_GW, KN_UPLINK_LOWER, KN_UPLINK_MTU, err) < 0)
             goto out;
     }
-    int have = kn_nft_table_exists(KN_UPLINK_TABLE, err);
+    int have = current_table(err);
     if (have < 0)
         goto out;
     if (!have) {
@@ -134,9 +149,8 @@ kn_uplink_acquire(kn_uplink_t *u, kn_error_t *err)
         return kn_error_set(err, e, "lock %s", USERS);
     }
     u->users_fd = fd;
-    int have = if_nametoindex(KN_UPLINK_GW) && if_nametoindex(KN_UPLINK_LOWER)
-                   ? kn_nft_table_exists(KN_UPLINK_TABLE, err)
-                   : 0;
+    int have =
+        if_nametoindex(KN_UPLINK_GW) && if_nametoindex(KN_UPLINK_LOWER) ? current_table(err) : 0;
     if (have < 0 || (have == 0 && make(err) < 0) || forwarding_on(err) < 0) {
         kn_uplink_release(u);
         return kn_error_prefix(err, "shared uplink");

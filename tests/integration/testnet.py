@@ -246,16 +246,19 @@ class Internet:
         if not self.uplinks:
             return
         names = ", ".join(f'"{u}"' for u in self.uplinks)
+        # Last at its hooks (priority 400): it counts, and drops, what every
+        # other table let through towards an uplink, i.e. what would really
+        # leave; a packet Kennel's own tables drop never left.
         # "create" fails if the table exists: never add to someone else's
         script = textwrap.dedent(f"""
             create table inet {GUARD}
             table inet {GUARD} {{
                 chain guard_output {{
-                    type filter hook output priority -400; policy accept;
+                    type filter hook output priority 400; policy accept;
                     oifname {{ {names} }} counter log prefix "{GUARD} out: " drop
                 }}
                 chain guard_forward {{
-                    type filter hook forward priority -400; policy accept;
+                    type filter hook forward priority 400; policy accept;
                     oifname {{ {names} }} counter log prefix "{GUARD} fwd: " drop
                 }}
             }}

@@ -625,3 +625,66 @@ def test_forwarding_is_on_only_while_needed(internet, kennel):
             pytest.skip("another sandbox with egress is running: forwarding is rightly on")
         after = open(path).read().strip()
     assert after == before
+
+
+def test_sandboxes_with_egress_cannot_reach_each_other(net_run, internet):
+    """All sandboxes with egress hang off one shared pair (macvlans of
+    kennel1): one must not reach another, even with a policy that opens
+    every address, the sandboxes' own range included. An address of that
+    range that no sandbox holds has no route but the default one: the host
+    must drop what is sent to it, never send it out of its uplink."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o777)
+        addr_file = os.path.join(d, "addr")
+        listener = r'''
+import fcntl, socket, struct, time
+s = socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(8); s.settimeout(12)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 8081)); u.settimeout(0.2)
+ip = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24])
+open("/share/addr.tmp", "w").write(ip)
+import os; os.rename("/share/addr.tmp", "/share/addr")
+out["ip"] = ip
+out["accepted"] = 0
+out["udp"] = 0
+deadline = time.time() + 12
+while time.time() < deadline and not os.path.exists("/share/done"):
+    try:
+        c, _ = s.accept(); out["accepted"] += 1; c.close()
+    except OSError:
+        pass
+    try:
+        u.recvfrom(64); out["udp"] += 1
+    except OSError:
+        pass
+'''
+        result = {}
+
+        def run_listener():
+            result["a"] = probe(net_run, listener, "--allow-cidr", "0.0.0.0/0",
+                                "--bind", f"{d}:/share", "-t", "20", timeout=40)
+
+        t = threading.Thread(target=run_listener)
+        t.start()
+        try:
+            deadline = time.time() + 15
+            while not os.path.exists(addr_file) and time.time() < deadline:
+                time.sleep(0.05)
+            assert os.path.exists(addr_file), "the listening sandbox never reported its address"
+            ip = open(addr_file).read().strip()
+            guard_before = internet.guard_count()
+            out = probe(net_run, f'''
+out["tcp"] = get({ip!r}, 8080, timeout=2)
+out["udp"] = udp({ip!r}, 8081, timeout=1)
+out["unused"] = get("10.231.255.254", 8080, timeout=1)
+''', "--allow-cidr", "0.0.0.0/0", "--allow-cidr", "10.231.0.0/16", timeout=40)
+            guard_after = internet.guard_count()
+        finally:
+            open(os.path.join(d, "done"), "w").close()
+            t.join(40)
+    a = result["a"]
+    assert a["ip"].startswith("10.231."), a
+    assert failed(out["tcp"]) and failed(out["unused"]), out
+    assert a["accepted"] == 0 and a["udp"] == 0, (a, out)
+    assert guard_after == guard_before, "a packet for the sandboxes' range left by the uplink"
+
