@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -334,12 +335,67 @@ static const kn_cgroup_ops_t v1_ops = {"v1",      v1_limit,    v1_add_pid, v1_st
 
 /* ---- common ---- */
 
+/* Launchers found alive or gone during one create: the same kennel-PID-*
+ * names appear in every v1 hierarchy, so each is checked once. */
+#define SEEN_CAP 4096
+typedef struct seen {
+    long pid[SEEN_CAP];
+    signed char gone[SEEN_CAP]; /* 0 empty, 1 alive, 2 gone */
+} seen_t;
+
+static bool
+launcher_gone(seen_t *s, long pid)
+{
+    if (!s)
+        return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+    size_t h = (size_t)pid % SEEN_CAP;
+    for (size_t i = 0; i < SEEN_CAP; i++, h = (h + 1) % SEEN_CAP) {
+        if (s->gone[h] == 0) {
+            bool gone = kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+            s->pid[h] = pid;
+            s->gone[h] = gone ? 2 : 1;
+            return gone;
+        }
+        if (s->pid[h] == pid)
+            return s->gone[h] == 2;
+    }
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* A sweep reads a directory with an entry per live sandbox and checks each
+ * one's launcher: with a thousand sandboxes that is most of a create. It runs
+ * every time while the directory is small (st_nlink counts a cgroup's
+ * children), and otherwise at most once a second among all launchers (the
+ * time of the last sweep is a stamp file's mtime). Stale cgroups are empty
+ * directories: a second's delay costs nothing. */
+#define SWEEP_ALWAYS_BELOW 64
+#define SWEEP_STAMP "/run/kennel-cgroup-sweep"
+
+static bool
+sweep_due(const char *parent)
+{
+    struct stat st;
+    if (stat(parent, &st) < 0 || st.st_nlink < 2 + SWEEP_ALWAYS_BELOW)
+        return true;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (stat(SWEEP_STAMP, &st) == 0 && now.tv_sec - st.st_mtim.tv_sec < 1 &&
+        now.tv_sec >= st.st_mtim.tv_sec)
+        return false;
+    int fd = open(SWEEP_STAMP, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        futimens(fd, NULL);
+        close(fd);
+    }
+    return true;
+}
+
 /* Removes "kennel-PID-..." cgroups under parent whose launcher PID is gone:
  * a launcher killed with SIGKILL cannot remove its own (its sandbox dies with
  * it, through PDEATHSIG, but the empty directories stay). rmdir refuses a
  * cgroup that still has tasks, so a live sandbox is never touched. */
 static void
-reap_stale(const char *parent)
+reap_stale(const char *parent, seen_t *seen)
 {
     DIR *d = opendir(parent);
     if (!d)
@@ -352,7 +408,7 @@ reap_stale(const char *parent)
         long pid = strtol(e->d_name + 7, &end, 10);
         if (pid <= 0 || !end || *end != '-')
             continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        if (!launcher_gone(seen, pid))
             continue;
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%.3800s/%s", parent, e->d_name);
@@ -384,9 +440,11 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
         return NULL;
     }
     char base[PATH_MAX];
+    seen_t *seen = calloc(1, sizeof *seen); /* NULL: check each one */
     if (v2_usable(base, sizeof base)) {
         cg->ops = &v2_ops;
-        reap_stale(base);
+        if (sweep_due(base))
+            reap_stale(base, seen);
         snprintf(cg->v2, sizeof cg->v2, "%.4000s/kennel-%s", base, name);
         if (mkdir(cg->v2, 0755) < 0) {
             kn_error_set(err, errno, "create cgroup %s", cg->v2);
@@ -395,7 +453,7 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
         }
     } else {
         cg->ops = &v1_ops;
-        int made = 0;
+        int made = 0, sweep = -1;
         for (int i = 0; i < V1_N; i++) {
             /* Each v1 hierarchy costs a mkdir, a join and an rmdir: only the
              * ones in use. CPU time comes from wait4() when cpuacct is absent. */
@@ -405,7 +463,10 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
                 continue;
             if (own_cgroup_dir(v1_names[i], base, sizeof base) < 0)
                 continue;
-            reap_stale(base);
+            if (sweep < 0)
+                sweep = sweep_due(base);
+            if (sweep)
+                reap_stale(base, seen);
             snprintf(cg->v1[i], sizeof cg->v1[i], "%.4000s/kennel-%s", base, name);
             if (mkdir(cg->v1[i], 0755) < 0) {
                 kn_error_set(err, errno, "create cgroup %s", cg->v1[i]);
@@ -421,8 +482,10 @@ kn_cgroup_create(const char *name, const kn_cgroup_limits_t *lim, kn_error_t *er
     }
     if (cg->ops->limit(cg, lim, err) < 0)
         goto fail;
+    free(seen);
     return cg;
 fail:
+    free(seen);
     kn_cgroup_destroy(cg);
     return NULL;
 }

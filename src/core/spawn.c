@@ -357,6 +357,8 @@ init_main(const child_ctx_t *c)
 
     bool allow_exec = true;
     int status = 0;
+    /* Init lives as long as the sandbox: the set-up's stack and heap go. */
+    kn_release_setup_memory();
     for (;;) {
         struct pollfd pfd[3] = {{sfd, POLLIN, 0}, {c->sync, POLLIN, 0}, {listener, POLLIN, 0}};
         int n = poll(pfd, listener >= 0 ? 3 : 2, -1);

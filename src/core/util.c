@@ -1,12 +1,14 @@
 #include "util.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int
@@ -105,4 +107,22 @@ kn_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000ULL;
+}
+
+#define KN_STACK_RELEASE (512 * 1024)
+
+/* Call from a process's main thread only: below its stack, up to the stack
+ * rlimit, the kernel keeps other mappings away. */
+void __attribute__((noinline)) kn_release_setup_memory(void)
+{
+    /* Below this frame, keeping a page of margin (the red zone, and a signal
+     * frame that may be on its way); pages below the stack's lowest touched
+     * one are not mapped, and madvise skips them (ENOMEM is expected). */
+    volatile char here = 0;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t top = ((uintptr_t)&here & ~(page - 1)) - page;
+    if (top > KN_STACK_RELEASE)
+        madvise((void *)(top - KN_STACK_RELEASE), KN_STACK_RELEASE, MADV_DONTNEED);
+    (void)here;
+    malloc_trim(0);
 }

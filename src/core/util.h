@@ -20,5 +20,9 @@ ssize_t kn_read_all(int fd, void *buf, size_t len);
 int kn_mkdir_p(const char *path, mode_t mode, kn_error_t *err);
 /* Monotonic clock in microseconds. */
 uint64_t kn_now_us(void);
+/* For a process that lives on after a deep set-up: gives back the stack
+ * pages below the caller's frame (touched once, never read again) and the
+ * heap's free memory, which would otherwise stay resident for its life. */
+void kn_release_setup_memory(void);
 
 #endif

@@ -46,6 +46,13 @@ struct kn_cmdstore {
     pthread_cond_t idle;
     int waiters;    /* background waiter threads still running */
     kn_cmd_t *head; /* newest first */
+    /* Kennel's supervisor calls, each taken once per execd. */
+    bool env_taken;
+    bool main_taken;
+    bool main_started;
+    bool main_done;
+    int main_code;
+    kn_cmd_t *main; /* the entrypoint, with a reference, once started */
 };
 
 int
@@ -88,6 +95,12 @@ kn_command_store_free(kn_execd_t *ex)
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
+    if (s->main) {
+        if (s->main->child)
+            kn_child_kill(s->main->child, SIGKILL);
+        cmd_unref_locked(s->main);
+        s->main = NULL;
+    }
     kn_cmd_t *c = s->head;
     s->head = NULL;
     while (c) {
@@ -171,30 +184,37 @@ kn_command_shell(void)
 char **
 kn_command_env(const void *envs_json)
 {
-    extern char **environ;
     const json_t *envs = envs_json;
+    char **base = kn_proc_env_copy();
+    if (!base)
+        return NULL;
     size_t n = 0;
-    while (environ[n])
+    while (base[n])
         n++;
     size_t extra = json_is_object(envs) ? json_object_size(envs) : 0;
     char **env = calloc(n + extra + 1, sizeof *env);
-    if (!env)
+    if (!env) {
+        kn_command_env_free(base);
         return NULL;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(environ[i], '=');
+        const char *eq = strchr(base[i], '=');
         if (eq && extra) {
             char key[256];
-            size_t kl = (size_t)(eq - environ[i]);
+            size_t kl = (size_t)(eq - base[i]);
             if (kl < sizeof key) {
-                memcpy(key, environ[i], kl);
+                memcpy(key, base[i], kl);
                 key[kl] = '\0';
-                if (json_object_get(envs, key))
+                if (json_object_get(envs, key)) {
+                    free(base[i]);
                     continue;
+                }
             }
         }
-        env[k++] = strdup(environ[i]);
+        env[k++] = base[i]; /* moved */
     }
+    free(base);
     const char *key;
     json_t *v;
     if (extra) {
@@ -691,13 +711,17 @@ kn_command_interrupt(kn_req_t *req)
         kn_child_ref(child);
     }
     pthread_mutex_unlock(&req->ex->cmds->lock);
-    cmd_unref(req->ex->cmds, c);
     if (!child || kn_child_exited(child, NULL)) {
         kn_child_unref(child);
+        cmd_unref(req->ex->cmds, c);
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "command %s is not running", id);
     }
-    kn_child_terminate(child, KN_CMD_INTERRUPT_GRACE_MS);
+    int code = kn_child_terminate(child, KN_CMD_INTERRUPT_GRACE_MS);
     kn_child_unref(child);
+    /* Its status is known now: a status request right after this answer
+     * must not find it running because its waiter has not run yet. */
+    cmd_finish(req->ex->cmds, c, code, code ? "non-zero exit status" : NULL);
+    cmd_unref(req->ex->cmds, c);
     return kn_http_reply_empty(req, 200);
 }
 
@@ -785,4 +809,239 @@ kn_command_logs(kn_req_t *req)
 out:
     cmd_unref(req->ex->cmds, c);
     return r;
+}
+
+/* --- the entrypoint --------------------------------------------------------- */
+
+/* The entrypoint needs no thread of its own: main's signal loop asks after
+ * every SIGCHLD whether it has ended (kn_command_main_ended). */
+bool
+kn_command_main_ended(kn_execd_t *ex, int *code)
+{
+    struct kn_cmdstore *s = ex->cmds;
+    int c = 0;
+    pthread_mutex_lock(&s->lock);
+    kn_cmd_t *m = s->main;
+    bool check = !s->main_done && m && m->child && kn_child_exited(m->child, &c);
+    if (check) {
+        s->main_done = true;
+        s->main_code = c;
+        s->main = NULL;
+    }
+    bool done = s->main_done;
+    *code = s->main_code;
+    pthread_mutex_unlock(&s->lock);
+    if (check) {
+        fprintf(stderr, "kennel-execd: the entrypoint (command %s) exited with status %d\n", m->id,
+                c);
+        cmd_finish(s, m, c, c ? "non-zero exit status" : NULL);
+        cmd_release_child(s, m);
+        cmd_unref(s, m);
+    }
+    return done;
+}
+
+/* {"envs": {name: value}}: names without '=', values without NUL. */
+static const char *
+envs_bad(const json_t *body)
+{
+    const json_t *envs = json_object_get(body, "envs");
+    if (!json_is_object(body) || !json_is_object(envs))
+        return "the body must be {\"envs\": {name: value}}";
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)envs, k, v)
+    {
+        if (!*k || strchr(k, '=') || !json_is_string(v) ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return "\"envs\" needs names without '=' and string values without NUL";
+    }
+    return NULL;
+}
+
+/* Takes one of the once-per-execd calls; false when it was taken before. */
+static bool
+take_once(struct kn_cmdstore *s, bool *flag)
+{
+    pthread_mutex_lock(&s->lock);
+    bool first = !*flag;
+    *flag = true;
+    pthread_mutex_unlock(&s->lock);
+    return first;
+}
+
+enum MHD_Result
+kn_command_set_env(kn_req_t *req)
+{
+    enum MHD_Result r;
+    json_t *body = kn_http_json_body(req, false, &r);
+    if (!body)
+        return r;
+    const char *bad = envs_bad(body);
+    if (bad) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY", "%s", bad);
+    } else if (!take_once(req->ex->cmds, &req->ex->cmds->env_taken)) {
+        r = kn_http_reply_error(req, 409, "ENVIRONMENT_ALREADY_SET",
+                                "this sandbox's environment was set already");
+    } else {
+        /* Every command, session and code context started from now on
+         * inherits it (they all start from execd's environment). */
+        const char *k;
+        json_t *v;
+        r = MHD_NO;
+        json_object_foreach(json_object_get(body, "envs"), k, v)
+        {
+            if (kn_proc_setenv(k, json_string_value(v)) < 0) {
+                r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "setenv %s: %s", k,
+                                        strerror(errno));
+                break;
+            }
+        }
+        if (!req->replied)
+            r = kn_http_reply_empty(req, 200);
+    }
+    json_decref(body);
+    return r;
+}
+
+/* Forks and execs the registered entrypoint, once. */
+static void
+main_start(struct kn_cmdstore *s)
+{
+    pthread_mutex_lock(&s->lock);
+    kn_cmd_t *c = s->main_started ? NULL : s->main;
+    if (c) {
+        s->main_started = true;
+        c->refs++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!c)
+        return;
+    kn_error_t err = {0};
+    char **env = kn_command_env(NULL);
+    const char *argv[] = {kn_command_shell(), "-c", c->content, NULL};
+    kn_spawn_t sp = {.argv = argv,
+                     .env = (const char *const *)env,
+                     .uid = -1,
+                     .gid = -1,
+                     .stdin_fd = -1,
+                     .stdout_fd = c->log_fd,
+                     .stderr_fd = c->log_fd,
+                     .fd3 = -1,
+                     .fd4 = -1};
+    kn_child_t *child = env ? kn_proc_spawn(&sp, &err) : NULL;
+    kn_command_env_free(env);
+    const char *why = child ? NULL : err.msg[0] ? err.msg : "out of memory";
+    pthread_mutex_lock(&s->lock);
+    c->child = child;
+    if (!child) {
+        /* It cannot run: that ends the sandbox, as for a container. */
+        s->main_done = true;
+        s->main_code = 127;
+        s->main = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (why) {
+        dprintf(c->log_fd, "kennel-execd: cannot start the entrypoint: %s\n", why);
+        fprintf(stderr, "kennel-execd: cannot start the entrypoint: %s\n", why);
+        cmd_finish(s, c, 127, why);
+        cmd_unref(s, c); /* the main reference */
+    }
+    cmd_unref(s, c);
+    /* A quick entrypoint may have ended before it was recorded: main's
+     * signal loop looks again. */
+    kill(getpid(), SIGUSR1);
+}
+
+/* Lays envs over execd's environment (the env slot is taken by the caller). */
+static const char *
+apply_envs(const json_t *envs)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)envs, k, v)
+    {
+        if (kn_proc_setenv(k, json_string_value(v)) < 0)
+            return "setenv failed";
+    }
+    return NULL;
+}
+
+enum MHD_Result
+kn_command_entrypoint(kn_req_t *req)
+{
+    enum MHD_Result r;
+    json_t *body = kn_http_json_body(req, false, &r);
+    if (!body)
+        return r;
+    struct kn_cmdstore *s = req->ex->cmds;
+    const json_t *cmd = json_object_get(body, "command");
+    const json_t *envs = json_object_get(body, "envs");
+    const json_t *start = json_object_get(body, "start");
+    if (!json_is_object(body) || !json_is_string(cmd) || json_string_length(cmd) == 0 ||
+        strlen(json_string_value(cmd)) != json_string_length(cmd) ||
+        (start && !json_is_boolean(start))) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY",
+                                "the body must be {\"command\": a non-empty string without NUL, "
+                                "\"envs\": {...}, \"start\": boolean}");
+        goto out;
+    }
+    if (envs && envs_bad(body)) {
+        r = kn_http_reply_error(req, 400, "INVALID_REQUEST_BODY", "%s", envs_bad(body));
+        goto out;
+    }
+    if (!take_once(s, &s->main_taken)) {
+        r = kn_http_reply_error(req, 409, "ENTRYPOINT_ALREADY_STARTED",
+                                "this sandbox's entrypoint was set already");
+        goto out;
+    }
+    /* The environment first: every command, session and code context
+     * started from now on, the entrypoint too, inherits it. */
+    if (envs) {
+        const char *bad =
+            take_once(s, &s->env_taken) ? apply_envs(envs) : "the environment was set already";
+        if (bad) {
+            r = kn_http_reply_error(req, 409, "ENVIRONMENT_ALREADY_SET", "%s", bad);
+            goto out;
+        }
+    }
+    struct run_args a = {.command = json_string_value(cmd), .background = true};
+    kn_cmd_t *c = cmd_new(&a);
+    if (c)
+        c->log_fd = memfd_create("execd-entrypoint-log", MFD_CLOEXEC);
+    if (!c || c->log_fd < 0) {
+        if (c)
+            cmd_unref(s, c);
+        r = kn_http_reply_error(req, 500, "RUNTIME_ERROR", "cannot register the entrypoint");
+        goto out;
+    }
+    store_add(s, c);
+    pthread_mutex_lock(&s->lock);
+    c->refs++; /* the main reference */
+    s->main = c;
+    pthread_mutex_unlock(&s->lock);
+    if (!json_is_false(start))
+        main_start(s);
+    kn_buf_t ev = {0};
+    kn_stream_text(&ev, "init", c->id, strlen(c->id));
+    kn_stream_event(&ev, "execution_complete", json_pack("{s:i}", "execution_time", 0));
+    r = kn_http_reply_text(req, 200, "text/event-stream", ev.data, ev.len);
+    kn_buf_free(&ev);
+    cmd_unref(s, c);
+out:
+    json_decref(body);
+    return r;
+}
+
+enum MHD_Result
+kn_command_entrypoint_start(kn_req_t *req)
+{
+    struct kn_cmdstore *s = req->ex->cmds;
+    pthread_mutex_lock(&s->lock);
+    bool registered = s->main_taken;
+    pthread_mutex_unlock(&s->lock);
+    if (!registered)
+        return kn_http_reply_error(req, 409, "NO_ENTRYPOINT", "no entrypoint was set");
+    main_start(s);
+    return kn_http_reply_empty(req, 200);
 }

@@ -23,6 +23,9 @@ char **kn_command_env(const void *envs_json);
 void kn_command_env_free(char **env);
 /* Runs a RunCommandRequest body (consumed) and replies with its stream. */
 enum MHD_Result kn_command_start(kn_req_t *req, json_t *body);
+/* True once the entrypoint started by POST /_kennel/entrypoint has ended;
+ * *code is its exit status (128+N for signal N). */
+bool kn_command_main_ended(kn_execd_t *ex, int *code);
 /* The shell used for commands: "bash" when present in PATH, else "sh". */
 const char *kn_command_shell(void);
 

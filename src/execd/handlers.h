@@ -10,6 +10,16 @@ enum MHD_Result kn_command_run(kn_req_t *req);
 enum MHD_Result kn_command_interrupt(kn_req_t *req);
 enum MHD_Result kn_command_status(kn_req_t *req);
 enum MHD_Result kn_command_logs(kn_req_t *req);
+/* Kennel's supervisor only (not in the spec), each once per execd:
+ * POST /_kennel/env {"envs"} lays variables over execd's environment (so
+ * that every later command, session and code context has them);
+ * POST /_kennel/entrypoint {"command", "envs"?, "start"?} sets the
+ * sandbox's main process (and its env), whose end ends execd with its
+ * status, and starts it unless start is false; POST /_kennel/start starts
+ * the one set (again: nothing). */
+enum MHD_Result kn_command_set_env(kn_req_t *req);
+enum MHD_Result kn_command_entrypoint(kn_req_t *req);
+enum MHD_Result kn_command_entrypoint_start(kn_req_t *req);
 
 /* files.c */
 enum MHD_Result kn_files_info(kn_req_t *req);

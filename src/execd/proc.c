@@ -142,6 +142,39 @@ start_child(const kn_spawn_t *s, int sync_fd, int devnull)
     return clone(child_entry, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
 }
 
+/* execd's environment under reg_lock: a child that shares execd's memory
+ * (start_child, called with the lock held) reads it until it execs (PATH
+ * for execvp), so nothing may change it meanwhile. */
+char **
+kn_proc_env_copy(void)
+{
+    extern char **environ;
+    pthread_mutex_lock(&reg_lock);
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **env = calloc(n + 1, sizeof *env);
+    for (size_t i = 0; env && i < n; i++) {
+        if (!(env[i] = strdup(environ[i]))) {
+            while (i > 0)
+                free(env[--i]);
+            free(env);
+            env = NULL;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return env;
+}
+
+int
+kn_proc_setenv(const char *key, const char *value)
+{
+    pthread_mutex_lock(&reg_lock);
+    int rc = setenv(key, value, 1);
+    pthread_mutex_unlock(&reg_lock);
+    return rc;
+}
+
 kn_child_t *
 kn_proc_spawn(const kn_spawn_t *s, kn_error_t *err)
 {

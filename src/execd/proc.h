@@ -48,6 +48,13 @@ int kn_child_terminate(kn_child_t *c, int grace_ms);
 void kn_child_ref(kn_child_t *c);
 void kn_child_unref(kn_child_t *c);
 
+/* execd's own environment, which every child starts from. A copy taken under
+ * the lock that fork holds (NULL-terminated, strdup'ed; NULL without memory). */
+char **kn_proc_env_copy(void);
+/* Sets one variable of execd's environment under that same lock, so that no
+ * child is forked from a half-updated one. -1 with errno from setenv. */
+int kn_proc_setenv(const char *key, const char *value);
+
 /* Reaps everything that has exited; call on SIGCHLD. */
 void kn_proc_reap(void);
 /* Sends sig to the process group of every live registered child. */

@@ -21,6 +21,9 @@ static const struct kn_route routes[] = {
     {"GET", "/command/status/*", kn_command_status, false},
     {"GET", "/command/*/logs", kn_command_logs, false},
     {"GET", "/tunnel/*", kn_tunnel_open, false},
+    {"POST", "/_kennel/env", kn_command_set_env, false},
+    {"POST", "/_kennel/entrypoint", kn_command_entrypoint, false},
+    {"POST", "/_kennel/start", kn_command_entrypoint_start, false},
 #ifdef KN_EXECD_ROUTES_FILES
     {"GET", "/files/info", kn_files_info, false},
     {"DELETE", "/files", kn_files_delete, false},

@@ -3,6 +3,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,30 @@ backend_port(long port)
     return port == KN_HTTP_EXECD_PORT ? 0 : (int)port;
 }
 
+/* execd's /_kennel/ routes are the shim's (a claimed pool member's env and
+ * entrypoint), never a client's: the proxy refuses them however the path is
+ * spelled (percent-escapes, doubled slashes), as execd's HTTP library would
+ * decode it. */
+static bool
+supervisor_path(const char *target)
+{
+    char path[256];
+    size_t n = 0;
+    for (const char *p = target; *p && *p != '?' && n + 1 < sizeof path; p++) {
+        char ch = *p;
+        if (ch == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], 0};
+            ch = (char)strtol(hex, NULL, 16);
+            p += 2;
+        }
+        if (ch == '/' && n && path[n - 1] == '/')
+            continue;
+        path[n++] = ch;
+    }
+    path[n] = '\0';
+    return !strncmp(path, "/_kennel/", 9) || !strcmp(path, "/_kennel");
+}
+
 static bool
 has_body(struct MHD_Connection *c)
 {
@@ -312,6 +337,8 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
     if (snprintf(target, sizeof target, "%s%s", rest[0] == '/' ? "" : "/", rest) >=
         (int)sizeof target)
         return kn_http_error(c, r, 414, "URI_TOO_LONG", "the proxied path is too long");
+    if (!backend_port(port) && supervisor_path(target))
+        return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
     size_t plen = (size_t)(rest - r->raw_uri);
     snprintf(prefix, sizeof prefix, "%.*s", (int)(plen < sizeof prefix ? plen : 0), r->raw_uri);
     kn_proxy_target_t t = {.sock = sock,

@@ -571,6 +571,52 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
 }
 
+/* Pool errors carry the pool family's codes (as the reference's). */
+static enum MHD_Result
+pool_fail(struct MHD_Connection *c, kn_req_t *r, const kn_error_t *err)
+{
+    if (err->code == ENOENT)
+        return kn_http_error(c, r, 404, "POOL::NOT_FOUND", err->msg);
+    if (err->code == EEXIST)
+        return kn_http_error(c, r, 409, "POOL::ALREADY_EXISTS", err->msg);
+    if (err->code == EBUSY)
+        return kn_http_error(c, r, 409, "POOL::READ_ONLY", err->msg);
+    if (err->code == ENOSPC)
+        return kn_http_error(c, r, 409, "POOL::TOO_MANY_POOLS", err->msg);
+    if (err->code == EINVAL)
+        return kn_http_error(c, r, 400, "POOL::INVALID_PARAMETER", err->msg);
+    return kn_http_fail(c, r, err);
+}
+
+/* GET/POST /pools, GET/PUT/DELETE /pools/{name}: a documented extension in
+ * the shape of OpenSandbox's pool API (docs/server.md). */
+static enum MHD_Result
+pool_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m, const char *name)
+{
+    json_t *out = NULL, *body = NULL;
+    kn_error_t err = {0};
+    int rc;
+    if (!strcmp(m, "GET")) {
+        rc = kn_sbx_pools(s->mgr, name, &out, &err);
+        return rc < 0 ? pool_fail(c, r, &err) : kn_http_json(c, r, 200, out);
+    }
+    if (!name && strcmp(m, "POST") != 0)
+        return not_allowed(c, r, m);
+    if (name && strcmp(m, "PUT") != 0 && strcmp(m, "DELETE") != 0)
+        return not_allowed(c, r, m);
+    if (!strcmp(m, "DELETE"))
+        return kn_sbx_pool_delete(s->mgr, name, &err) < 0 ? pool_fail(c, r, &err)
+                                                          : kn_http_empty(c, r, 204);
+    if (!(body = parse_body(r, true, &err)))
+        return kn_http_error(c, r, 400, "POOL::INVALID_PARAMETER", err.msg);
+    rc = name ? kn_sbx_pool_update(s->mgr, name, body, &out, &err)
+              : kn_sbx_pool_create(s->mgr, body, &out, &err);
+    json_decref(body);
+    if (rc < 0)
+        return pool_fail(c, r, &err);
+    return kn_http_json(c, r, name ? 200 : 201, out);
+}
+
 enum MHD_Result
 kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m,
                    const char *url)
@@ -601,17 +647,8 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
         return receipts_routes(s, c, r, m, segs[1]);
     if (!strcmp(segs[0], "receipts") && n == 1)
         return receipts_routes(s, c, r, m, "");
-    if (!strcmp(segs[0], "pools") && n <= 2) {
-        json_t *out = NULL;
-        kn_error_t err = {0};
-        if (strcmp(m, "GET") != 0)
-            return kn_http_error(c, r, 501, "NOT_IMPLEMENTED",
-                                 "pools are set in the server's config (pools, --pool); the API "
-                                 "only reads them");
-        return kn_sbx_pools(s->mgr, n == 2 ? segs[1] : NULL, &out, &err) < 0
-                   ? kn_http_fail(c, r, &err)
-                   : kn_http_json(c, r, 200, out);
-    }
+    if (!strcmp(segs[0], "pools") && n <= 2)
+        return pool_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
     if (!strcmp(segs[0], "snapshots") && n <= 2)
         return snapshot_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");

@@ -311,7 +311,7 @@ load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
  * waits for its answer on a pipe. Between fork and exec only
  * async-signal-safe calls: the server has threads. */
 static int
-spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, kn_error_t *err)
+spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, int *ready_fd, kn_error_t *err)
 {
     char timeout[16];
     snprintf(timeout, sizeof timeout, "%d", m->cfg->ready_timeout_ms);
@@ -386,7 +386,12 @@ spawn_shim(kn_sbx_t *m, const char *dir, pid_t *shim_pid, kn_error_t *err)
         }
         len += (size_t)n;
     }
-    close(p[0]);
+    /* Open until the row says Running: the shim starts the entrypoint when
+     * it closes (see kn_shim_send). */
+    if (ret == 0)
+        *ready_fd = p[0];
+    else
+        close(p[0]);
     return ret;
 }
 
@@ -443,7 +448,7 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     kn_config_t cfg = {0};
     char dir[PATH_MAX], sbdir[PATH_MAX], path[PATH_MAX];
     bool made = false, stored = false;
-    int ret = -1;
+    int ret = -1, ready_fd = -1;
     new_id(rec->id);
     kn_sbx_creating_mark(m, rec->id, true);
     kn_sbx_run_dir(m, rec->id, dir, sizeof dir);
@@ -488,7 +493,7 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
         goto out;
     stored = true;
     pid_t shim = 0;
-    if (spawn_shim(m, dir, &shim, err) < 0) {
+    if (spawn_shim(m, dir, &shim, &ready_fd, err) < 0) {
         kn_error_prefix(err, "sandbox %s failed to start", rec->id);
         if (err->code != ETIMEDOUT)
             err->code = EIO;
@@ -496,6 +501,8 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     }
     if (kn_store_set_state(m->store, rec->id, state, reason, message, err) < 0)
         goto out;
+    close(ready_fd);
+    ready_fd = -1;
     snprintf(rec->state, sizeof rec->state, "%s", state);
     free(rec->reason);
     free(rec->message);
@@ -504,6 +511,8 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     rec->transition_ms = kn_sbx_now_ms();
     ret = 0;
 out:
+    if (ready_fd >= 0)
+        close(ready_fd);
     if (ret < 0 && made) {
         kn_error_t e = {0};
         if (stored)
@@ -557,10 +566,9 @@ kn_sbx_create_from(kn_sbx_t *m, const json_t *req, const kn_spec_snapshot_t *sna
         return -1;
     json_t *spec = kn_spec_parse_from(merged ? merged : req, m->cfg, snap, err);
     json_decref(merged);
-    if (!spec)
-        return -1;
-    if (quota_check(m, err) < 0) {
+    if (!spec || quota_check(m, err) < 0) {
         json_decref(spec);
+        kn_sbx_pool_put(m, wanted);
         return -1;
     }
     int ret = 0;
@@ -573,6 +581,8 @@ kn_sbx_create_from(kn_sbx_t *m, const json_t *req, const kn_spec_snapshot_t *sna
             *out = kn_sbx_to_json(&rec, false);
         kn_store_rec_free(&rec);
     }
+    kn_sbx_pool_put(m, p);
+    kn_sbx_pool_put(m, wanted);
     json_decref(spec);
     return ret;
 }
@@ -880,16 +890,15 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
     kn_store_rec_t *recs = NULL;
     size_t n = 0;
     kn_error_t err = {0};
-    int warm[KN_SERVER_MAX_POOLS] = {0};
     int64_t now = kn_sbx_now_ms(), next = now + max_wait_ms;
     if (kn_store_list(m->store, &recs, &n, &err) < 0)
         return max_wait_ms;
+    size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         kn_store_rec_t *r = &recs[i];
+        bool gone = false;
         if (!strcmp(r->state, "Warm")) {
-            if (!kn_sbx_warm_gone(m, r))
-                for (int k = 0; k < m->n_pools; k++)
-                    warm[k] += r->reason && !strcmp(r->reason, m->pools[k].reason);
+            gone = kn_sbx_warm_gone(m, r);
         } else if (!strcmp(r->state, "Pending")) {
             if (!creating(m, r->id))
                 settle_pending(m, r);
@@ -900,16 +909,22 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
                 kn_sbx_log("error", "an expired sandbox could not be removed", r->id, e.msg);
             else
                 kn_sbx_log("info", "expired", r->id, NULL);
+            gone = true;
         } else {
             refresh(m, r);
             if (r->expires_ms && r->expires_ms < next)
                 next = r->expires_ms;
         }
-        kn_store_rec_free(r);
+        if (gone)
+            kn_store_rec_free(r);
+        else
+            recs[kept++] = *r;
     }
+    if (kn_sbx_refill(m, recs, kept))
+        next = now; /* come back at once until the pools are at their targets */
+    for (size_t i = 0; i < kept; i++)
+        kn_store_rec_free(&recs[i]);
     free(recs);
-    if (kn_sbx_refill(m, warm))
-        next = now; /* come back at once until the pools are full */
     kn_store_checkpoint(m->store);
     int64_t wait = next - now;
     return wait < 10 ? 10 : (int)wait;
@@ -1078,8 +1093,7 @@ kn_sbx_close(kn_sbx_t *m)
     if (!m)
         return;
     kn_store_close(m->store);
-    for (int i = 0; i < m->n_pools; i++)
-        json_decref(m->pools[i].spec);
+    kn_sbx_pools_free(m);
     pthread_mutex_destroy(&m->mu);
     free(m->creating);
     free(m);

@@ -71,8 +71,17 @@ int kn_sbx_diagnostics(kn_sbx_t *m, const char *id, const char *kind, const char
  * (capped at max_wait_ms). */
 int kn_sbx_reap(kn_sbx_t *m, int max_wait_ms);
 /* The warm pools (all, or the one named), in the shape of OpenSandbox's
- * pool API: name, capacitySpec, status {total, allocated, available}. */
+ * pool API: name, capacitySpec, status {total, allocated, available,
+ * revision}, createdAt, and Kennel's template and fromConfig. */
 int kn_sbx_pools(kn_sbx_t *m, const char *name, json_t **out, kn_error_t *err);
+/* /v1/pools (docs/server.md, the shape of OpenSandbox's pool API): create
+ * {name, template, capacitySpec} (EEXIST for a taken name), update
+ * {capacitySpec}, delete (its warm members go). Kept in the store. Pools
+ * from the config are read-only (EBUSY). */
+int kn_sbx_pool_create(kn_sbx_t *m, const json_t *body, json_t **out, kn_error_t *err);
+int kn_sbx_pool_update(kn_sbx_t *m, const char *name, const json_t *body, json_t **out,
+                       kn_error_t *err);
+int kn_sbx_pool_delete(kn_sbx_t *m, const char *name, kn_error_t *err);
 /* Ends every warm pool member (a graceful shutdown: the pools are the
  * server's own; the users' sandboxes keep running). */
 void kn_sbx_drain_pools(kn_sbx_t *m);

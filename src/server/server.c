@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -295,6 +296,22 @@ fill_paths(kn_server_cfg_t *cfg, kn_error_t *err)
     return 0;
 }
 
+/* Up to 4096 connections (MHD_OPTION_CONNECTION_LIMIT), each proxied one
+ * with a second descriptor to execd: the usual soft limit of 1024 is too
+ * few. Raised to the hard limit (at most 65536); the shims inherit it. */
+static void
+raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 static struct MHD_Daemon *
 start_daemon(kn_srv_t *s, kn_error_t *err)
 {
@@ -357,6 +374,7 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     /* Specs hold the request's environment, which may hold secrets: files
      * the server and its shims make are private unless made otherwise. */
     umask(077);
+    raise_fd_limit();
     /* Every thread inherits this mask; the main thread takes the signals. */
     sigset_t stop;
     sigemptyset(&stop);

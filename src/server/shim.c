@@ -37,11 +37,14 @@ typedef struct shim {
     kn_image_t *img; /* a stored image, held open (in use) while the sandbox lives */
     json_t *spec;
     int ready_fd;
+    bool ready_sent;
     int listen_fd;
     int sig_fd;
     int kill_fd; /* a client that asked for kill while the sandbox was starting */
     bool paused;
     char state[16];
+    char reason[40];
+    char message[160];
     char entrypoint_id[80];
     char pidns[64];
 } shim_t;
@@ -73,7 +76,12 @@ static void __attribute__((format(printf, 2, 3))) logf_(shim_t *s, const char *f
 static void
 write_state(shim_t *s, const char *state, const char *reason, const char *message, int exit_code)
 {
-    snprintf(s->state, sizeof s->state, "%s", state);
+    if (state != s->state)
+        snprintf(s->state, sizeof s->state, "%s", state);
+    if (reason != s->reason)
+        snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "");
+    if (message != s->message)
+        snprintf(s->message, sizeof s->message, "%s", message ? message : "");
     json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:b}", "state", state, "reason",
                           reason ? reason : "", "message", message ? message : "", "pid",
                           s->sb ? (int)kn_sandbox_pid(s->sb) : 0, "pidns", s->pidns, "entrypoint",
@@ -95,9 +103,28 @@ tell_ready(shim_t *s, const char *line)
 {
     if (s->ready_fd < 0)
         return;
-    kn_write_all(s->ready_fd, line, strlen(line));
+    if (!s->ready_sent)
+        kn_write_all(s->ready_fd, line, strlen(line));
     close(s->ready_fd);
     s->ready_fd = -1;
+}
+
+/* The entrypoint's fork and exec would compete for the CPUs with the
+ * server's answer to the create: wait, a little, until the server hangs up
+ * on fd (the control connection or the ready pipe), which it does once the
+ * sandbox is recorded Running. */
+static void
+await_hangup(int fd)
+{
+    struct pollfd p = {fd, POLLRDHUP, 0};
+    char c;
+    uint64_t until = kn_now_us() + 100000;
+    while (kn_now_us() < until && poll(&p, 1, 100) > 0) {
+        if (p.revents & (POLLERR | POLLHUP | POLLRDHUP))
+            return;
+        if (read(fd, &c, 1) <= 0) /* a socket: EOF or an error ends the wait */
+            return;
+    }
 }
 
 static int
@@ -121,25 +148,63 @@ listen_control(shim_t *s, kn_error_t *err)
     return fd;
 }
 
-/* Reads one control line from a client of the control socket. */
+/* Largest payload of a control request (a claim's spec: the create body is
+ * at most 1 MiB, and its normal form is not larger than that by much). */
+#define CONTROL_MAX_PAYLOAD (4u << 20)
+
+/* Reads one control request from a client of the control socket: a line,
+ * and for "claim N" the N bytes after it (*payload, caller frees). */
 static void
-read_line(int fd, char *line, size_t cap)
+read_request(int fd, char *line, size_t cap, char **payload)
 {
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
     size_t len = 0;
+    char *nl = NULL;
+    *payload = NULL;
     memset(line, 0, cap);
-    while (len < cap - 1) {
-        ssize_t n = read(fd, line + len, cap - 1 - len);
+    while (len < sizeof buf - 1 && !nl) {
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
         len += (size_t)n;
-        if (memchr(line, '\n', len))
-            break;
+        nl = memchr(buf, '\n', len);
     }
+    size_t head = nl ? (size_t)(nl - buf) : len;
+    snprintf(line, cap, "%.*s", (int)head, buf);
     line[strcspn(line, "\r\n")] = '\0';
+    unsigned long want = 0;
+    if (!nl || strncmp(line, "claim ", 6) != 0)
+        return;
+    char *end = NULL;
+    want = strtoul(line + 6, &end, 10);
+    line[5] = '\0';
+    if (*end || want == 0 || want > CONTROL_MAX_PAYLOAD)
+        return;
+    char *p = malloc(want + 1);
+    if (!p)
+        return;
+    size_t got = len - head - 1;
+    if (got > want)
+        got = want;
+    memcpy(p, nl + 1, got);
+    while (got < want) {
+        ssize_t n = read(fd, p + got, want - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < want) {
+        free(p);
+        return;
+    }
+    p[want] = '\0';
+    *payload = p;
 }
 
 /* While execd starts, a signal or a "kill" on the control socket cancels
@@ -157,8 +222,9 @@ starting_event(shim_t *s, struct pollfd *pfd, kn_error_t *err)
         int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0)
             return 0;
-        char line[64];
-        read_line(c, line, sizeof line);
+        char line[64], *payload = NULL;
+        read_request(c, line, sizeof line, &payload);
+        free(payload);
         logf_(s, "control while starting: %s", line);
         if (!strcmp(line, "kill")) {
             s->kill_fd = c;
@@ -203,33 +269,50 @@ wait_ping(shim_t *s, int timeout_ms, kn_error_t *err)
     }
 }
 
-/* Starts the entrypoint as a background command of execd, which keeps the
- * sandbox's environment for it, as OpenSandbox's execd does. */
+static void finish(shim_t *s, const char *state, const char *reason, const char *message);
+
+/* One call to execd's supervisor routes (once each per execd): returns the
+ * answer (caller frees) or -1. */
 static int
-start_entrypoint(shim_t *s, kn_error_t *err)
+execd_call(shim_t *s, const char *path, json_t *body, kn_uresp_t *r, kn_error_t *err)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return kn_error_set(err, ENOMEM, "%s", path);
+    char sock[PATH_MAX];
+    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
+    int rc = kn_uclient_request(sock, s->pidns, "POST", path, "application/json", text,
+                                strlen(text), 10000, 1 << 20, r, err);
+    free(text);
+    if (rc < 0)
+        return kn_error_prefix(err, "%s", path);
+    if (r->status != 200) {
+        kn_error_set(err, EIO, "%s: execd answered %d: %.200s", path, r->status, r->body);
+        kn_uresp_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sets the entrypoint (and, for a claimed member, the request's env) in
+ * execd before the create is answered, so that nobody else can set another
+ * one and the first command a client sends sees the env; execd takes this
+ * once. It is started (start_entrypoint) once the answer is out, so that its
+ * fork and exec do not compete with it. envs: NULL, or the request's env. */
+static int
+set_entrypoint(shim_t *s, const json_t *envs, kn_error_t *err)
 {
     char *cmd = kn_spec_entrypoint_cmd(s->spec);
     if (!cmd)
         return kn_error_set(err, ENOMEM, "entrypoint");
-    json_t *body = json_pack("{s:s, s:b}", "command", cmd, "background", 1);
+    json_t *body = json_pack("{s:s, s:b}", "command", cmd, "start", 0);
     free(cmd);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!text)
-        return kn_error_set(err, ENOMEM, "entrypoint");
-    char sock[PATH_MAX];
-    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
+    if (body && json_object_size(envs))
+        json_object_set(body, "envs", (json_t *)envs);
     kn_uresp_t r;
-    int rc = kn_uclient_request(sock, s->pidns, "POST", "/command", "application/json", text,
-                                strlen(text), 10000, 1 << 20, &r, err);
-    free(text);
-    if (rc < 0)
+    if (execd_call(s, "/_kennel/entrypoint", body, &r, err) < 0)
         return kn_error_prefix(err, "entrypoint");
-    if (r.status != 200) {
-        kn_error_set(err, EIO, "entrypoint: execd answered %d: %.200s", r.status, r.body);
-        kn_uresp_free(&r);
-        return -1;
-    }
     /* Events are JSON objects separated by blank lines; the first is init. */
     char *end = strstr(r.body, "\n\n");
     if (end)
@@ -243,6 +326,30 @@ start_entrypoint(shim_t *s, kn_error_t *err)
     if (!s->entrypoint_id[0])
         return kn_error_set(err, EPROTO, "entrypoint: execd gave no command id");
     return 0;
+}
+
+static int
+start_entrypoint(shim_t *s, kn_error_t *err)
+{
+    kn_uresp_t r;
+    if (execd_call(s, "/_kennel/start", json_object(), &r, err) < 0)
+        return kn_error_prefix(err, "entrypoint");
+    kn_uresp_free(&r);
+    write_state(s, s->state, s->reason, s->message, -1000);
+    return 0;
+}
+
+/* After the answer: a start that fails ends the sandbox as Failed, as an
+ * entrypoint that cannot run ends a container. */
+static int
+begin_entrypoint(shim_t *s)
+{
+    kn_error_t err = {0};
+    if (start_entrypoint(s, &err) == 0)
+        return 0;
+    logf_(s, "entrypoint: %s", err.msg);
+    finish(s, "Failed", "entrypoint_failed", err.msg);
+    return -1;
 }
 
 static void
@@ -300,6 +407,46 @@ finish(shim_t *s, const char *state, const char *reason, const char *message)
     }
     s->paused = false;
     write_state(s, state, reason, message, code);
+}
+
+/* A create took this warm sandbox: payload is the request's normal form.
+ * The request's environment and entrypoint go to execd before the answer,
+ * so that the first command a client sends sees them. */
+static int
+claim(shim_t *s, const char *payload, kn_error_t *err)
+{
+    json_error_t je;
+    json_t *spec = payload ? json_loads(payload, 0, &je) : NULL;
+    if (!s->sb || s->entrypoint_id[0] || strcmp(s->state, "Warm") != 0) {
+        json_decref(spec);
+        return kn_error_set(err, EBUSY, "not a warm sandbox");
+    }
+    if (!json_is_object(spec) || !json_is_array(json_object_get(spec, "entrypoint"))) {
+        json_decref(spec);
+        return kn_error_set(err, EINVAL, "claim: no spec (%s)", payload ? je.text : "missing");
+    }
+    json_decref(s->spec);
+    s->spec = spec;
+    if (set_entrypoint(s, json_object_get(spec, "env"), err) < 0)
+        return -1;
+    /* The record ("claimed") is written right after the answer. A server
+     * that died in between finds its row Pending and settles it from this
+     * record: kept if it says Running, removed otherwise. Either is right
+     * for a create nobody was told about. */
+    snprintf(s->state, sizeof s->state, "Running");
+    return 0;
+}
+
+/* Keeps the claimed spec beside the others (after the answer: nothing reads
+ * it on the create's path). */
+static void
+save_spec(shim_t *s)
+{
+    char tmp[PATH_MAX], dst[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", s->dir, KN_SHIM_SPEC);
+    snprintf(dst, sizeof dst, "%s/%s", s->dir, KN_SHIM_SPEC);
+    if (json_dump_file(s->spec, tmp, JSON_COMPACT) == 0)
+        rename(tmp, dst);
 }
 
 /* Snapshot ids come from the server: only what it makes (hex and '-'). */
@@ -386,8 +533,8 @@ take_snapshot(shim_t *s, const char *sid, kn_error_t *err)
 static int
 serve_control(shim_t *s, int fd)
 {
-    char line[64];
-    read_line(fd, line, sizeof line);
+    char line[64], *payload = NULL;
+    read_request(fd, line, sizeof line, &payload);
     char reply[KN_ERROR_MSG_MAX + 16] = "ok\n";
     kn_error_t err = {0};
     int quit = 0;
@@ -409,19 +556,10 @@ serve_control(shim_t *s, int fd)
             logf_(s, "%s", want ? "paused" : "resumed");
         }
     } else if (!strcmp(line, "claim")) {
-        /* A create took this warm sandbox: its spec.json now holds the
-         * request; start the request's entrypoint. */
-        json_t *spec =
-            live && !s->entrypoint_id[0] ? json_load_file(at(s, KN_SHIM_SPEC), 0, NULL) : NULL;
-        if (!spec) {
-            snprintf(reply, sizeof reply, "error not a warm sandbox, or no spec\n");
-        } else {
-            json_decref(s->spec);
-            s->spec = spec;
-            write_state(s, "Running", "CONTAINER_RUNNING", "Sandbox taken from a warm pool.",
-                        -1000);
-            quit = 2; /* the entrypoint starts once the answer is out */
-        }
+        if (claim(s, payload, &err) < 0)
+            snprintf(reply, sizeof reply, "error %s\n", err.msg);
+        else
+            quit = 2;
     } else if (!strcmp(line, "policy")) {
         /* PATCH /policy: the server wrote the policy it wants (egress.c). */
         if (kn_egress_shim_apply(s->dir, s->sb, &err) < 0)
@@ -440,25 +578,17 @@ serve_control(shim_t *s, int fd)
     } else if (strcmp(line, "ping") != 0) {
         snprintf(reply, sizeof reply, "error unknown command\n");
     }
+    free(payload);
     kn_write_all(fd, reply, strlen(reply));
     logf_(s, "control: %s -> %.*s", line, (int)strcspn(reply, "\n"), reply);
-    return quit;
-}
-
-/* Starts the entrypoint after the sandbox was reported ready (the create's
- * answer does not wait for execd to spawn it). A start that fails ends the
- * sandbox as Failed, as an entrypoint that cannot run ends a container. */
-static int
-begin_entrypoint(shim_t *s)
-{
-    kn_error_t err = {0};
-    if (!json_object_get(s->spec, "entrypoint"))
-        return 0; /* a warm pool member: no entrypoint until a create claims it */
-    if (start_entrypoint(s, &err) == 0)
-        return 0;
-    logf_(s, "entrypoint: %s", err.msg);
-    finish(s, "Failed", "entrypoint_failed", err.msg);
-    return -1;
+    if (quit == 2) {
+        await_hangup(fd);
+        write_state(s, "Running", "CONTAINER_RUNNING", "Sandbox taken from a warm pool.", -1000);
+        save_spec(s);
+        if (begin_entrypoint(s) < 0)
+            return 1;
+    }
+    return quit == 1;
 }
 
 /* The sandbox ended on its own: answers whoever is already waiting on the
@@ -474,8 +604,9 @@ drain_control(shim_t *s)
         int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0)
             return;
-        char line[64];
-        read_line(c, line, sizeof line);
+        char line[64], *payload = NULL;
+        read_request(c, line, sizeof line, &payload);
+        free(payload);
         const char *reply = !strcmp(line, "kill") ? "ok\n" : "error the sandbox has ended\n";
         kn_write_all(c, reply, strlen(reply));
         logf_(s, "control after the end: %s", line);
@@ -483,69 +614,47 @@ drain_control(shim_t *s)
     }
 }
 
-/* The entrypoint is the sandbox's main process, as a container's is: when
- * it ends, the sandbox ends, Terminated for status 0 and Failed otherwise.
- * execd offers no way to wait on a command, so its status is polled, more
- * rarely as the sandbox gets older. Returns 1 when the entrypoint ended. */
-static int
-check_entrypoint(shim_t *s)
+/* The sandbox's main process ended. With an entrypoint that is the
+ * entrypoint (execd exits with its status, as a container ends with its
+ * main process): Terminated for 0, Failed otherwise. */
+static void
+ended(shim_t *s)
 {
-    char sock[PATH_MAX], target[128];
-    snprintf(sock, sizeof sock, "%s/%s", s->dir, KN_SHIM_EXECD_SOCK);
-    snprintf(target, sizeof target, "/command/status/%s", s->entrypoint_id);
-    kn_uresp_t r;
-    kn_error_t err = {0};
-    if (kn_uclient_request(sock, s->pidns, "GET", target, NULL, NULL, 0, 2000, 65536, &r, &err) < 0)
-        return 0;
-    json_t *st = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
-    kn_uresp_free(&r);
-    json_t *running = json_object_get(st, "running");
-    int ended = json_is_false(running);
-    if (ended) {
-        json_t *code = json_object_get(st, "exit_code");
-        int c = json_is_integer(code) ? (int)json_integer_value(code) : -1;
-        char msg[160];
-        snprintf(msg, sizeof msg, "The entrypoint exited with status %d.", c);
-        logf_(s, "entrypoint ended with status %d: ending the sandbox", c);
-        finish(s, c == 0 ? "Terminated" : "Failed",
-               c == 0 ? "CONTAINER_EXITED" : "CONTAINER_EXITED_ERROR", msg);
-        write_state(s, c == 0 ? "Terminated" : "Failed",
-                    c == 0 ? "CONTAINER_EXITED" : "CONTAINER_EXITED_ERROR", msg, c);
-    }
-    json_decref(st);
-    return ended;
+    kn_result_t res = {0};
+    kn_sandbox_finish(s->sb, &res);
+    kn_sandbox_destroy(s->sb);
+    s->sb = NULL;
+    char msg[160];
+    const char *oom = res.oom_killed ? " (out of memory)" : "";
+    int code = res.exit_code;
+    if (s->entrypoint_id[0] && !res.term_signal)
+        snprintf(msg, sizeof msg, "The entrypoint exited with status %d%s.", code, oom);
+    else if (res.term_signal)
+        snprintf(msg, sizeof msg, "execd was killed by signal %d%s.", res.term_signal, oom);
+    else
+        snprintf(msg, sizeof msg, "execd ended with status %d%s.", code, oom);
+    logf_(s, "%s", msg);
+    bool ok = code == 0 && !res.term_signal;
+    write_state(s, ok ? "Terminated" : "Failed", ok ? "CONTAINER_EXITED" : "CONTAINER_EXITED_ERROR",
+                msg, code);
 }
 
 static int
 loop(shim_t *s)
 {
-    int interval = 100;
-    uint64_t next_check = kn_now_us() + (uint64_t)interval * 1000;
     for (;;) {
         /* The sandbox's DNS proxy and port relays, when it has a network,
-         * are served from here too, after the shim's own three. */
+         * are served from here too, after the shim's own three. Nothing
+         * here needs a timer: the entrypoint's end arrives as the sandbox's. */
         struct pollfd pfd[3 + SHIM_NET_FDS] = {{s->listen_fd, POLLIN, 0},
                                                {s->sig_fd, POLLIN, 0},
                                                {s->sb ? kn_sandbox_syncfd(s->sb) : -1, POLLIN, 0}};
         int nnet = s->sb ? kn_net_pollfds(kn_sandbox_net(s->sb), pfd + 3, SHIM_NET_FDS) : 0;
-        uint64_t now = kn_now_us();
-        int wait = next_check > now ? (int)((next_check - now) / 1000) + 1 : 0;
-        int pr = poll(pfd, (nfds_t)(3 + nnet), wait);
+        int pr = poll(pfd, (nfds_t)(3 + nnet), -1);
         if (pr < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
-        }
-        if (pr == 0) {
-            /* A frozen execd cannot answer: no check while paused. */
-            if (!s->paused && s->entrypoint_id[0] && check_entrypoint(s)) {
-                drain_control(s);
-                return 0;
-            }
-            if (interval < 2000)
-                interval = interval * 2 > 2000 ? 2000 : interval * 2;
-            next_check = kn_now_us() + (uint64_t)interval * 1000;
-            continue;
         }
         if (nnet && s->sb)
             kn_net_handle(kn_sandbox_net(s->sb), pfd + 3, nnet);
@@ -562,17 +671,7 @@ loop(shim_t *s)
             bool done = false;
             kn_sandbox_collect(s->sb, &done);
             if (done) {
-                kn_result_t res = {0};
-                kn_sandbox_finish(s->sb, &res);
-                kn_sandbox_destroy(s->sb);
-                s->sb = NULL;
-                char msg[128];
-                snprintf(msg, sizeof msg, "execd ended with status %d%s", res.exit_code,
-                         res.oom_killed ? " (out of memory)" : "");
-                logf_(s, "%s", msg);
-                write_state(s, res.exit_code ? "Failed" : "Terminated",
-                            res.exit_code ? "CONTAINER_EXITED_ERROR" : "CONTAINER_EXITED", msg,
-                            res.exit_code);
+                ended(s);
                 drain_control(s);
                 return 0;
             }
@@ -582,11 +681,7 @@ loop(shim_t *s)
             if (c >= 0) {
                 int quit = serve_control(s, c);
                 close(c);
-                if (quit == 2 && begin_entrypoint(s) < 0) {
-                    drain_control(s);
-                    return 0;
-                }
-                if (quit == 1)
+                if (quit)
                     return 0;
             }
         }
@@ -632,14 +727,27 @@ kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, int r
         }
         goto out;
     }
-    if (json_object_get(s.spec, "entrypoint"))
-        write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
-    else
+    /* A pool member gets its env and entrypoint when a create claims it. */
+    bool member = !json_object_get(s.spec, "entrypoint");
+    if (!member && set_entrypoint(&s, NULL, &err) < 0) {
+        finish(&s, "Failed", "entrypoint_failed", err.msg);
+        goto out;
+    }
+    if (member)
         write_state(&s, "Warm", "warm", "Ready in a warm pool.", -1000);
+    else
+        write_state(&s, "Running", "CONTAINER_RUNNING", "Sandbox started; execd answers.", -1000);
     logf_(&s, "ready in %.3f ms (sandbox pid %d)", (kn_now_us() - t0) / 1000.0,
           (int)kn_sandbox_pid(s.sb));
+    if (!member && s.ready_fd >= 0) {
+        kn_write_all(s.ready_fd, "ready\n", 6);
+        s.ready_sent = true;
+        await_hangup(s.ready_fd);
+    }
     tell_ready(&s, "ready\n");
-    if (begin_entrypoint(&s) < 0) {
+    /* The shim lives as long as the sandbox: the set-up's stack and heap go. */
+    kn_release_setup_memory();
+    if (!member && begin_entrypoint(&s) < 0) {
         drain_control(&s);
         goto out;
     }
@@ -670,21 +778,33 @@ out:
 int
 kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err)
 {
+    return kn_shim_send(dir, cmd, NULL, 0, timeout_ms, NULL, err);
+}
+
+int
+kn_shim_send(const char *dir, const char *cmd, const char *data, size_t len, int timeout_ms,
+             int *keep, kn_error_t *err)
+{
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, KN_SHIM_SOCK);
+    if (keep)
+        *keep = -1;
     int fd = kn_uclient_connect(path, err);
     if (fd < 0)
         return kn_error_prefix(err, "supervisor");
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char line[64];
-    snprintf(line, sizeof line, "%s\n", cmd);
+    if (data)
+        snprintf(line, sizeof line, "%s %zu\n", cmd, len);
+    else
+        snprintf(line, sizeof line, "%s\n", cmd);
     char reply[KN_ERROR_MSG_MAX + 16] = {0};
-    size_t len = 0;
-    if (kn_write_all(fd, line, strlen(line)) < 0) {
+    if (kn_write_all(fd, line, strlen(line)) < 0 || (data && kn_write_all(fd, data, len) < 0)) {
         close(fd);
         return kn_error_set(err, errno, "supervisor: send");
     }
+    len = 0;
     while (len < sizeof reply - 1) {
         ssize_t n = read(fd, reply + len, sizeof reply - 1 - len);
         if (n < 0 && errno == EINTR)
@@ -692,8 +812,13 @@ kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err)
         if (n <= 0)
             break;
         len += (size_t)n;
+        if (memchr(reply, '\n', len))
+            break; /* the answer is one line; the shim may go on working */
     }
-    close(fd);
+    if (keep)
+        *keep = fd;
+    else
+        close(fd);
     reply[strcspn(reply, "\n")] = '\0';
     if (!strcmp(reply, "ok"))
         return 0;

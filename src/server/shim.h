@@ -3,9 +3,13 @@
  *
  * One shim per sandbox, detached from the server (its own session, parent
  * init), owns the sandbox for its whole life: it spawns a service sandbox
- * whose PID 1 is kennel-execd, waits until execd answers /ping, starts the
- * request's entrypoint through execd, then serves pause/resume/kill on a
- * control socket and records the sandbox's state in its run directory.
+ * whose program is kennel-execd, waits until execd answers /ping, starts the
+ * request's entrypoint through execd as the sandbox's main process (execd
+ * exits with its status when it ends, which ends the sandbox: Terminated on
+ * 0, Failed otherwise), then serves pause/resume/kill/claim on a control
+ * socket and records the sandbox's state in its run directory. A warm pool
+ * member waits without an entrypoint until a claim brings the request (its
+ * env and entrypoint).
  * The server can die and come back: everything it needs is in the run
  * directory and the store.
  *
@@ -13,7 +17,9 @@
  *   spec.json   normalized create request (written by the server)
  *   lock        flock'ed by the shim while it lives
  *   shim.sock   control socket: one line in ("pause", "resume", "kill",
- *               "claim", "snapshot ID"), one line out ("ok" or "error MESSAGE")
+ *               "snapshot ID", or "claim N" followed by N bytes: a create's
+ *               normal form for a warm member), one line out ("ok" or
+ *               "error MESSAGE")
  *   snapshot.json  the last snapshot's result (image digest, counts)
  *   state.json  {"state", "reason", "message", "pid", "pidns", "entrypoint", "exitCode"}
  *   shim.log    the shim's and execd's own output
@@ -50,6 +56,12 @@ int kn_shim_run(const char *dir, const char *execd_path, int ready_timeout_ms, i
 /* Server side. Sends cmd, waits for the answer (timeout_ms). An "error"
  * answer becomes -1 with its message (EBUSY). */
 int kn_shim_call(const char *dir, const char *cmd, int timeout_ms, kn_error_t *err);
+/* The same with a payload: "cmd LEN\n" then the LEN bytes of data. With
+ * keep, the connection stays open once the answer is read (*keep, or -1;
+ * the caller closes it): the shim waits for that hang-up before the work
+ * that follows its answer (a claim's entrypoint). */
+int kn_shim_send(const char *dir, const char *cmd, const char *data, size_t len, int timeout_ms,
+                 int *keep, kn_error_t *err);
 /* True while a shim holds dir's lock. */
 bool kn_shim_alive(const char *dir);
 /* state.json as JSON, or NULL when missing or unreadable. */

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#define STMT_CACHE 32
+
 struct kn_store {
     sqlite3 *db;
     pthread_mutex_t mu;
@@ -25,6 +27,12 @@ struct kn_store {
     pthread_mutex_t ckpt_mu;
     /* Statements of the receipts' hot path, prepared once (under mu). */
     sqlite3_stmt *cached[8];
+    /* The sandboxes' and pools' statements, one per SQL text (the texts are
+     * constants): preparing costs more than running these small ones. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *stmt;
+    } cache[STMT_CACHE];
 };
 
 enum { Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_TAIL, Q_INSERT, Q_COUNT };
@@ -82,6 +90,13 @@ static const char schema[] =
     " spec TEXT NOT NULL,"
     " metadata TEXT NOT NULL DEFAULT '{}');"
     "CREATE INDEX IF NOT EXISTS sandboxes_created ON sandboxes(created_ms);"
+    "CREATE INDEX IF NOT EXISTS sandboxes_warm ON sandboxes(state, reason, created_ms);"
+    "CREATE TABLE IF NOT EXISTS pools ("
+    " name TEXT PRIMARY KEY,"
+    " created_ms INTEGER NOT NULL,"
+    " revision INTEGER NOT NULL DEFAULT 1,"
+    " template TEXT NOT NULL,"
+    " capacity TEXT NOT NULL);"
     /* The Agent Receipts store's table, column for column. */
     "CREATE TABLE IF NOT EXISTS receipts ("
     " id TEXT PRIMARY KEY,"
@@ -108,6 +123,42 @@ now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Under st->mu. A statement from the cache (or newly prepared); give it back
+ * with stmt_put(). */
+static int
+stmt_get(kn_store_t *st, const char *sql, sqlite3_stmt **out)
+{
+    int free_slot = -1;
+    for (int i = 0; i < STMT_CACHE; i++) {
+        if (st->cache[i].sql == sql) {
+            *out = st->cache[i].stmt;
+            return SQLITE_OK;
+        }
+        if (!st->cache[i].sql && free_slot < 0)
+            free_slot = i;
+    }
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, out, NULL);
+    if (rc == SQLITE_OK && free_slot >= 0) {
+        st->cache[free_slot].sql = sql;
+        st->cache[free_slot].stmt = *out;
+    }
+    return rc;
+}
+
+static void
+stmt_put(kn_store_t *st, sqlite3_stmt *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < STMT_CACHE; i++)
+        if (st->cache[i].stmt == s) {
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            return;
+        }
+    stmt_put(st, s);
 }
 
 static int
@@ -213,6 +264,8 @@ kn_store_close(kn_store_t *st)
         return;
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(st->cached[i]);
+    for (int i = 0; i < STMT_CACHE; i++)
+        sqlite3_finalize(st->cache[i].stmt);
     sqlite3_close(st->db);
     sqlite3_close(st->ckpt);
     pthread_mutex_destroy(&st->mu);
@@ -269,8 +322,8 @@ kn_store_insert(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err)
     sqlite3_stmt *s = NULL;
     int ret = -1;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "INSERT INTO sandboxes (" COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?)",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (stmt_get(st, "INSERT INTO sandboxes (" COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?)", &s) !=
+        SQLITE_OK) {
         db_error(st, err, "insert");
         goto out;
     }
@@ -289,7 +342,7 @@ kn_store_insert(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err)
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -301,8 +354,7 @@ kn_store_get(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, k
     int ret = -1;
     *found = false;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", -1, &s,
-                           NULL) != SQLITE_OK) {
+    if (stmt_get(st, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", &s) != SQLITE_OK) {
         db_error(st, err, "get");
         goto out;
     }
@@ -320,7 +372,7 @@ kn_store_get(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, k
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -333,8 +385,8 @@ kn_store_list(kn_store_t *st, kn_store_rec_t **recs, size_t *n, kn_error_t *err)
     size_t len = 0, cap = 0;
     int ret = -1;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT " COLUMNS " FROM sandboxes ORDER BY created_ms DESC, id",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (stmt_get(st, "SELECT " COLUMNS " FROM sandboxes ORDER BY created_ms DESC, id", &s) !=
+        SQLITE_OK) {
         db_error(st, err, "list");
         goto out;
     }
@@ -369,7 +421,7 @@ out:
     for (size_t i = 0; i < len; i++)
         kn_store_rec_free(&v[i]);
     free(v);
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -381,8 +433,7 @@ get_locked(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_
     sqlite3_stmt *s = NULL;
     int ret = -1;
     *found = false;
-    if (sqlite3_prepare_v2(st->db, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", -1, &s,
-                           NULL) != SQLITE_OK) {
+    if (stmt_get(st, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", &s) != SQLITE_OK) {
         db_error(st, err, "get");
         goto out;
     }
@@ -400,7 +451,7 @@ get_locked(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     return ret;
 }
 
@@ -437,7 +488,7 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
             goto out;
         }
     } else {
-        if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        if (stmt_get(st, sql, &s) != SQLITE_OK) {
             db_error(st, err, "update");
             goto out;
         }
@@ -475,7 +526,7 @@ exec_update(kn_store_t *st, const char *sql, const char *const *texts, int ntext
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     if (in_tx) {
         kn_error_t ignored = {0};
         run_cached(st, Q_ROLLBACK, &ignored);
@@ -526,26 +577,35 @@ kn_store_intent(kn_store_t *st, const char *id, const char *what, kn_error_t *er
 }
 
 int
-kn_store_claim(kn_store_t *st, const char *pool_reason, char id[40], bool *found, kn_error_t *err)
+kn_store_claim(kn_store_t *st, const char *pool_reason, kn_store_rec_t *rec, bool *found,
+               kn_error_t *err)
 {
     sqlite3_stmt *s = NULL;
     int ret = -1;
     *found = false;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "UPDATE sandboxes SET state = 'Pending', transition_ms = ? WHERE id = "
-                           "(SELECT id FROM sandboxes WHERE state = 'Warm' AND reason = ? "
-                           "ORDER BY created_ms, id LIMIT 1) RETURNING id",
-                           -1, &s, NULL) != SQLITE_OK) {
+    if (stmt_get(st,
+                 "UPDATE sandboxes SET created_ms = ?, expires_ms = ?, transition_ms = ?, "
+                 "state = ?, reason = ?, message = ?, spec = ?, metadata = ? WHERE id = "
+                 "(SELECT id FROM sandboxes WHERE state = 'Warm' AND reason = ? "
+                 "ORDER BY created_ms, id LIMIT 1) RETURNING id",
+                 &s) != SQLITE_OK) {
         db_error(st, err, "claim");
         goto out;
     }
-    sqlite3_bind_int64(s, 1, now_ms());
-    sqlite3_bind_text(s, 2, pool_reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 1, rec->created_ms);
+    sqlite3_bind_int64(s, 2, rec->expires_ms);
+    sqlite3_bind_int64(s, 3, rec->transition_ms);
+    sqlite3_bind_text(s, 4, rec->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, rec->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, rec->message, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, rec->spec, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 8, rec->metadata ? rec->metadata : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 9, pool_reason, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         const unsigned char *t = sqlite3_column_text(s, 0);
-        snprintf(id, 40, "%s", t ? (const char *)t : "");
+        snprintf(rec->id, sizeof rec->id, "%s", t ? (const char *)t : "");
         *found = t != NULL;
         rc = sqlite3_step(s);
     }
@@ -556,7 +616,7 @@ kn_store_claim(kn_store_t *st, const char *pool_reason, char id[40], bool *found
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -567,11 +627,10 @@ kn_store_update(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err)
     sqlite3_stmt *s = NULL;
     int ret = -1;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(
-            st->db,
-            "UPDATE sandboxes SET created_ms = ?, expires_ms = ?, transition_ms = ?, "
-            "state = ?, reason = ?, message = ?, spec = ?, metadata = ? WHERE id = ?",
-            -1, &s, NULL) != SQLITE_OK) {
+    if (stmt_get(st,
+                 "UPDATE sandboxes SET created_ms = ?, expires_ms = ?, transition_ms = ?, "
+                 "state = ?, reason = ?, message = ?, spec = ?, metadata = ? WHERE id = ?",
+                 &s) != SQLITE_OK) {
         db_error(st, err, "update");
         goto out;
     }
@@ -594,7 +653,7 @@ kn_store_update(kn_store_t *st, const kn_store_rec_t *rec, kn_error_t *err)
     }
     ret = 0;
 out:
-    sqlite3_finalize(s);
+    stmt_put(st, s);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
@@ -605,6 +664,154 @@ kn_store_delete(kn_store_t *st, const char *id, kn_error_t *err)
     kn_store_change_t ch = {.op = KN_STORE_OP_DELETE};
     return exec_update(st, "DELETE FROM sandboxes WHERE id = ?", NULL, 0, 0, 0, id, false, &ch,
                        err);
+}
+
+int
+kn_store_pool_put(kn_store_t *st, const kn_store_pool_t *p, bool create, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    const char *sql = create ? "INSERT INTO pools (name, created_ms, revision, template, capacity) "
+                               "VALUES (?,?,?,?,?)"
+                             : "UPDATE pools SET created_ms = ?2, revision = ?3, template = ?4, "
+                               "capacity = ?5 WHERE name = ?1";
+    if (stmt_get(st, sql, &s) != SQLITE_OK) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, p->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, p->created_ms);
+    sqlite3_bind_int64(s, 3, p->revision);
+    sqlite3_bind_text(s, 4, p->template_json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, p->capacity_json, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_CONSTRAINT) {
+        kn_error_set(err, EEXIST, "pool %s exists", p->name);
+        goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    if (!create && sqlite3_changes(st->db) == 0) {
+        kn_error_set(err, ENOENT, "pool %s not found", p->name);
+        goto out;
+    }
+    ret = 0;
+out:
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_pool_delete(kn_store_t *st, const char *name, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    pthread_mutex_lock(&st->mu);
+    if (stmt_get(st, "DELETE FROM pools WHERE name = ?", &s) != SQLITE_OK) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "pool");
+        goto out;
+    }
+    ret = 0;
+out:
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+int
+kn_store_pool_list(kn_store_t *st, kn_store_pool_t **out, size_t *n, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    kn_store_pool_t *v = NULL;
+    size_t len = 0;
+    int ret = -1, rc;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    if (stmt_get(st,
+                 "SELECT name, created_ms, revision, template, capacity FROM pools "
+                 "ORDER BY created_ms, name",
+                 &s) != SQLITE_OK) {
+        db_error(st, err, "pools");
+        goto out;
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        kn_store_pool_t *g = realloc(v, (len + 1) * sizeof *g);
+        if (!g) {
+            kn_error_set(err, ENOMEM, "pools");
+            goto out;
+        }
+        v = g;
+        kn_store_pool_t *p = &v[len++];
+        memset(p, 0, sizeof *p);
+        const unsigned char *name = sqlite3_column_text(s, 0);
+        snprintf(p->name, sizeof p->name, "%s", name ? (const char *)name : "");
+        p->created_ms = sqlite3_column_int64(s, 1);
+        p->revision = sqlite3_column_int64(s, 2);
+        p->template_json = col_dup(s, 3);
+        p->capacity_json = col_dup(s, 4);
+        if (!p->template_json || !p->capacity_json) {
+            kn_error_set(err, ENOMEM, "pools");
+            goto out;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(st, err, "pools");
+        goto out;
+    }
+    *out = v;
+    *n = len;
+    v = NULL;
+    len = 0;
+    ret = 0;
+out:
+    kn_store_pool_free(v, len);
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
+}
+
+void
+kn_store_pool_free(kn_store_pool_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].template_json);
+        free(v[i].capacity_json);
+    }
+    free(v);
+}
+
+int
+kn_store_delete_warm(kn_store_t *st, const char *id, bool *deleted, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    int ret = -1;
+    *deleted = false;
+    pthread_mutex_lock(&st->mu);
+    if (stmt_get(st, "DELETE FROM sandboxes WHERE id = ? AND state = 'Warm'", &s) != SQLITE_OK) {
+        db_error(st, err, "delete");
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        db_error(st, err, "delete");
+        goto out;
+    }
+    *deleted = sqlite3_changes(st->db) > 0;
+    ret = 0;
+out:
+    stmt_put(st, s);
+    pthread_mutex_unlock(&st->mu);
+    return ret;
 }
 
 /* ---- receipts ---- */

@@ -43,7 +43,6 @@ def test_official_js_sdk(kennel, sdk, pool):
         env = dict(os.environ, KENNEL_DOMAIN=f"127.0.0.1:{s.port}", KENNEL_CLIENT_KEY=API_KEY,
                    OPENSANDBOX_DISABLE_METRICS="1")
         if pool:
-            env["KENNEL_SDK_NO_ENV"] = "1"
             for _ in range(200):  # let the pool fill before the SDK creates
                 if s.request("GET", "/v1/pools/default").json()["status"]["available"] >= 2:
                     break
