@@ -339,8 +339,32 @@ start_entrypoint(shim_t *s, kn_error_t *err)
     return 0;
 }
 
+static void ended(shim_t *s);
+
+/* Whether the sandbox ends within wait_ms (its status is then collected). */
+static bool
+ends_within(shim_t *s, int wait_ms)
+{
+    uint64_t end = kn_now_us() + (uint64_t)wait_ms * 1000;
+    struct pollfd p = {kn_sandbox_syncfd(s->sb), POLLIN, 0};
+    for (uint64_t now = kn_now_us(); now < end; now = kn_now_us()) {
+        int n = poll(&p, 1, (int)((end - now) / 1000) + 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        bool done = false;
+        kn_sandbox_collect(s->sb, &done);
+        if (done)
+            return true;
+    }
+    return false;
+}
+
 /* After the answer: a start that fails ends the sandbox as Failed, as an
- * entrypoint that cannot run ends a container. */
+ * entrypoint that cannot run ends a container. An entrypoint that cannot
+ * start at all (127) makes execd exit at once, which may cut the start's
+ * own answer: then the exit status is the better account. */
 static int
 begin_entrypoint(shim_t *s)
 {
@@ -348,6 +372,10 @@ begin_entrypoint(shim_t *s)
     if (start_entrypoint(s, &err) == 0)
         return 0;
     logf_(s, "entrypoint: %s", err.msg);
+    if (ends_within(s, 2000)) {
+        ended(s);
+        return -1;
+    }
     finish(s, "Failed", "entrypoint_failed", err.msg);
     return -1;
 }
