@@ -433,9 +433,19 @@ write_value(jcs_buf_t *b, const json_t *v, int depth, kn_error_t *err)
         return write_array(b, v, depth, err);
     case JSON_STRING:
         return write_string(b, json_string_value(v), json_string_length(v), err);
-    case JSON_INTEGER:
-        n = kn_jcs_format_number((double)json_integer_value(v), num, sizeof num, err);
+    case JSON_INTEGER: {
+        /* An integer of at most 2^53 in magnitude is a double exactly, and
+         * ECMAScript prints such a number as its decimal digits: the
+         * shortest-digits search (several snprintf/strtod rounds) is only
+         * needed beyond, where the double rounds. */
+        json_int_t iv = json_integer_value(v);
+        if (iv >= -(INT64_C(1) << 53) && iv <= (INT64_C(1) << 53)) {
+            n = snprintf(num, sizeof num, "%" PRId64, (int64_t)iv);
+            return buf_append(b, num, (size_t)n, err);
+        }
+        n = kn_jcs_format_number((double)iv, num, sizeof num, err);
         return n < 0 ? -1 : buf_append(b, num, (size_t)n, err);
+    }
     case JSON_REAL:
         n = kn_jcs_format_number(json_real_value(v), num, sizeof num, err);
         return n < 0 ? -1 : buf_append(b, num, (size_t)n, err);
