@@ -256,10 +256,13 @@ kn_sbx_to_json(const kn_store_rec_t *r, bool with_image)
 }
 
 /* Copies what the shim recorded into the store. A shim that is gone
- * without a final state means the sandbox died with it. */
+ * without a final state means the sandbox died with it. With state_out,
+ * the shim's record read here is handed over (NULL when none was read). */
 static void
-refresh(kn_sbx_t *m, kn_store_rec_t *r)
+refresh(kn_sbx_t *m, kn_store_rec_t *r, json_t **state_out)
 {
+    if (state_out)
+        *state_out = NULL;
     if (terminal(r->state) || !strcmp(r->state, "Pending"))
         return;
     char dir[PATH_MAX];
@@ -286,11 +289,16 @@ refresh(kn_sbx_t *m, kn_store_rec_t *r)
             r->transition_ms = kn_sbx_now_ms();
         }
     }
-    json_decref(st);
+    if (state_out)
+        *state_out = st;
+    else
+        json_decref(st);
 }
 
+/* The sandbox's record, brought up to date with its shim's (whose JSON goes
+ * to *state when state is not NULL; the caller releases it). */
 static int
-load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
+load_state(kn_sbx_t *m, const char *id, kn_store_rec_t *r, json_t **state, kn_error_t *err)
 {
     bool found = false;
     if (!id_ok(id))
@@ -303,8 +311,14 @@ load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
         kn_store_rec_free(r);
         return kn_server_error(err, ENOENT, "sandbox %s not found", id);
     }
-    refresh(m, r);
+    refresh(m, r, state);
     return 0;
+}
+
+static int
+load(kn_sbx_t *m, const char *id, kn_store_rec_t *r, kn_error_t *err)
+{
+    return load_state(m, id, r, NULL, err);
 }
 
 /* Starts `kennel shim` detached (own session, re-parented to init) and
@@ -787,7 +801,8 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
              kn_error_t *err)
 {
     kn_store_rec_t r;
-    if (load(m, id, &r, err) < 0)
+    json_t *st = NULL; /* the shim's record, read once for the state and the namespace */
+    if (load_state(m, id, &r, &st, err) < 0)
         return -1;
     int ret = -1;
     renew_on_access(m, &r);
@@ -796,13 +811,12 @@ kn_sbx_execd(kn_sbx_t *m, const char *id, char *sock, size_t socklen, char *pidn
     } else {
         char dir[PATH_MAX];
         kn_sbx_run_dir(m, id, dir, sizeof dir);
-        json_t *st = kn_shim_state(dir);
         const char *ns = json_string_value(json_object_get(st, "pidns"));
         snprintf(pidns, nslen, "%s", ns ? ns : "");
         snprintf(sock, socklen, "%s/%s", dir, KN_SHIM_EXECD_SOCK);
-        json_decref(st);
         ret = pidns[0] ? 0 : kn_error_set(err, EIO, "sandbox %s: no recorded namespace", id);
     }
+    json_decref(st);
     kn_store_rec_free(&r);
     return ret;
 }
@@ -911,7 +925,7 @@ kn_sbx_reap(kn_sbx_t *m, int max_wait_ms)
                 kn_sbx_log("info", "expired", r->id, NULL);
             gone = true;
         } else {
-            refresh(m, r);
+            refresh(m, r, NULL);
             if (r->expires_ms && r->expires_ms < next)
                 next = r->expires_ms;
         }
@@ -1011,7 +1025,7 @@ adopt(kn_sbx_t *m)
         else if (!strcmp(r->state, "Warm"))
             kn_sbx_warm_gone(m, r);
         else
-            refresh(m, r);
+            refresh(m, r, NULL);
         kn_store_rec_free(r);
     }
     free(recs);
