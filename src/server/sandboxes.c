@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -131,24 +130,7 @@ kn_sbx_parse_time(const char *s, int64_t *ms)
     return 0;
 }
 
-static void
-new_id(char out[40])
-{
-    unsigned char b[16];
-    size_t got = 0;
-    while (got < sizeof b) {
-        ssize_t n = getrandom(b + got, sizeof b - got, 0);
-        if (n > 0)
-            got += (size_t)n;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
-}
-
-/* Ids come from URLs: only what new_id() makes can name a run directory. */
+/* Ids come from URLs: only what kn_server_new_id() makes can name a run directory. */
 static bool
 id_ok(const char *id)
 {
@@ -463,7 +445,7 @@ kn_sbx_provision(kn_sbx_t *m, const json_t *spec, const char *state, const char 
     char dir[PATH_MAX], sbdir[PATH_MAX], path[PATH_MAX];
     bool made = false, stored = false;
     int ret = -1, ready_fd = -1;
-    new_id(rec->id);
+    kn_server_new_id(rec->id);
     kn_sbx_creating_mark(m, rec->id, true);
     kn_sbx_run_dir(m, rec->id, dir, sizeof dir);
     snprintf(sbdir, sizeof sbdir, "%s/%s", dir, KN_SHIM_SANDBOX);

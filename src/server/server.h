@@ -72,6 +72,9 @@ typedef struct kn_server_cfg {
 int kn_server_error(kn_error_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A random (version 4) UUID, the ids of sandboxes and snapshots. */
+void kn_server_new_id(char out[40]);
+
 /* Fills defaults. */
 void kn_server_cfg_init(kn_server_cfg_t *cfg);
 /* Reads a JSON config file into cfg (keys: listen, db, runDir, execd,

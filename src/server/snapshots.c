@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -236,23 +235,6 @@ id_ok(const char *id)
     return true;
 }
 
-static void
-new_id(char out[40])
-{
-    unsigned char b[16];
-    size_t got = 0;
-    while (got < sizeof b) {
-        ssize_t n = getrandom(b + got, sizeof b - got, 0);
-        if (n > 0)
-            got += (size_t)n;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
-}
-
 /* --- capture ---------------------------------------------------------------- */
 
 typedef struct job {
@@ -382,7 +364,7 @@ kn_snaps_create(kn_snaps_t *s, const char *sandbox_id, const json_t *body, json_
     }
     json_decref(sb);
     snap_rec_t r = {0};
-    new_id(r.id);
+    kn_server_new_id(r.id);
     snprintf(r.sandbox_id, sizeof r.sandbox_id, "%s", sandbox_id);
     snprintf(r.state, sizeof r.state, "Creating");
     r.created_ms = r.transition_ms = kn_sbx_now_ms();

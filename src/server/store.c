@@ -351,32 +351,14 @@ out:
     return ret;
 }
 
+static int get_locked(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found,
+                      kn_error_t *err);
+
 int
 kn_store_get(kn_store_t *st, const char *id, kn_store_rec_t *rec, bool *found, kn_error_t *err)
 {
-    sqlite3_stmt *s = NULL;
-    int ret = -1;
-    *found = false;
     pthread_mutex_lock(&st->mu);
-    if (stmt_get(st, "SELECT " COLUMNS " FROM sandboxes WHERE id = ?", &s) != SQLITE_OK) {
-        db_error(st, err, "get");
-        goto out;
-    }
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        if (row_to_rec(s, rec) < 0) {
-            kn_error_set(err, ENOMEM, "store: get");
-            goto out;
-        }
-        *found = true;
-    } else if (rc != SQLITE_DONE) {
-        db_error(st, err, "get");
-        goto out;
-    }
-    ret = 0;
-out:
-    stmt_put(st, s);
+    int ret = get_locked(st, id, rec, found, err);
     pthread_mutex_unlock(&st->mu);
     return ret;
 }
