@@ -249,11 +249,16 @@ refresh(kn_sbx_t *m, kn_store_rec_t *r, json_t **state_out)
         return;
     char dir[PATH_MAX];
     kn_sbx_run_dir(m, r->id, dir, sizeof dir);
+    /* Alive first, then the record: a shim writes its final state before
+     * it lets go of its lock, so a shim found gone left its last word in
+     * the file read after. (The other order raced: a record read just
+     * before the final write, then the lock found free, made a clean exit
+     * look like a dead supervisor.) */
+    bool alive = kn_shim_alive(dir);
     json_t *st = kn_shim_state(dir);
     const char *s = json_string_value(json_object_get(st, "state"));
     const char *reason = json_string_value(json_object_get(st, "reason"));
     const char *msg = json_string_value(json_object_get(st, "message"));
-    bool alive = kn_shim_alive(dir);
     if (!alive && (!s || !terminal(s))) {
         s = "Failed";
         reason = "runtime_error";

@@ -53,7 +53,7 @@ def test_entrypoint_exit_ends_the_sandbox(fresh_server, pooled):
                         "cat /tmp/seen")
     assert out == ["hi there"], out
     got = wait_state(s, ok, {"Terminated", "Failed"})
-    assert got["status"]["state"] == "Terminated", got
+    assert got["status"]["state"] == "Terminated", got["status"]
     assert got["status"]["reason"] == "CONTAINER_EXITED"
     assert "status 0" in got["status"]["message"]
     got = wait_state(s, bad, {"Terminated", "Failed"})
