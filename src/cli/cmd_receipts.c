@@ -33,14 +33,15 @@ usage(FILE *f)
             "link of each chain, and names the first break. FILE (\"-\": stdin) holds JSON\n"
             "lines or a JSON array of receipts (each chain contiguous, in order); DB is the\n"
             "server's SQLite file, whose rows are also checked against their receipts and\n"
-            "whose chains must end with a terminal receipt once their sandbox is gone.\n"
+            "whose chains must end with a terminal receipt once their sandbox (snapshot) is\n"
+            "gone.\n"
             "\n"
             "key (one of; default for a DB: the keyring receipts.key.pub beside it):\n"
             "  --public-key uKEY        issuer public key, multibase base64url\n"
             "  --public-key-file FILE   a PEM public key, a keyring of several, or uKEY\n"
             "  --key FILE               the host's private key file (mode 0600)\n"
             "options:\n"
-            "  --chain ID               only this chain (chain id or sandbox id)\n"
+            "  --chain ID               only this chain (chain, sandbox or snapshot id)\n"
             "  --expect-length N        the chain must have N receipts\n"
             "  --expect-head HASH       the last receipt must hash to HASH\n"
             "  --require-terminal       the last receipt must close the chain\n"
@@ -265,7 +266,7 @@ chain_of(const json_t *r)
         json_object_get(json_object_get(r, "credentialSubject"), "chain"), "chain_id"));
 }
 
-/* --chain takes a chain id or a sandbox id. */
+/* --chain takes a chain id, a sandbox id or a snapshot id. */
 static bool
 chain_wanted(const verify_args_t *a, const char *chain)
 {
@@ -275,7 +276,8 @@ chain_wanted(const verify_args_t *a, const char *chain)
         return false;
     if (!strcmp(a->chain, chain))
         return true;
-    return !strncmp(chain, "kennel/sandbox/", 15) && !strcmp(chain + 15, a->chain);
+    return (!strncmp(chain, "kennel/sandbox/", 15) && !strcmp(chain + 15, a->chain)) ||
+           (!strncmp(chain, "kennel/snapshot/", 16) && !strcmp(chain + 16, a->chain));
 }
 
 /* Verifies one chain under the key of the keyring that signed its first
@@ -448,11 +450,13 @@ verify_db(const verify_args_t *a)
             json_t *r = kn_jcs_parse(rows[i].receipt_json, strlen(rows[i].receipt_json), &e);
             json_array_append_new(receipts, r ? r : json_null());
         }
-        /* A chain whose sandbox is gone has ended: it must say so. */
+        /* A chain whose sandbox (snapshot) is gone has ended: it must say so. */
         kn_receipt_chain_expect_t expect = a->expect;
         bool found = true;
-        if (!strncmp(chains[c], "kennel/sandbox/", 15) &&
-            kn_store_has_sandbox(st, chains[c] + 15, &found, &err) == 0 && !found)
+        if ((!strncmp(chains[c], "kennel/sandbox/", 15) &&
+             kn_store_has_sandbox(st, chains[c] + 15, &found, &err) == 0 && !found) ||
+            (!strncmp(chains[c], "kennel/snapshot/", 16) &&
+             kn_store_has_snapshot(st, chains[c] + 16, &found, &err) == 0 && !found))
             expect.require_terminal = true;
         int rc = check_rows(a, chains[c], rows, n, receipts);
         if (rc == 0)
@@ -504,13 +508,17 @@ export_server(const char *server, const char *chain)
     json_t *v;
     json_array_foreach(ids, i, v)
     {
-        const char *id = json_string_value(v);
-        if (!strncmp(id, "kennel/sandbox/", 15))
+        const char *id = json_string_value(v), *kind = "sandboxes";
+        if (!strncmp(id, "kennel/sandbox/", 15)) {
             id += 15;
+        } else if (!strncmp(id, "kennel/snapshot/", 16)) {
+            id += 16;
+            kind = "snapshots";
+        }
         uint64_t after = 0;
         for (;;) {
             char path[256];
-            snprintf(path, sizeof path, "/v1/sandboxes/%s/receipts?after=%llu&limit=500", id,
+            snprintf(path, sizeof path, "/v1/%s/%s/receipts?after=%llu&limit=500", kind, id,
                      (unsigned long long)after);
             if (kn_client_call(&cl, "GET", path, NULL, &out, &err) < 0) {
                 json_decref(ids);

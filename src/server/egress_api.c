@@ -13,6 +13,7 @@
 
 #include "egress.h"
 #include "netpolicy.h"
+#include "receipts.h"
 #include "shim.h"
 
 #define ENFORCEMENT "dns+nft"
@@ -169,9 +170,9 @@ current(const char *dir)
     return pol;
 }
 
-/* Every change of a sandbox's policy passes here, once it is in force.
- * Receipts (DESIGN §6) sign it at this call site: the sandbox, the
- * request, the policy before and after. Today it is logged. */
+/* Every change of a sandbox's policy passes here, once it is in force: a
+ * log line with the policy before and after (the receipts of change() sign
+ * the request and the policy after). */
 static void
 policy_changed(kn_req_t *r, const char *id, const json_t *before, const json_t *after)
 {
@@ -204,10 +205,24 @@ parse_body(kn_req_t *r, kn_error_t *err)
     return j;
 }
 
+/* The receipt of a policy change (docs/receipts.md): system.settings.modify
+ * in the sandbox's chain; parameters the method and the request body,
+ * response the policy in force after. */
+static int
+receipt_begin(kn_srv_t *s, kn_req_t *r, bool patch, const json_t *body, kn_rcpt_act_t *a,
+              kn_error_t *err)
+{
+    kn_rcpt_act_init(a, "system.settings.modify", "high", "kennel:egress", "/policy", r->sandbox_id,
+                     NULL);
+    return kn_rcpt_act_begin(
+        s->receipts, a, json_pack("{s:s, s:O}", "method", patch ? "PATCH" : "DELETE", "body", body),
+        err);
+}
+
 static enum MHD_Result
 change(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *dir, bool patch)
 {
-    (void)s;
+    kn_rcpt_act_t act = {0};
     kn_error_t err = {0};
     json_t *body = parse_body(r, &err);
     if (!body)
@@ -236,14 +251,22 @@ change(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *dir, bool
     } else if (json_array_size(json_object_get(next, "egress")) > KN_MAX_NET_RULES) {
         kn_server_error(&err, EINVAL, "the policy would have more than %d rules", KN_MAX_NET_RULES);
         ret = fail(c, r, &err);
+    } else if (receipt_begin(s, r, patch, body, &act, &err) < 0) {
+        ret = fail(c, r, &err); /* no receipt, no change */
     } else if (kn_egress_write(dir, KN_EGRESS_REQUEST, next, &err) < 0 ||
                kn_shim_call(dir, "policy", 15000, &err) < 0) {
         kn_error_prefix(&err, "apply the policy");
         if (err.code == EBUSY || err.code == EINVAL)
             err.code = EIO; /* the request was valid: the sandbox failed to apply it */
+        kn_rcpt_act_end(&act, NULL, err.msg);
         ret = fail(c, r, &err);
     } else {
         json_t *now = current(dir);
+        json_t *resp = json_pack("{s:O}", "policy", now ? now : next);
+        /* The outcome is written before the answer goes out; if it cannot
+         * be, the change stands (it is done) and the drop is recorded. */
+        kn_rcpt_act_end(&act, resp, NULL);
+        json_decref(resp);
         policy_changed(r, r->sandbox_id, cur, now ? now : next);
         ret = status_reply(c, r, now ? now : next, ENFORCEMENT, NULL);
         json_decref(now);

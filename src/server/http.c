@@ -486,8 +486,8 @@ kn_http_access(void *cls, struct MHD_Connection *c, const char *url, const char 
         return kn_http_error(c, r, 413, "REQUEST_TOO_LARGE", msg);
     }
     kn_rcpt_request_begin(s->receipts, r->principal);
-    /* The egress API's policy changes are signed at egress_api.c's
-     * policy_changed(), within this request. */
+    /* The egress API's policy changes get their receipts in egress_api.c's
+     * change(), within this request. */
     enum MHD_Result ret = r->egress_rest ? kn_egress_route(s, c, r, method, r->egress_rest)
                                          : kn_routes_dispatch(s, c, r, method, url);
     kn_rcpt_request_end(s->receipts, r->status);

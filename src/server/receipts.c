@@ -22,6 +22,8 @@
 #define MAX_DROPS 256
 #define MAX_KEYS 64
 #define LIFECYCLE "kennel:lifecycle"
+#define SANDBOX_CHAINS "kennel/sandbox/"
+#define SNAPSHOT_CHAINS "kennel/snapshot/"
 
 /* What the last receipt of a chain says, kept so that the next receipt need
  * not parse it: used only when the store's tail still has that sequence
@@ -127,7 +129,53 @@ uuid_v4(char out[37])
 void
 kn_rcpt_chain_id(const char *sandbox_id, char *out, size_t size)
 {
-    snprintf(out, size, "kennel/sandbox/%s", sandbox_id);
+    snprintf(out, size, SANDBOX_CHAINS "%s", sandbox_id);
+}
+
+void
+kn_rcpt_snapshot_chain_id(const char *snapshot_id, char *out, size_t size)
+{
+    snprintf(out, size, SNAPSHOT_CHAINS "%s", snapshot_id);
+}
+
+/* Whose chain a receipt goes to: a sandbox's, or a snapshot's (its
+ * issuer.runtime names the snapshot and the sandbox it was taken of). */
+typedef struct subject {
+    char chain_id[96];
+    char sandbox[40];  /* "" for a snapshot chain known only by its id */
+    char snapshot[40]; /* "" for a sandbox's chain */
+} subject_t;
+
+static void
+subject_sandbox(subject_t *s, const char *id)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->sandbox, sizeof s->sandbox, "%s", id);
+    kn_rcpt_chain_id(id, s->chain_id, sizeof s->chain_id);
+}
+
+static void
+subject_snapshot(subject_t *s, const char *snapshot, const char *sandbox)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->snapshot, sizeof s->snapshot, "%s", snapshot);
+    snprintf(s->sandbox, sizeof s->sandbox, "%s", sandbox ? sandbox : "");
+    kn_rcpt_snapshot_chain_id(snapshot, s->chain_id, sizeof s->chain_id);
+}
+
+/* The subject of a stored chain id; false for chains this server does not
+ * make. */
+static bool
+subject_of_chain(subject_t *s, const char *chain_id)
+{
+    size_t ls = strlen(SANDBOX_CHAINS), ln = strlen(SNAPSHOT_CHAINS);
+    if (!strncmp(chain_id, SANDBOX_CHAINS, ls) && chain_id[ls])
+        subject_sandbox(s, chain_id + ls);
+    else if (!strncmp(chain_id, SNAPSHOT_CHAINS, ln) && chain_id[ln])
+        subject_snapshot(s, chain_id + ln, NULL);
+    else
+        return false;
+    return true;
 }
 
 void
@@ -275,21 +323,24 @@ typedef struct chain_at {
 } chain_at_t;
 
 static int
-open_chain(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const char *principal,
+open_chain(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const char *principal,
            chain_at_t *at, kn_error_t *err)
 {
     uint64_t seq = 0;
     char hash[KN_RECEIPT_HASH_SIZE] = "", issuer[256];
     char *json = NULL;
     bool found = false;
+    json_t *runtime = NULL;
     memset(at, 0, sizeof *at);
-    kn_rcpt_chain_id(sandbox, at->chain_id, sizeof at->chain_id);
+    snprintf(at->chain_id, sizeof at->chain_id, "%s", sub->chain_id);
     if (kn_store_tx_tail(tx, at->chain_id, &seq, hash, sizeof hash, &json, &found, err) < 0)
         return -1;
     snprintf(issuer, sizeof issuer, "%s", r->issuer);
     snprintf(at->principal, sizeof at->principal, "%s",
              principal ? principal : "urn:kennel:server");
-    tail_memo_t *m = found ? memo_find(r, at->chain_id) : NULL;
+    /* A snapshot chain known by its id alone takes its runtime from its tail. */
+    bool need_runtime = !sub->sandbox[0];
+    tail_memo_t *m = found && !need_runtime ? memo_find(r, at->chain_id) : NULL;
     if (m && m->sequence == seq && !strcmp(m->hash, hash)) {
         free(json);
         snprintf(issuer, sizeof issuer, "%s", m->issuer);
@@ -312,10 +363,15 @@ open_chain(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const char *pri
         if (!principal && pr)
             snprintf(at->principal, sizeof at->principal, "%s", pr);
         at->ended = json_is_true(json_object_get(json_object_get(cs, "chain"), "terminal"));
+        if (need_runtime)
+            runtime = json_incref(json_object_get(json_object_get(tail, "issuer"), "runtime"));
         json_decref(tail);
         at->exists = true;
     }
-    json_t *runtime = json_pack("{s:s}", "sandbox_id", sandbox);
+    if (!runtime && sub->snapshot[0])
+        runtime = json_pack("{s:s, s:s}", "sandbox_id", sub->sandbox, "snapshot_id", sub->snapshot);
+    else if (!runtime)
+        runtime = json_pack("{s:s}", "sandbox_id", sub->sandbox);
     kn_receipt_chain_config_t cfg = {.issuer_id = issuer,
                                      .issuer_name = "Kennel",
                                      .runtime = runtime,
@@ -338,13 +394,13 @@ open_chain(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const char *pri
  * only to an existing chain (*skipped otherwise). A chain that ended is
  * *skipped too; the caller decides whether that is an error. */
 static int
-append(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const kn_receipt_action_t *a,
+append(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const kn_receipt_action_t *a,
        const char *principal, bool need_chain, bool *skipped, kn_error_t *err)
 {
     chain_at_t at;
     int ret = -1;
     *skipped = false;
-    if (open_chain(r, tx, sandbox, principal, &at, err) < 0)
+    if (open_chain(r, tx, sub, principal, &at, err) < 0)
         goto out;
     if ((!at.exists && need_chain) || at.ended) {
         *skipped = true;
@@ -382,12 +438,12 @@ out:
  * call in flight, an intent whose action never finished), except the one
  * with correlation id keep, with a failure outcome saying why. */
 static int
-close_unanswered(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const char *keep,
+close_unanswered(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const char *keep,
                  const char *why, kn_error_t *err)
 {
-    char chain_id[96], **corrs = NULL, **jsons = NULL;
+    char **corrs = NULL, **jsons = NULL;
+    const char *chain_id = sub->chain_id;
     size_t n = 0;
-    kn_rcpt_chain_id(sandbox, chain_id, sizeof chain_id);
     if (kn_store_tx_unanswered(tx, chain_id, NULL, &corrs, &jsons, &n, err) < 0)
         return -1;
     int ret = 0;
@@ -410,7 +466,7 @@ close_unanswered(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, const cha
         if (!a.type)
             ret = kn_error_set(err, EINVAL, "a pending receipt of %s has no action type", chain_id);
         else
-            ret = append(r, tx, sandbox, &a, NULL, true, &skipped, err);
+            ret = append(r, tx, sub, &a, NULL, true, &skipped, err);
         json_decref(p);
     }
     kn_store_strings_free(corrs, n);
@@ -501,7 +557,9 @@ lifecycle(kn_rcpt_t *r, kn_store_tx_t *tx, const char *id, const char *type, con
                              .chain_status = chain_status,
                              .correlation_id = corr};
     bool skipped;
-    int rc = append(r, tx, id, &a, principal_now(r), need_chain, &skipped, err);
+    subject_t sub;
+    subject_sandbox(&sub, id);
+    int rc = append(r, tx, &sub, &a, principal_now(r), need_chain, &skipped, err);
     json_decref(params);
     json_decref(response);
     return rc;
@@ -522,7 +580,9 @@ terminal_step(kn_rcpt_t *r, kn_store_tx_t *tx, const kn_store_change_t *ch, kn_e
         type = !strcmp(ch->state, "Failed") ? T_FAIL : T_EXIT;
         uuid_v4(corr);
     }
-    if (close_unanswered(r, tx, id, corr, "the sandbox ended before the outcome was observed",
+    subject_t sub;
+    subject_sandbox(&sub, id);
+    if (close_unanswered(r, tx, &sub, corr, "the sandbox ended before the outcome was observed",
                          err) < 0)
         return -1;
     if (del)
@@ -663,7 +723,9 @@ fail_intent_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     int rc = 0;
     if (n) {
         snprintf(why, sizeof why, "the action failed (HTTP %u)", f->status);
-        rc = close_unanswered(r, tx, ctx.intent_sandbox, NULL, why, err);
+        subject_t sub;
+        subject_sandbox(&sub, ctx.intent_sandbox);
+        rc = close_unanswered(r, tx, &sub, NULL, why, err);
     }
     kn_store_strings_free(corrs, n);
     kn_store_strings_free(jsons, n);
@@ -753,8 +815,10 @@ call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
 {
     call_step_t *s = arg;
     bool skipped;
+    subject_t sub;
+    subject_sandbox(&sub, s->c->sandbox);
     tx_start(s->c->r);
-    if (append(s->c->r, tx, s->c->sandbox, &s->a, s->c->principal, false, &skipped, err) < 0)
+    if (append(s->c->r, tx, &sub, &s->a, s->c->principal, false, &skipped, err) < 0)
         return -1;
     if (skipped && !s->outcome)
         return kn_server_error(err, EBUSY, "sandbox %s has ended (its receipt chain is closed)",
@@ -851,6 +915,138 @@ kn_rcpt_call_free(kn_rcpt_call_t *c)
     free(c);
 }
 
+/* ---- server actions that change no sandbox row ------------------------------ */
+
+void
+kn_rcpt_act_init(kn_rcpt_act_t *a, const char *type, const char *risk, const char *system,
+                 const char *resource, const char *sandbox_id, const char *snapshot_id)
+{
+    memset(a, 0, sizeof *a);
+    a->type = type;
+    a->risk = risk;
+    a->system = system;
+    snprintf(a->resource, sizeof a->resource, "%s", resource);
+    snprintf(a->sandbox, sizeof a->sandbox, "%s", sandbox_id ? sandbox_id : "");
+    snprintf(a->snapshot, sizeof a->snapshot, "%s", snapshot_id ? snapshot_id : "");
+}
+
+typedef struct act_step {
+    step_t s;
+    kn_rcpt_act_t *a;
+    const json_t *response;
+    const char *error;
+    bool outcome;
+} act_step_t;
+
+static void
+act_subject(const kn_rcpt_act_t *a, bool mirror, subject_t *sub)
+{
+    if (a->snapshot[0] && (!a->mirror || mirror))
+        subject_snapshot(sub, a->snapshot, a->sandbox);
+    else
+        subject_sandbox(sub, a->sandbox);
+}
+
+static int
+act_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
+{
+    act_step_t *s = arg;
+    kn_rcpt_act_t *a = s->a;
+    kn_rcpt_t *r = s->s.r;
+    bool fail = s->error != NULL;
+    kn_receipt_action_t ra = {.type = a->type,
+                              .risk_level = a->risk,
+                              .parameters = a->params,
+                              .response = s->outcome ? s->response : NULL,
+                              .target_system = a->system,
+                              .target_resource = a->resource,
+                              .status = !s->outcome ? "pending"
+                                        : fail      ? "failure"
+                                                    : "success",
+                              .error = s->error,
+                              .terminal = s->outcome && !fail && a->terminal,
+                              .chain_status =
+                                  s->outcome && !fail && a->terminal ? "complete" : NULL,
+                              .correlation_id = a->corr};
+    subject_t sub;
+    bool skipped;
+    tx_start(r);
+    act_subject(a, false, &sub);
+    /* A snapshot's own chain may begin with its deletion (taken before
+     * receipts, or by a server without them); a sandbox's must exist. */
+    if (append(r, tx, &sub, &ra, a->principal, !a->snapshot[0] || a->mirror, &skipped, err) < 0)
+        return -1;
+    if (skipped && !s->outcome)
+        return kn_server_error(err, EBUSY, "%s has ended (its receipt chain is closed)",
+                               sub.chain_id);
+    if (s->outcome && a->mirror) {
+        /* The outcome of a capture also opens the snapshot's own chain. */
+        act_subject(a, true, &sub);
+        ra.correlation_id = a->corr;
+        if (append(r, tx, &sub, &ra, a->principal, false, &skipped, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int
+kn_rcpt_act_begin(kn_rcpt_t *r, kn_rcpt_act_t *a, json_t *params, kn_error_t *err)
+{
+    a->r = r;
+    if (!r) {
+        json_decref(params);
+        return 0;
+    }
+    a->params = params ? params : json_object();
+    if (!a->params)
+        return kn_error_set(err, ENOMEM, "receipts");
+    if (ctx.active && ctx.r == r) {
+        snprintf(a->principal, sizeof a->principal, "%s", ctx.principal);
+        memcpy(a->corr, ctx.corr, sizeof a->corr);
+    } else {
+        snprintf(a->principal, sizeof a->principal, "urn:kennel:server");
+        uuid_v4(a->corr);
+    }
+    act_step_t s = {.a = a};
+    if (run(r, act_tx, &s.s, err) < 0) {
+        if (err->code != EBUSY)
+            r->refused++;
+        json_decref(a->params);
+        a->params = NULL;
+        kn_error_prefix(err, "receipts");
+        return tag(err);
+    }
+    a->begun = true;
+    r->pending_open++;
+    return 0;
+}
+
+int
+kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error)
+{
+    kn_rcpt_t *r = a->r;
+    if (!r || !a->begun)
+        return 0;
+    kn_error_t err = {0};
+    act_step_t s = {.a = a, .outcome = true, .response = response, .error = error};
+    int rc = run(r, act_tx, &s.s, &err);
+    if (rc < 0) {
+        subject_t sub;
+        act_subject(a, false, &sub);
+        drop_add(r, sub.chain_id, 1);
+        r->dropped++;
+        fprintf(stderr,
+                "{\"level\":\"error\",\"msg\":\"an outcome receipt was dropped\","
+                "\"chainId\":\"%s\",\"detail\":\"%s\"}\n",
+                sub.chain_id, err.msg);
+    }
+    r->pending_open--;
+    a->begun = false;
+    json_decref(a->params);
+    a->params = NULL;
+    return rc < 0 ? -1 : 0;
+}
+
 /* ---- keys --------------------------------------------------------------- */
 
 static int
@@ -916,12 +1112,12 @@ rotate_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
         return -1;
     int ret = 0;
     for (size_t i = 0; i < n && ret == 0; i++) {
-        const char *sandbox = ids[i] + strlen("kennel/sandbox/");
-        if (strncmp(ids[i], "kennel/sandbox/", 15))
+        subject_t sub;
+        if (!subject_of_chain(&sub, ids[i]))
             continue;
         chain_at_t at;
         char hash[KN_RECEIPT_HASH_SIZE];
-        if ((ret = open_chain(r, tx, sandbox, NULL, &at, err)) < 0)
+        if ((ret = open_chain(r, tx, &sub, NULL, &at, err)) < 0)
             break;
         if (!at.ended) {
             json_t *rec = kn_receipt_chain_rotate(at.chain, s->next, NULL, hash, err);
@@ -1015,10 +1211,11 @@ recover_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
         return -1;
     int ret = 0;
     for (size_t i = 0; i < n && ret == 0; i++) {
-        if (strncmp(ids[i], "kennel/sandbox/", 15))
+        subject_t sub;
+        if (!subject_of_chain(&sub, ids[i]))
             continue;
         long before = r->tx_written;
-        ret = close_unanswered(r, tx, ids[i] + 15, NULL,
+        ret = close_unanswered(r, tx, &sub, NULL,
                                "the server stopped before the outcome was observed", err);
         s->closed += (size_t)(r->tx_written - before);
     }
@@ -1131,19 +1328,18 @@ kn_rcpt_close(kn_rcpt_t *r)
 
 /* ---- API ---------------------------------------------------------------- */
 
-int
-kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit, json_t **out,
-             kn_error_t *err)
+static int
+page(kn_rcpt_t *r, const char *what, const char *key, const char *id, const char *chain_id,
+     uint64_t after, size_t limit, json_t **out, kn_error_t *err)
 {
-    char chain_id[96], **jsons = NULL;
+    char **jsons = NULL;
     size_t n = 0;
-    kn_rcpt_chain_id(sandbox_id, chain_id, sizeof chain_id);
     /* One more than asked: whether there is a next page. */
     if (kn_store_receipts(r->store, chain_id, after, limit + 1, &jsons, &n, err) < 0)
         return -1;
     if (n == 0 && after == 0) {
         kn_store_strings_free(jsons, n);
-        return kn_server_error(err, ENOENT, "sandbox %s has no receipts", sandbox_id);
+        return kn_server_error(err, ENOENT, "%s %s has no receipts", what, id);
     }
     bool more = n > limit;
     if (more)
@@ -1159,10 +1355,28 @@ kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit,
         json_array_append_new(items, rec ? rec : json_null());
     }
     kn_store_strings_free(jsons, more ? n + 1 : n);
-    *out = json_pack("{s:s, s:s, s:o, s:{s:I, s:I, s:b, s:I}}", "sandboxId", sandbox_id, "chainId",
-                     chain_id, "items", items, "pagination", "after", (json_int_t)after, "limit",
+    *out = json_pack("{s:s, s:s, s:o, s:{s:I, s:I, s:b, s:I}}", key, id, "chainId", chain_id,
+                     "items", items, "pagination", "after", (json_int_t)after, "limit",
                      (json_int_t)limit, "hasMore", more, "next", (json_int_t)last);
     return *out ? 0 : kn_error_set(err, ENOMEM, "receipts");
+}
+
+int
+kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit, json_t **out,
+             kn_error_t *err)
+{
+    char chain_id[96];
+    kn_rcpt_chain_id(sandbox_id, chain_id, sizeof chain_id);
+    return page(r, "sandbox", "sandboxId", sandbox_id, chain_id, after, limit, out, err);
+}
+
+int
+kn_rcpt_snapshot_page(kn_rcpt_t *r, const char *snapshot_id, uint64_t after, size_t limit,
+                      json_t **out, kn_error_t *err)
+{
+    char chain_id[96];
+    kn_rcpt_snapshot_chain_id(snapshot_id, chain_id, sizeof chain_id);
+    return page(r, "snapshot", "snapshotId", snapshot_id, chain_id, after, limit, out, err);
 }
 
 int

@@ -76,6 +76,34 @@ int kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete);
 int kn_rcpt_call_finish(void *call);
 void kn_rcpt_call_free(kn_rcpt_call_t *c);
 
+/* An action of the server that changes no sandbox row: an egress policy
+ * change, a snapshot's capture or deletion. Its "pending" receipt is
+ * written before the action is done (begin; -1: do not do it, KN_RCPT_ERRNO,
+ * or EBUSY when the chain has ended) and its outcome after (end; a drop,
+ * counted and recorded, when it cannot be written). Principal and
+ * correlation id are the request's (begin runs in the request's thread);
+ * end may run in another thread. The receipts go to the sandbox's chain;
+ * with snapshot set, to the snapshot's own chain ("kennel/snapshot/<id>"),
+ * or with mirror, the outcome to both (a capture opens the snapshot's
+ * chain). With terminal, a successful outcome ends the chain. */
+typedef struct kn_rcpt_act {
+    kn_rcpt_t *r;
+    const char *type, *risk, *system;
+    char resource[96];
+    char sandbox[40], snapshot[40];
+    bool mirror, terminal;
+    char principal[96], corr[37];
+    json_t *params;
+    bool begun;
+} kn_rcpt_act_t;
+
+void kn_rcpt_act_init(kn_rcpt_act_t *a, const char *type, const char *risk, const char *system,
+                      const char *resource, const char *sandbox_id, const char *snapshot_id);
+/* Takes params (NULL: {}); r NULL (receipts off): nothing, 0. */
+int kn_rcpt_act_begin(kn_rcpt_t *r, kn_rcpt_act_t *a, json_t *params, kn_error_t *err);
+/* error NULL: success. Does nothing unless begin wrote the pending one. */
+int kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error);
+
 /* Prometheus lines: receipts written, actions refused, drops. */
 void kn_rcpt_metrics(kn_rcpt_t *r, char *buf, size_t size);
 
@@ -83,6 +111,9 @@ void kn_rcpt_metrics(kn_rcpt_t *r, char *buf, size_t size);
  * limit. ENOENT when the sandbox never had a chain. */
 int kn_rcpt_page(kn_rcpt_t *r, const char *sandbox_id, uint64_t after, size_t limit, json_t **out,
                  kn_error_t *err);
+/* GET /v1/snapshots/{id}/receipts: the same for a snapshot's chain. */
+int kn_rcpt_snapshot_page(kn_rcpt_t *r, const char *snapshot_id, uint64_t after, size_t limit,
+                          json_t **out, kn_error_t *err);
 /* GET /v1/receipts/keys: the keyring, oldest first; current key marked. */
 int kn_rcpt_keys(kn_rcpt_t *r, json_t **out, kn_error_t *err);
 /* POST /v1/receipts/rotate: a new key; every open chain gets a keyRotation
@@ -90,7 +121,9 @@ int kn_rcpt_keys(kn_rcpt_t *r, json_t **out, kn_error_t *err);
 int kn_rcpt_rotate(kn_rcpt_t *r, json_t **out, kn_error_t *err);
 /* GET /v1/receipts: every chain id, in order of its first receipt. */
 int kn_rcpt_chains(kn_rcpt_t *r, json_t **out, kn_error_t *err);
-/* The chain id of a sandbox's receipts ("kennel/sandbox/<id>"). */
+/* The chain id of a sandbox's receipts ("kennel/sandbox/<id>"), of a
+ * snapshot's ("kennel/snapshot/<id>"). */
 void kn_rcpt_chain_id(const char *sandbox_id, char *out, size_t size);
+void kn_rcpt_snapshot_chain_id(const char *snapshot_id, char *out, size_t size);
 
 #endif

@@ -447,9 +447,9 @@ snapshot_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *
 
 /* GET /v1/sandboxes/{id}/receipts[?after=SEQ&limit=N] (an extension,
  * docs/receipts.md): the sandbox's chain, page by page; it outlives the
- * sandbox. */
+ * sandbox. GET /v1/snapshots/{id}/receipts: a snapshot's chain. */
 static enum MHD_Result
-receipts_page(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id)
+receipts_page(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id, bool snapshot)
 {
     long after = 0, limit = 1000;
     kn_error_t err = {0};
@@ -462,7 +462,8 @@ receipts_page(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id
                              "after must be a sequence number (>= 0), limit 1 to 10000");
     if (!s->receipts)
         return kn_http_error(c, r, 404, "RECEIPTS::DISABLED", "this server issues no receipts");
-    if (kn_rcpt_page(s->receipts, id, (uint64_t)after, (size_t)limit, &out, &err) < 0)
+    if ((snapshot ? kn_rcpt_snapshot_page : kn_rcpt_page)(s->receipts, id, (uint64_t)after,
+                                                          (size_t)limit, &out, &err) < 0)
         return kn_http_fail(c, r, &err);
     return kn_http_json(c, r, 200, out);
 }
@@ -515,7 +516,7 @@ sandbox_routes(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *m
     }
     const char *op = segs[2];
     if (n == 3 && !strcmp(op, "receipts"))
-        return strcmp(m, "GET") ? not_allowed(c, r, m) : receipts_page(s, c, r, id);
+        return strcmp(m, "GET") ? not_allowed(c, r, m) : receipts_page(s, c, r, id, false);
     if (n == 3 && (!strcmp(op, "pause") || !strcmp(op, "resume"))) {
         if (strcmp(m, "POST") != 0)
             return not_allowed(c, r, m);
@@ -651,5 +652,7 @@ kn_routes_dispatch(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const cha
         return pool_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
     if (!strcmp(segs[0], "snapshots") && n <= 2)
         return snapshot_routes(s, c, r, m, n == 2 ? segs[1] : NULL);
+    if (!strcmp(segs[0], "snapshots") && n == 3 && !strcmp(segs[2], "receipts"))
+        return strcmp(m, "GET") ? not_allowed(c, r, m) : receipts_page(s, c, r, segs[1], true);
     return kn_http_error(c, r, 404, "NOT_FOUND", "no such route");
 }

@@ -384,7 +384,7 @@ kn_server_run(kn_server_cfg_t *cfg, kn_error_t *err)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (kn_sbx_open_with(cfg, attach_receipts, &s, &s.mgr, err) < 0 ||
-        kn_snaps_open(cfg, s.mgr, &s.snaps, err) < 0)
+        kn_snaps_open(cfg, s.mgr, s.receipts, &s.snaps, err) < 0)
         goto out;
     rp.mgr = s.mgr;
     if (pthread_create(&reaper, NULL, reap_loop, &rp) != 0) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "receipts.h"
 #include "sbx_internal.h"
 #include "shim.h"
 
@@ -23,6 +24,7 @@
 struct kn_snaps {
     const kn_server_cfg_t *cfg;
     kn_sbx_t *mgr;
+    kn_rcpt_t *receipts; /* NULL: receipts are off */
     sqlite3 *db;
     pthread_mutex_t mu; /* the connection, and the count below */
     pthread_cond_t idle;
@@ -241,6 +243,7 @@ typedef struct job {
     kn_snaps_t *s;
     char id[40], sandbox_id[40];
     char *name;
+    kn_rcpt_act_t act; /* its receipts: pending written, outcome to come */
 } job_t;
 
 /* The shim's snapshot.json after a capture, for this snapshot. */
@@ -273,6 +276,7 @@ capture(job_t *j)
     if (kn_shim_call(dir, cmd, CAPTURE_TIMEOUT_MS, &err) < 0 ||
         !(res = capture_result(s, j->sandbox_id, j->id, &err))) {
         kn_sbx_log("error", "snapshot failed", j->sandbox_id, err.msg);
+        kn_rcpt_act_end(&j->act, NULL, err.msg);
         set_state(s, j->id, "Creating", "Failed", "snapshot_capture_failed", err.msg, NULL, &err);
         return;
     }
@@ -296,6 +300,12 @@ capture(job_t *j)
              (long long)json_integer_value(json_object_get(res, "files")),
              (long long)json_integer_value(json_object_get(res, "bytes")),
              json_number_value(json_object_get(res, "frozenMs")), note);
+    /* The outcome before the snapshot shows Ready (a drop, recorded, when
+     * it cannot be written: the capture is done either way). */
+    json_t *resp = json_pack("{s:s, s:s, s:O, s:O}", "snapshotId", j->id, "digest", digest, "files",
+                             json_object_get(res, "files"), "bytes", json_object_get(res, "bytes"));
+    kn_rcpt_act_end(&j->act, resp, resp ? NULL : "out of memory");
+    json_decref(resp);
     if (set_state(s, j->id, "Creating", "Ready", "snapshot_ready", msg, digest, &err) < 0)
         kn_sbx_log("error", "snapshot: cannot mark Ready", j->sandbox_id, err.msg);
     else
@@ -365,6 +375,18 @@ kn_snaps_create(kn_snaps_t *s, const char *sandbox_id, const json_t *body, json_
     json_decref(sb);
     snap_rec_t r = {0};
     kn_server_new_id(r.id);
+    /* Its receipt (docs/receipts.md): pending in the sandbox's chain before
+     * anything is done; the capture's outcome goes to that chain and opens
+     * the snapshot's own. */
+    char resource[96];
+    snprintf(resource, sizeof resource, "/v1/sandboxes/%s/snapshots", sandbox_id);
+    kn_rcpt_act_t act;
+    kn_rcpt_act_init(&act, "io.kennel.snapshot.create", "medium", "kennel:lifecycle", resource,
+                     sandbox_id, r.id);
+    act.mirror = true;
+    if (kn_rcpt_act_begin(s->receipts, &act,
+                          name ? json_pack("{s:s}", "name", name) : json_object(), err) < 0)
+        return -1;
     snprintf(r.sandbox_id, sizeof r.sandbox_id, "%s", sandbox_id);
     snprintf(r.state, sizeof r.state, "Creating");
     r.created_ms = r.transition_ms = kn_sbx_now_ms();
@@ -374,9 +396,11 @@ kn_snaps_create(kn_snaps_t *s, const char *sandbox_id, const json_t *body, json_
     job_t *j = calloc(1, sizeof *j);
     if (!j || (name && !(j->name = strdup(name)))) {
         free(j);
+        kn_rcpt_act_end(&act, NULL, "out of memory");
         return kn_error_set(err, ENOMEM, "snapshot");
     }
     j->s = s;
+    j->act = act;
     memcpy(j->id, r.id, sizeof j->id);
     memcpy(j->sandbox_id, r.sandbox_id, sizeof j->sandbox_id);
     sqlite3_stmt *st = NULL;
@@ -415,6 +439,7 @@ kn_snaps_create(kn_snaps_t *s, const char *sandbox_id, const json_t *body, json_
             kn_error_t e = {0};
             set_state(s, r.id, NULL, "Failed", "snapshot_capture_failed", err->msg, NULL, &e);
         }
+        kn_rcpt_act_end(&j->act, NULL, err->msg);
         free(j->name);
         free(j);
         return -1;
@@ -513,12 +538,21 @@ kn_snaps_delete(kn_snaps_t *s, const char *id, kn_error_t *err)
     if (get(s, id, &r, err) < 0)
         return -1;
     int ret = -1;
+    kn_rcpt_act_t act = {0};
     char prev[16];
     snprintf(prev, sizeof prev, "%s", r.state);
     if (!strcmp(r.state, "Creating")) {
         kn_server_error(err, EBUSY, "snapshot %s is still being created and cannot be deleted", id);
         goto out;
     }
+    /* Pending in the snapshot's own chain; its success ends that chain. */
+    char resource[96];
+    snprintf(resource, sizeof resource, "/v1/snapshots/%s", id);
+    kn_rcpt_act_init(&act, "io.kennel.snapshot.delete", "high", "kennel:lifecycle", resource,
+                     r.sandbox_id, id);
+    act.terminal = true;
+    if (kn_rcpt_act_begin(s->receipts, &act, NULL, err) < 0)
+        goto out;
     int changed = set_state(s, id, prev, "Deleting", "snapshot_delete_requested",
                             "Snapshot deletion requested.", NULL, err);
     if (changed < 0)
@@ -535,6 +569,13 @@ kn_snaps_delete(kn_snaps_t *s, const char *id, kn_error_t *err)
     }
     ret = remove_row(s, id, err);
 out:
+    if (ret == 0) {
+        json_t *resp = json_pack("{s:b}", "deleted", 1);
+        kn_rcpt_act_end(&act, resp, NULL);
+        json_decref(resp);
+    } else {
+        kn_rcpt_act_end(&act, NULL, err->msg);
+    }
     rec_free(&r);
     return ret;
 }
@@ -593,13 +634,15 @@ recover(kn_snaps_t *s)
 }
 
 int
-kn_snaps_open(const kn_server_cfg_t *cfg, kn_sbx_t *mgr, kn_snaps_t **out, kn_error_t *err)
+kn_snaps_open(const kn_server_cfg_t *cfg, kn_sbx_t *mgr, kn_rcpt_t *receipts, kn_snaps_t **out,
+              kn_error_t *err)
 {
     kn_snaps_t *s = calloc(1, sizeof *s);
     if (!s)
         return kn_error_set(err, ENOMEM, "snapshots");
     s->cfg = cfg;
     s->mgr = mgr;
+    s->receipts = receipts;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->idle, NULL);
     int rc =

@@ -33,7 +33,11 @@ typedef struct kn_snap_filter {
 /* Opens (creating) the table and settles what an earlier server left:
  * captures it did not finish become Failed (Ready when their image was
  * stored after all), deletes it did not finish are finished. */
-int kn_snaps_open(const kn_server_cfg_t *cfg, kn_sbx_t *mgr, kn_snaps_t **out, kn_error_t *err);
+struct kn_rcpt;
+/* receipts: where snapshot actions get their receipts (receipts.h), NULL
+ * for none. */
+int kn_snaps_open(const kn_server_cfg_t *cfg, kn_sbx_t *mgr, struct kn_rcpt *receipts,
+                  kn_snaps_t **out, kn_error_t *err);
 /* Waits for captures in progress, then frees s. */
 void kn_snaps_close(kn_snaps_t *s);
 

@@ -1165,22 +1165,36 @@ out:
     return ret;
 }
 
+static int has_row(kn_store_t *st, const char *sql, const char *id, bool *found, kn_error_t *err);
+
 int
 kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t *err)
+{
+    return has_row(st, "SELECT 1 FROM sandboxes WHERE id = ?", id, found, err);
+}
+
+int
+kn_store_has_snapshot(kn_store_t *st, const char *id, bool *found, kn_error_t *err)
+{
+    /* The table is snapshots.c's, in the same file. */
+    return has_row(st, "SELECT 1 FROM snapshots WHERE id = ?", id, found, err);
+}
+
+static int
+has_row(kn_store_t *st, const char *sql, const char *id, bool *found, kn_error_t *err)
 {
     sqlite3_stmt *s = NULL;
     int ret = -1;
     *found = false;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM sandboxes WHERE id = ?", -1, &s, NULL) !=
-        SQLITE_OK) {
-        db_error(st, err, "sandbox lookup");
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "row lookup");
         goto out;
     }
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        db_error(st, err, "sandbox lookup");
+        db_error(st, err, "row lookup");
         goto out;
     }
     *found = rc == SQLITE_ROW;

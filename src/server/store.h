@@ -189,6 +189,8 @@ int kn_store_receipt_chains(kn_store_t *st, char ***ids, size_t *n, kn_error_t *
 /* True when a sandbox row with that id exists (a chain whose sandbox is gone
  * must have ended with a terminal receipt). */
 int kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t *err);
+/* The same for a snapshot row (snapshots.h keeps them in the same file). */
+int kn_store_has_snapshot(kn_store_t *st, const char *id, bool *found, kn_error_t *err);
 void kn_store_strings_free(char **v, size_t n);
 
 #endif

@@ -351,3 +351,45 @@ def test_official_sdk_egress_with_traffic(egress_server):
     print(r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "EGRESS OK" in r.stdout
+
+
+def test_policy_changes_have_receipts(egress_server):
+    """Each PATCH and DELETE of /policy: system.settings.modify in the
+    sandbox's chain, pending before the change and its outcome after, the
+    request and the policy in force hashed; a change whose receipt cannot be
+    written is not made; a refused request (400) has none."""
+    from ..receipts.test_receipts import block, sha, summary, unblock
+    s = egress_server()
+    sid = s.create(networkPolicy=POLICY)
+    patch = [{"action": "allow", "target": "other.test"}]
+    r = policy(s, sid, "PATCH", patch)
+    assert r.status == 200, r
+    after_patch = r.json()["policy"]
+    r = policy(s, sid, "DELETE", ["other.test"])
+    assert r.status == 200, r
+    after_delete = r.json()["policy"]
+    assert policy(s, sid, "PATCH", {"not": "a list"}).status == 400
+    assert policy(s, sid).status == 200  # reading is not an action
+    items = s.request("GET", f"/v1/sandboxes/{sid}/receipts").json()["items"]
+    mods = [i["credentialSubject"] for i in items
+            if i["credentialSubject"]["action"]["type"] == "system.settings.modify"]
+    assert [(m["action"]["type"], m["outcome"]["status"]) for m in mods] == [
+        ("system.settings.modify", "pending"), ("system.settings.modify", "success")] * 2, mods
+    for n, (method, body, now) in enumerate([("PATCH", patch, after_patch),
+                                             ("DELETE", ["other.test"], after_delete)]):
+        pend, out = mods[2 * n], mods[2 * n + 1]
+        assert pend["correlation_id"] == out["correlation_id"]
+        assert out["action"]["risk_level"] == "high"
+        assert out["action"]["target"] == {"system": "kennel:egress", "resource": "/policy"}
+        assert out["action"]["parameters_hash"] == sha({"method": method, "body": body})
+        assert out["outcome"]["response_hash"] == sha({"policy": now})
+    # Fail closed: no receipt, no change.
+    block(s.db)
+    r = policy(s, sid, "PATCH", patch)
+    assert r.status == 503 and r.json()["code"] == "RECEIPTS::UNAVAILABLE", r
+    unblock(s.db)
+    assert summary(s.request("GET", f"/v1/sandboxes/{sid}/receipts").json()["items"][-1:]) == \
+        [("system.settings.modify", "success")]
+    assert policy(s, sid).json()["policy"] == after_delete
+    assert probe(s, sid, 'out["o"] = resolve("other.test")') == {"o": "gaierror"}
+    assert s.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
