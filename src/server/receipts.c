@@ -281,12 +281,16 @@ tx_finish(kn_rcpt_t *r, bool committed)
     r->tx_cleared.n = 0;
 }
 
+/* text: the receipt's canonical text when the signer made it (taken), NULL
+ * to make it here. */
 static int
-insert(kn_rcpt_t *r, kn_store_tx_t *tx, json_t *receipt, const char *hash, kn_error_t *err)
+insert(kn_rcpt_t *r, kn_store_tx_t *tx, json_t *receipt, const char *hash, char *text,
+       kn_error_t *err)
 {
     const json_t *cs = json_object_get(receipt, "credentialSubject");
     const json_t *action = json_object_get(cs, "action"), *ch = json_object_get(cs, "chain");
-    char *text = kn_jcs_canonicalize(receipt, NULL, err);
+    if (!text)
+        text = kn_jcs_canonicalize(receipt, NULL, err);
     if (!text)
         return -1;
     kn_store_receipt_t row = {
@@ -416,16 +420,18 @@ append(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const kn_receipt_a
                                  .risk_level = "medium",
                                  .target_system = "kennel:receipts",
                                  .drop_count = dropped};
-        json_t *rd = kn_receipt_chain_append(at.chain, &d, hash, err);
-        int rc = rd ? insert(r, tx, rd, hash, err) : -1;
+        char *text = NULL;
+        json_t *rd = kn_receipt_chain_append_text(at.chain, &d, hash, &text, err);
+        int rc = rd ? insert(r, tx, rd, hash, text, err) : -1;
         json_decref(rd);
         if (rc < 0)
             goto out;
     }
-    json_t *rec = kn_receipt_chain_append(at.chain, a, hash, err);
+    char *text = NULL;
+    json_t *rec = kn_receipt_chain_append_text(at.chain, a, hash, &text, err);
     if (!rec)
         goto out;
-    ret = insert(r, tx, rec, hash, err);
+    ret = insert(r, tx, rec, hash, text, err);
     json_decref(rec);
 out:
     kn_receipt_chain_free(at.chain);
@@ -1121,7 +1127,7 @@ rotate_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
             break;
         if (!at.ended) {
             json_t *rec = kn_receipt_chain_rotate(at.chain, s->next, NULL, hash, err);
-            ret = rec ? insert(r, tx, rec, hash, err) : -1;
+            ret = rec ? insert(r, tx, rec, hash, NULL, err) : -1;
             json_decref(rec);
             s->chains++;
         }

@@ -520,7 +520,7 @@ build_receipt(const kn_receipt_chain_t *c, const kn_receipt_action_t *a, const c
  * stolen in every case. */
 static json_t *
 issue(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, json_t *rotation, char *hash,
-      kn_error_t *err)
+      char **text, kn_error_t *err)
 {
     char when[KN_TRUST_TIME_SIZE], h[KN_RECEIPT_HASH_SIZE];
     json_t *r = NULL;
@@ -546,7 +546,7 @@ issue(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, json_t *rota
             goto fail;
         }
     }
-    if (kn_trust_sign_hash(r, &chain->key, chain->verification_method, when, h, err) < 0)
+    if (kn_trust_sign_text(r, &chain->key, chain->verification_method, when, h, text, err) < 0)
         goto fail;
     chain->sequence++;
     memcpy(chain->head, h, sizeof h);
@@ -564,7 +564,15 @@ json_t *
 kn_receipt_chain_append(kn_receipt_chain_t *chain, const kn_receipt_action_t *action, char *hash,
                         kn_error_t *err)
 {
-    return issue(chain, action, NULL, hash, err);
+    return issue(chain, action, NULL, hash, NULL, err);
+}
+
+json_t *
+kn_receipt_chain_append_text(kn_receipt_chain_t *chain, const kn_receipt_action_t *action,
+                             char *hash, char **text, kn_error_t *err)
+{
+    *text = NULL;
+    return issue(chain, action, NULL, hash, text, err);
 }
 
 json_t *
@@ -586,7 +594,7 @@ kn_receipt_chain_rotate(kn_receipt_chain_t *chain, const kn_receipt_key_t *new_k
     }
     kn_receipt_action_t a = {
         .type = KN_RECEIPT_ROTATION_TYPE, .risk_level = "high", .timestamp = timestamp};
-    json_t *r = issue(chain, &a, rotation, hash, err);
+    json_t *r = issue(chain, &a, rotation, hash, NULL, err);
     if (r)
         memcpy(&chain->key, new_key, sizeof chain->key);
     return r;

@@ -24,6 +24,12 @@ int kn_trust_sodium_init(kn_error_t *err);
 int kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key,
                        const char *verification_method, const char *created, char *hash,
                        kn_error_t *err);
+/* The same, also giving (text not NULL) the canonical text of the signed
+ * receipt, built from the bytes just signed (malloc'd; NULL when it could
+ * not be: the caller serializes the receipt then). */
+int kn_trust_sign_text(json_t *receipt, const kn_receipt_key_t *key,
+                       const char *verification_method, const char *created, char *hash,
+                       char **text, kn_error_t *err);
 
 /* Checks a receipt against the whole v0.5.0 JSON schema (schema.c): 0, or
  * -1 with why set. */

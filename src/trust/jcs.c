@@ -135,6 +135,20 @@ static int
 member_cmp(const void *a, const void *b)
 {
     const jcs_member_t *x = a, *y = b;
+    return kn_jcs_compare_names_n(x->key, x->len, y->key, y->len);
+}
+
+int
+kn_jcs_compare_names(const char *a, const char *b)
+{
+    return kn_jcs_compare_names_n(a, strlen(a), b, strlen(b));
+}
+
+int
+kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen)
+{
+    const jcs_member_t xm = {a, alen, NULL}, ym = {b, blen, NULL};
+    const jcs_member_t *x = &xm, *y = &ym;
     const unsigned char *p = (const unsigned char *)x->key;
     const unsigned char *q = (const unsigned char *)y->key;
     size_t i = 0, j = 0;

@@ -45,6 +45,10 @@ char *kn_jcs_canonicalize(const json_t *value, size_t *len, kn_error_t *err);
 /* Writes the ECMAScript Number::toString form of d into buf (size bytes,
  * KN_JCS_NUMBER_MAX is always enough). Returns the length, or -1 with err
  * set when d is not finite or buf is too small. */
+/* Member names in RFC 8785 order (UTF-16 code units): <0, 0, >0. Names
+ * must be valid UTF-8. */
+int kn_jcs_compare_names(const char *a, const char *b);
+int kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen);
 int kn_jcs_format_number(double d, char *buf, size_t size, kn_error_t *err);
 
 #endif

@@ -165,6 +165,32 @@ drop_nulls(json_t *v, null_scope_t scope)
     }
 }
 
+/* Whether drop_nulls() would drop anything from v. */
+static bool
+has_nulls_to_drop(const json_t *v, null_scope_t scope)
+{
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (has_nulls_to_drop(json_array_get(v, i), SCOPE_OTHER))
+                return true;
+        return false;
+    }
+    if (!json_is_object(v))
+        return false;
+    const char *key;
+    size_t len;
+    json_t *val;
+    json_object_keylen_foreach((json_t *)v, key, len, val)
+    {
+        if (scope == SCOPE_ISSUER && key_is(key, len, "runtime"))
+            continue;
+        if (json_is_null(val) ? !(scope == SCOPE_CHAIN && key_is(key, len, "previous_receipt_hash"))
+                              : has_nulls_to_drop(val, child_scope(scope, key, len)))
+            return true;
+    }
+    return false;
+}
+
 json_t *
 kn_receipt_unsigned(const json_t *receipt, kn_error_t *err)
 {
@@ -216,9 +242,64 @@ kn_receipt_sign(json_t *receipt, const kn_receipt_key_t *key, const char *verifi
     return kn_trust_sign_hash(receipt, key, verification_method, created, NULL, err);
 }
 
+/* The canonical text of the signed receipt from c, the canonical text of
+ * the same receipt without its proof (nothing dropped from it), and the
+ * proof: "proof" goes before the top-level members whose names sort after
+ * it (RFC 8785 order), whose canonical length is computed here. NULL when
+ * that does not add up (the caller serializes the receipt itself). */
+static char *
+splice_proof(const json_t *receipt, const char *c, size_t len, const json_t *proof)
+{
+    size_t tail = 1, n = 0; /* the closing brace */
+    const char *key;
+    json_t *val;
+    kn_error_t e = {0};
+    json_object_foreach((json_t *)receipt, key, val)
+    {
+        if (!strcmp(key, "proof") || kn_jcs_compare_names(key, "proof") < 0)
+            continue;
+        json_t *k = json_string(key);
+        char *ck = k ? kn_jcs_canonicalize(k, &n, &e) : NULL;
+        json_decref(k);
+        free(ck);
+        if (!ck)
+            return NULL;
+        tail += 1 + n + 1; /* ,"name": */
+        char *cv = kn_jcs_canonicalize(val, &n, &e);
+        free(cv);
+        if (!cv)
+            return NULL;
+        tail += n;
+    }
+    size_t pn = 0;
+    char *cp = kn_jcs_canonicalize(proof, &pn, &e);
+    if (!cp || tail >= len || (c[len - tail] != ',' && c[len - tail] != '}')) {
+        free(cp);
+        return NULL;
+    }
+    size_t at = len - tail, add = strlen(",\"proof\":") + pn;
+    char *out = malloc(len + add + 1);
+    if (out) {
+        memcpy(out, c, at);
+        memcpy(out + at, ",\"proof\":", 9);
+        memcpy(out + at + 9, cp, pn);
+        memcpy(out + at + add, c + at, len - at);
+        out[len + add] = '\0';
+    }
+    free(cp);
+    return out;
+}
+
 int
 kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key, const char *verification_method,
                    const char *created, char *hash, kn_error_t *err)
+{
+    return kn_trust_sign_text(receipt, key, verification_method, created, hash, NULL, err);
+}
+
+int
+kn_trust_sign_text(json_t *receipt, const kn_receipt_key_t *key, const char *verification_method,
+                   const char *created, char *hash, char **text, kn_error_t *err)
 {
     char now[KN_TRUST_TIME_SIZE];
     if (!verification_method || !*verification_method)
@@ -231,7 +312,12 @@ kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key, const char *ver
         created = now;
     }
     size_t len;
-    char *c = kn_receipt_canonical(receipt, &len, err);
+    /* A receipt without proof and without nulls to drop is its own
+     * unsigned form: no copy, and its signed text follows from c. */
+    bool plain = json_is_object(receipt) && !json_object_get(receipt, "proof") &&
+                 !has_nulls_to_drop(receipt, SCOPE_TOP);
+    char *c =
+        plain ? kn_jcs_canonicalize(receipt, &len, err) : kn_receipt_canonical(receipt, &len, err);
     if (!c)
         return -1;
     unsigned char sig[SIGNATURE_SIZE];
@@ -239,7 +325,6 @@ kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key, const char *ver
     /* The receipt hash covers the same bytes as the signature. */
     if (hash)
         kn_receipt_hash_bytes(c, len, hash);
-    free(c);
     char value[1 +
                sodium_base64_ENCODED_LEN(SIGNATURE_SIZE, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
     value[0] = 'u';
@@ -248,8 +333,16 @@ kn_trust_sign_hash(json_t *receipt, const kn_receipt_key_t *key, const char *ver
     json_t *proof = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", KN_RECEIPT_PROOF_TYPE, "created",
                               created, "verificationMethod", verification_method, "proofPurpose",
                               KN_RECEIPT_PROOF_PURPOSE, "proofValue", value);
-    if (!proof || json_object_set_new(receipt, "proof", proof) < 0)
+    if (text)
+        *text = plain && proof ? splice_proof(receipt, c, len, proof) : NULL;
+    free(c);
+    if (!proof || json_object_set_new(receipt, "proof", proof) < 0) {
+        if (text) {
+            free(*text);
+            *text = NULL;
+        }
         return kn_error_set(err, ENOMEM, "sign: building proof");
+    }
     return 0;
 }
 

@@ -268,6 +268,11 @@ int kn_receipt_chain_resume_at(kn_receipt_chain_t *chain, uint64_t sequence, con
  * success; after a terminal receipt it refuses (EPIPE). */
 json_t *kn_receipt_chain_append(kn_receipt_chain_t *chain, const kn_receipt_action_t *action,
                                 char *hash, kn_error_t *err);
+/* The same, also giving *text: the signed receipt's canonical text (what
+ * kn_jcs_canonicalize() would make of it, malloc'd), built from the bytes
+ * that were signed; NULL when it could not be (serialize it then). */
+json_t *kn_receipt_chain_append_text(kn_receipt_chain_t *chain, const kn_receipt_action_t *action,
+                                     char *hash, char **text, kn_error_t *err);
 /* Action type of key-rotation receipts (the protocol's rotation example). */
 #define KN_RECEIPT_ROTATION_TYPE "agent.key.rotate"
 

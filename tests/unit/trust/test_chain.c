@@ -85,9 +85,17 @@ append_command(fixture_t *f, int n, const char *command, int exit_code, bool ter
         .uuid = uuid,
     };
     kn_error_t err = {0};
-    json_t *r = kn_receipt_chain_append(f->chain, &a, hash, &err);
+    char *text = NULL;
+    json_t *r = kn_receipt_chain_append_text(f->chain, &a, hash, &text, &err);
     if (!r)
         fail_msg("append: %s", err.msg);
+    /* The text made from the signed bytes is the receipt's canonical text. */
+    char *canon = kn_jcs_canonicalize(r, NULL, &err);
+    assert_non_null(text);
+    assert_non_null(canon);
+    assert_string_equal(text, canon);
+    free(text);
+    free(canon);
     char again[KN_RECEIPT_HASH_SIZE];
     assert_int_equal(kn_receipt_hash(r, again, &err), 0);
     assert_string_equal(hash, again);
@@ -96,6 +104,56 @@ append_command(fixture_t *f, int n, const char *command, int exit_code, bool ter
     json_decref(params);
     json_decref(resp);
     return r;
+}
+
+/* The signed text, for receipts whose strings need escapes and whose
+ * opaque runtime holds nulls and names that sort around "proof". */
+static void
+test_signed_text(void **state)
+{
+    (void)state;
+    kn_receipt_key_t key;
+    kn_error_t err = {0};
+    assert_int_equal(kn_receipt_key_from_seed(&key, seed, &err), 0);
+    json_t *rt = json_pack("{s:n, s:s, s:[n], s:{s:n}}", "sandbox_id", "pr\"oof", "x\u00e9\n",
+                           "proof", "z", "q");
+    kn_receipt_chain_config_t cfg = {.issuer_id = "did:kennel:h\u00e9",
+                                     .issuer_name = "K\"ennel",
+                                     .runtime = rt,
+                                     .principal_id = "did:user:\xf0\x9f\x98\x80",
+                                     .chain_id = "kennel/sandbox/\u2028"};
+    kn_receipt_chain_t *c = kn_receipt_chain_new(&cfg, &key, &err);
+    assert_non_null(c);
+    json_t *params = json_pack("{s:s}", "command", "echo \"a\\b\"\t\x01 ,\"type\":[");
+    for (int i = 0; i < 3; i++) {
+        kn_receipt_action_t a = {.type = "system.command.execute",
+                                 .parameters = params,
+                                 .target_system = "opensandbox:execd",
+                                 .target_resource = ",\"type\":\"proof\"}",
+                                 .status = i == 1 ? "failure" : "pending",
+                                 .error = i == 1 ? "exit \"1\"" : NULL,
+                                 .correlation_id = "c,\"version\":1",
+                                 .terminal = i == 2};
+        char hash[KN_RECEIPT_HASH_SIZE], *text = NULL;
+        json_t *r = kn_receipt_chain_append_text(c, &a, hash, &text, &err);
+        assert_non_null(r);
+        char *canon = kn_jcs_canonicalize(r, NULL, &err);
+        assert_non_null(text);
+        assert_string_equal(text, canon);
+        /* and it verifies as stored */
+        json_t *back = kn_jcs_parse(text, strlen(text), &err);
+        kn_receipt_verdict_t v;
+        assert_int_equal(kn_receipt_verify(back, key.public_key, &v, &err), 0);
+        assert_int_equal(v.check, KN_RECEIPT_VALID);
+        json_decref(back);
+        free(text);
+        free(canon);
+        json_decref(r);
+    }
+    json_decref(params);
+    json_decref(rt);
+    kn_receipt_chain_free(c);
+    kn_receipt_key_wipe(&key);
 }
 
 static json_t *
@@ -542,6 +600,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_taxonomy_and_risk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
         cmocka_unit_test(test_execd_routes),
+        cmocka_unit_test(test_signed_text),
         cmocka_unit_test(test_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
