@@ -421,8 +421,10 @@ def test_snapshot_while_files_change(isrv):
     src = isrv.create(image={"uri": "bb:1"}, entrypoint=["tail", "-f", "/dev/null"])
     try:
         isrv.execd(src, "POST", "/command", {
+            # The count is renamed into place too: a reader never sees it empty.
             "command": "i=0; while true; do i=$((i+1)); seq 1 2000 > /srv/f.tmp && "
-                       "mv /srv/f.tmp /srv/f.$((i % 50)); echo $i > /srv/count; done",
+                       "mv /srv/f.tmp /srv/f.$((i % 50)); echo $i > /srv/c.tmp && "
+                       "mv /srv/c.tmp /srv/count; done",
             "background": True})
         time.sleep(0.3)
         snap = snapshot(isrv, src)
