@@ -37,7 +37,11 @@
 #define TUNNEL_TIMEOUT_US 15000000 /* execd connects within 5 s or says why */
 #define TUNNEL_ERROR_CAP 4096      /* what is read of execd's refusal */
 #define LINGER_MS 10000       /* an upgraded connection half-closed and silent this long ends */
-#define READ_BUF (256 * 1024) /* one read from the backend; also MHD's block size */
+#define READ_BUF (256 * 1024) /* one read from the backend */
+/* MHD's block size for a proxied body: MHD allocates and zeroes one block per
+ * response, so a small call must not pay for a big one (the reader hands
+ * MHD at most this much per call; a big body takes more calls). */
+#define MHD_BLOCK (32 * 1024)
 
 typedef struct buf {
     char *p;
@@ -858,7 +862,7 @@ kn_proxy_response(kn_proxy_t *p, unsigned *status, kn_error_t *err)
     if (empty)
         r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     else /* a HEAD keeps the length GET would have; MHD then reads nothing */
-        r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, READ_BUF, reader,
+        r = MHD_create_response_from_callback(sized ? p->clen : MHD_SIZE_UNKNOWN, MHD_BLOCK, reader,
                                               p, reader_free);
     if (!r) {
         kn_error_set(err, ENOMEM, "response");
