@@ -160,6 +160,11 @@ def ws_connect(server, path, extra_headers=b"", key=True):
         accept = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                   if line.lower().startswith(b"sec-websocket-accept:")]
         assert accept == [apps.ws_accept(k).encode()], head
+        # Hop-by-hop headers once each (RFC 9110 7.6.1), whoever adds them.
+        names = [line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")[1:]
+                 if b":" in line]
+        for h in (b"connection", b"upgrade"):
+            assert names.count(h) == 1, head
     return s, status, head
 
 
