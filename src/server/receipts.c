@@ -988,7 +988,6 @@ act_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     if (s->outcome && a->mirror) {
         /* The outcome of a capture also opens the snapshot's own chain. */
         act_subject(a, true, &sub);
-        ra.correlation_id = a->corr;
         if (append(r, tx, &sub, &ra, a->principal, false, &skipped, err) < 0)
             return -1;
     }

@@ -108,7 +108,7 @@ kn_receipt_hash_json(const json_t *value, char *out, kn_error_t *err)
     return 0;
 }
 
-/* Where drop_nulls() is in the receipt: the only places its rule differs. */
+/* Where nulls() is in the receipt: the only places its rule differs. */
 typedef enum null_scope {
     SCOPE_TOP,     /* the receipt object */
     SCOPE_ISSUER,  /* issuer */
@@ -135,60 +135,42 @@ child_scope(null_scope_t scope, const char *key, size_t len)
     return SCOPE_OTHER;
 }
 
-/* Drops null-valued members of every object in v (spec §7.1.1), except the
- * one required-nullable member, credentialSubject.chain.
- * previous_receipt_hash, and anything inside issuer.runtime, which is an
- * opaque JSON literal (ADR-0026). Nulls inside arrays are values, not
- * absent members, and stay. */
-static void
-drop_nulls(json_t *v, null_scope_t scope)
+/* Finds, and with drop removes, the null-valued members of every object in
+ * v (spec §7.1.1), except the one required-nullable member,
+ * credentialSubject.chain.previous_receipt_hash, and anything inside
+ * issuer.runtime, which is an opaque JSON literal (ADR-0026). Nulls inside
+ * arrays are values, not absent members, and stay. Returns whether there
+ * was one (without drop: stops at the first). */
+static bool
+nulls(json_t *v, null_scope_t scope, bool drop)
 {
+    bool found = false;
     if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++)
-            drop_nulls(json_array_get(v, i), SCOPE_OTHER);
-        return;
+        for (size_t i = 0; i < json_array_size(v) && (drop || !found); i++)
+            found = nulls(json_array_get(v, i), SCOPE_OTHER, drop) || found;
+        return found;
     }
     if (!json_is_object(v))
-        return;
+        return false;
     const char *key;
     size_t len;
     json_t *val;
     void *tmp;
     json_object_keylen_foreach_safe(v, tmp, key, len, val)
     {
+        if (!drop && found)
+            break;
         if (scope == SCOPE_ISSUER && key_is(key, len, "runtime"))
             continue;
-        if (!json_is_null(val))
-            drop_nulls(val, child_scope(scope, key, len));
-        else if (!(scope == SCOPE_CHAIN && key_is(key, len, "previous_receipt_hash")))
-            json_object_deln(v, key, len);
+        if (!json_is_null(val)) {
+            found = nulls(val, child_scope(scope, key, len), drop) || found;
+        } else if (!(scope == SCOPE_CHAIN && key_is(key, len, "previous_receipt_hash"))) {
+            found = true;
+            if (drop)
+                json_object_deln(v, key, len);
+        }
     }
-}
-
-/* Whether drop_nulls() would drop anything from v. */
-static bool
-has_nulls_to_drop(const json_t *v, null_scope_t scope)
-{
-    if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++)
-            if (has_nulls_to_drop(json_array_get(v, i), SCOPE_OTHER))
-                return true;
-        return false;
-    }
-    if (!json_is_object(v))
-        return false;
-    const char *key;
-    size_t len;
-    json_t *val;
-    json_object_keylen_foreach((json_t *)v, key, len, val)
-    {
-        if (scope == SCOPE_ISSUER && key_is(key, len, "runtime"))
-            continue;
-        if (json_is_null(val) ? !(scope == SCOPE_CHAIN && key_is(key, len, "previous_receipt_hash"))
-                              : has_nulls_to_drop(val, child_scope(scope, key, len)))
-            return true;
-    }
-    return false;
+    return found;
 }
 
 json_t *
@@ -204,7 +186,7 @@ kn_receipt_unsigned(const json_t *receipt, kn_error_t *err)
         return NULL;
     }
     json_object_del(copy, "proof");
-    drop_nulls(copy, SCOPE_TOP);
+    nulls(copy, SCOPE_TOP, true);
     return copy;
 }
 
@@ -315,7 +297,7 @@ kn_trust_sign_text(json_t *receipt, const kn_receipt_key_t *key, const char *ver
     /* A receipt without proof and without nulls to drop is its own
      * unsigned form: no copy, and its signed text follows from c. */
     bool plain = json_is_object(receipt) && !json_object_get(receipt, "proof") &&
-                 !has_nulls_to_drop(receipt, SCOPE_TOP);
+                 !nulls(receipt, SCOPE_TOP, false);
     char *c =
         plain ? kn_jcs_canonicalize(receipt, &len, err) : kn_receipt_canonical(receipt, &len, err);
     if (!c)
