@@ -21,6 +21,7 @@
 #include "repl.h"
 #include "stream.h"
 #include "util.h"
+#include "core/utf8.h"
 
 /* Finished commands remembered for /command/status; the oldest are forgotten. */
 #define KN_CMD_KEEP_FINISHED 256
@@ -743,7 +744,7 @@ kn_command_status(kn_req_t *req)
     pthread_mutex_lock(&req->ex->cmds->lock);
     json_object_set_new(o, "id", json_string(c->id));
     size_t len;
-    char *content = kn_util_utf8_clean(c->content, strlen(c->content), &len);
+    char *content = kn_utf8_clean(c->content, strlen(c->content), &len);
     json_object_set_new(o, "content", json_stringn(content ? content : "", len));
     free(content);
     json_object_set_new(o, "running", json_boolean(c->running));

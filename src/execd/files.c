@@ -17,6 +17,7 @@
 #include "fspath.h"
 #include "handlers.h"
 #include "util.h"
+#include "core/utf8.h"
 
 #define KN_FILES_MAX_RESULTS 100000
 #define KN_FILES_MAX_DEPTH 64
@@ -85,7 +86,7 @@ file_info(const char *path, const struct statx *sx, const kn_users_t *u)
     kn_users_name(u, 0, sx->stx_uid, owner, sizeof owner);
     kn_users_name(u, 1, sx->stx_gid, group, sizeof group);
     size_t len;
-    char *p = kn_util_utf8_clean(path, strlen(path), &len);
+    char *p = kn_utf8_clean(path, strlen(path), &len);
     json_t *o =
         json_pack("{s:s%,s:s,s:I,s:s,s:s,s:s,s:s,s:i}", "path", p ? p : "", len, "type", type,
                   "size", (json_int_t)sx->stx_size, "modified_at", mt, "created_at", ct, "owner",

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "core/utf8.h"
 
 #ifndef SYS_openat2
 #define SYS_openat2 437
@@ -26,7 +27,7 @@ kn_fspath_normalize(const char *path, char *out, size_t n, kn_error_t *err)
     if (plen >= PATH_MAX || n < 2)
         return kn_error_set(err, ENAMETOOLONG, "path too long");
     size_t clen;
-    char *clean = kn_util_utf8_clean(path, plen, &clen);
+    char *clean = kn_utf8_clean(path, plen, &clen);
     if (!clean)
         return kn_error_set(err, ENOMEM, "path");
     bool bad = clen != plen || memcmp(clean, path, plen) != 0;

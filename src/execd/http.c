@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/utf8.h"
 #include "handlers.h"
 #include "routes.h"
 #include "upload.h"
@@ -163,7 +164,7 @@ kn_http_reply_error(kn_req_t *req, unsigned status, const char *code, const char
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     size_t len;
-    char *clean = kn_util_utf8_clean(msg, strlen(msg), &len);
+    char *clean = kn_utf8_clean(msg, strlen(msg), &len);
     json_t *b = json_pack("{s:s,s:s%}", "code", code, "message", clean ? clean : "", len);
     free(clean);
     return kn_http_reply_json(req, status, b);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
+
 int
 kn_stream_event(kn_buf_t *out, const char *type, json_t *fields)
 {
@@ -33,7 +35,7 @@ int
 kn_stream_text(kn_buf_t *out, const char *type, const char *text, size_t n)
 {
     size_t len;
-    char *clean = kn_util_utf8_clean(text, n, &len);
+    char *clean = kn_utf8_clean(text, n, &len);
     if (!clean)
         return -1;
     json_t *f = json_object();
@@ -46,7 +48,7 @@ int
 kn_stream_error(kn_buf_t *out, const char *ename, const char *evalue, const char *tb)
 {
     size_t len;
-    char *clean = kn_util_utf8_clean(evalue, strlen(evalue), &len);
+    char *clean = kn_utf8_clean(evalue, strlen(evalue), &len);
     if (!clean)
         return -1;
     json_t *tbs = json_array();
@@ -56,7 +58,7 @@ kn_stream_error(kn_buf_t *out, const char *ename, const char *evalue, const char
         while (*p) {
             const char *nl = strchr(p, '\n');
             size_t l = nl ? (size_t)(nl - p) : strlen(p);
-            char *c = kn_util_utf8_clean(p, l, &l);
+            char *c = kn_utf8_clean(p, l, &l);
             if (c)
                 json_array_append_new(tbs, json_stringn(c, l));
             free(c);

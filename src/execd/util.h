@@ -30,9 +30,6 @@ void kn_util_rfc3339(char *out, size_t n, time_t sec, long nsec);
 void kn_util_random_hex(char *out, size_t nbytes);
 /* Fills out (>= 37 bytes) with a random UUID v4. */
 void kn_util_uuid(char *out);
-/* Returns a malloc'd copy of s[0..n) where invalid UTF-8 is replaced by U+FFFD.
- * Who frees: the caller. NULL on allocation failure. */
-char *kn_util_utf8_clean(const char *s, size_t n, size_t *out_len);
 /* Writes all of buf, retrying EINTR and short writes. -1 on error. */
 int kn_util_write_all(int fd, const void *buf, size_t n);
 /* Converts an "octal digits written in decimal" mode (755) to a mode_t; -1 if invalid. */

@@ -13,6 +13,7 @@
 
 #include "egress_api.h"
 #include "receipts.h"
+#include "core/utf8.h"
 #include "util.h"
 
 #define KN_HTTP_EXECD_PORT 44772
@@ -32,8 +33,17 @@ kn_http_json(struct MHD_Connection *c, kn_req_t *r, unsigned status, json_t *bod
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    if (!text)
-        return MHD_NO;
+    if (!text) {
+        /* Out of memory, or a value jansson refused: still an answer. */
+        static const char fallback[] =
+            "{\"code\":\"INTERNAL_ERROR\",\"message\":\"the response could not be built\"}";
+        struct MHD_Response *f = MHD_create_response_from_buffer(
+            sizeof fallback - 1, (void *)fallback, MHD_RESPMEM_PERSISTENT);
+        if (!f)
+            return MHD_NO;
+        MHD_add_response_header(f, "Content-Type", "application/json");
+        return kn_http_queue(c, r, 500, f);
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -48,7 +58,16 @@ enum MHD_Result
 kn_http_error(struct MHD_Connection *c, kn_req_t *r, unsigned status, const char *code,
               const char *message)
 {
-    return kn_http_json(c, r, status, json_pack("{s:s, s:s}", "code", code, "message", message));
+    /* Messages quote what the client sent (an id from the path, a name):
+     * bytes that are not UTF-8 are shown as U+FFFD, never the reason the
+     * answer cannot be made. */
+    char *clean = NULL;
+    if (message && !kn_utf8_valid(message, strlen(message)))
+        message = clean = kn_utf8_clean(message, strlen(message), NULL);
+    json_t *body = json_pack("{s:s, s:s}", "code", code, "message",
+                             message ? message : "(message unavailable)");
+    free(clean);
+    return kn_http_json(c, r, status, body);
 }
 
 enum MHD_Result

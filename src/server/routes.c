@@ -464,7 +464,7 @@ receipts_page(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *id
         return kn_http_error(c, r, 404, "RECEIPTS::DISABLED", "this server issues no receipts");
     if ((snapshot ? kn_rcpt_snapshot_page : kn_rcpt_page)(s->receipts, id, (uint64_t)after,
                                                           (size_t)limit, &out, &err) < 0)
-        return kn_http_fail(c, r, &err);
+        return snapshot ? snap_fail(c, r, &err) : kn_http_fail(c, r, &err);
     return kn_http_json(c, r, 200, out);
 }
 

@@ -246,6 +246,19 @@ def test_unknown_ids_and_routes(server):
                          ("GET", "/v1/nothing-here")]:
         assert_error(server.request(method, path), 404)
     assert_error(server.request("PUT", "/v1/sandboxes"), 405)
+    # Ids that are not UTF-8 once decoded: still a JSON answer that names them
+    # (U+FFFD for the bad bytes), never a dropped connection.
+    for method, path, code in [("GET", "/v1/sandboxes/%ff%fe", "SANDBOX::SANDBOX_NOT_FOUND"),
+                               ("DELETE", "/v1/sandboxes/a%c0%afb", None),
+                               ("GET", "/v1/sandboxes/%ff/receipts", None),
+                               ("GET", "/v1/snapshots/%ff%fe", "SNAPSHOT::NOT_FOUND"),
+                               ("GET", "/v1/snapshots/%ed%a0%80/receipts", "SNAPSHOT::NOT_FOUND"),
+                               ("DELETE", "/v1/snapshots/%ff", "SNAPSHOT::NOT_FOUND")]:
+        r = server.request(method, path)
+        assert_error(r, 404, code)
+        assert "\ufffd" in r.json()["message"], (path, r.json())
+    # The proxy's routes take the id as sent (not decoded).
+    assert_error(server.request("GET", "/sandboxes/%ff/proxy/44772/ping"), 404)
 
 
 BAD_CREATES = [

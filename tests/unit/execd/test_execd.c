@@ -19,6 +19,7 @@
 #include "fspath.h"
 #include "stream.h"
 #include "util.h"
+#include "core/utf8.h"
 
 static void
 check_norm(const char *in, const char *want)
@@ -115,10 +116,10 @@ static void
 test_utf8_clean(void **state)
 {
     size_t n;
-    char *s = kn_util_utf8_clean("ok\xff\xc3\xa5\xed\xa0\x80z", 9, &n);
+    char *s = kn_utf8_clean("ok\xff\xc3\xa5\xed\xa0\x80z", 9, &n);
     assert_string_equal(s, "ok\xef\xbf\xbd\xc3\xa5\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz");
     free(s);
-    s = kn_util_utf8_clean("a\0b", 3, &n);
+    s = kn_utf8_clean("a\0b", 3, &n);
     assert_int_equal(n, 3);
     free(s);
 }

@@ -1,0 +1,17 @@
+/* utf8.h - UTF-8 checks shared by the server and execd: text that goes
+ * into JSON (jansson refuses invalid UTF-8) is checked or cleaned first. */
+#ifndef KN_UTF8_H
+#define KN_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
+ * values above U+10FFFF). */
+bool kn_utf8_valid(const char *s, size_t n);
+/* A malloc'd copy of s[0..n) where each invalid byte is replaced by U+FFFD,
+ * NUL-terminated, its length in *out_len (if not NULL). Who frees: the
+ * caller. NULL on allocation failure. */
+char *kn_utf8_clean(const char *s, size_t n, size_t *out_len);
+
+#endif
