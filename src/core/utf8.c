@@ -5,24 +5,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t
-utf8_seq_len(const unsigned char *s, size_t n)
+size_t
+kn_utf8_decode(const void *p, size_t n, uint32_t *cp)
 {
+    const unsigned char *s = p;
+    if (n == 0)
+        return 0;
     unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
+    if (c < 0x80) {
+        if (cp)
+            *cp = c;
         return 1;
+    }
+    size_t len;
+    uint32_t v;
     if (c >= 0xc2 && c <= 0xdf) {
         len = 2;
-        cp = c & 0x1f;
+        v = c & 0x1f;
     } else if (c >= 0xe0 && c <= 0xef) {
         len = 3;
-        cp = c & 0x0f;
+        v = c & 0x0f;
     } else if (c >= 0xf0 && c <= 0xf4) {
         len = 4;
-        cp = c & 0x07;
+        v = c & 0x07;
     } else {
         return 0;
     }
@@ -31,11 +36,13 @@ utf8_seq_len(const unsigned char *s, size_t n)
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80)
             return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
+        v = (v << 6) | (s[i] & 0x3f);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
+    if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10ffff)) ||
+        (v >= 0xd800 && v <= 0xdfff))
         return 0;
+    if (cp)
+        *cp = v;
     return len;
 }
 
@@ -48,7 +55,7 @@ kn_utf8_clean(const char *s, size_t n, size_t *out_len)
     size_t o = 0;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq_len(u + i, n - i);
+        size_t l = kn_utf8_decode(u + i, n - i, NULL);
         if (l == 0) {
             memcpy(out + o, "\xef\xbf\xbd", 3);
             o += 3;
@@ -70,7 +77,7 @@ kn_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq_len(u + i, n - i);
+        size_t l = kn_utf8_decode(u + i, n - i, NULL);
         if (l == 0)
             return false;
         i += l;

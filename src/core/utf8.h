@@ -5,6 +5,12 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Decodes the UTF-8 sequence at p (at most n bytes): its length (1..4) and,
+ * if cp is not NULL, its code point; 0 if the bytes are not well-formed
+ * UTF-8 (overlong forms, surrogates and values above U+10FFFF included). */
+size_t kn_utf8_decode(const void *p, size_t n, uint32_t *cp);
 
 /* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
  * values above U+10FFFF). */

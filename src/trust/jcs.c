@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
+
 /* Deeper input is refused rather than risking the stack; receipts nest to
  * five or six levels. */
 #define JCS_MAX_DEPTH 1000
@@ -56,63 +58,6 @@ buf_putc(jcs_buf_t *b, char c, kn_error_t *err)
     return buf_append(b, &c, 1, err);
 }
 
-/* Decodes one UTF-8 sequence at s[0..n). Returns its length and sets *cp, or
- * 0 if the bytes are not well-formed UTF-8 (overlong forms, surrogates and
- * values above U+10FFFF included). */
-static size_t
-utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (n == 0)
-        return 0;
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        v = c & 0x1F;
-        min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        v = c & 0x0F;
-        min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        v = c & 0x07;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-static bool
-utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    uint32_t cp;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_decode(p + i, n - i, &cp);
-        if (k == 0)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
 /* Maps a code point to a number whose order equals the order of its first
  * UTF-16 code unit, with ties broken as UTF-16 would break them: BMP
  * characters from U+E000 sort after every supplementary character, whose
@@ -154,8 +99,8 @@ kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen)
     size_t i = 0, j = 0;
     while (i < x->len && j < y->len) {
         uint32_t cp = 0, cq = 0;
-        size_t kp = utf8_decode(p + i, x->len - i, &cp);
-        size_t kq = utf8_decode(q + j, y->len - j, &cq);
+        size_t kp = kn_utf8_decode(p + i, x->len - i, &cp);
+        size_t kq = kn_utf8_decode(q + j, y->len - j, &cq);
         if (kp == 0 || kq == 0)
             return 0;
         uint32_t rp = utf16_rank(cp), rq = utf16_rank(cq);
@@ -174,7 +119,7 @@ kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen)
 static int
 write_string(jcs_buf_t *b, const char *s, size_t n, kn_error_t *err)
 {
-    if (!utf8_valid(s, n))
+    if (!kn_utf8_valid(s, n))
         return kn_error_set(err, EILSEQ, "string is not valid UTF-8");
     if (buf_reserve(b, n + 2, err) < 0)
         return -1;
@@ -392,7 +337,7 @@ write_object(jcs_buf_t *b, const json_t *obj, int depth, kn_error_t *err)
     {
         if (i == n)
             break;
-        if (!utf8_valid(key, klen)) {
+        if (!kn_utf8_valid(key, klen)) {
             free(m);
             return kn_error_set(err, EILSEQ, "member name is not valid UTF-8");
         }
