@@ -253,7 +253,9 @@ def test_unknown_ids_and_routes(server):
                                ("GET", "/v1/sandboxes/%ff/receipts", None),
                                ("GET", "/v1/snapshots/%ff%fe", "SNAPSHOT::NOT_FOUND"),
                                ("GET", "/v1/snapshots/%ed%a0%80/receipts", "SNAPSHOT::NOT_FOUND"),
-                               ("DELETE", "/v1/snapshots/%ff", "SNAPSHOT::NOT_FOUND")]:
+                               ("DELETE", "/v1/snapshots/%ff", "SNAPSHOT::NOT_FOUND"),
+                               ("GET", "/v1/pools/%ff", "POOL::NOT_FOUND"),
+                               ("DELETE", "/v1/pools/%fe%ff", "POOL::NOT_FOUND")]:
         r = server.request(method, path)
         assert_error(r, 404, code)
         assert "\ufffd" in r.json()["message"], (path, r.json())
