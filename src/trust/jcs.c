@@ -92,15 +92,13 @@ kn_jcs_compare_names(const char *a, const char *b)
 int
 kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen)
 {
-    const jcs_member_t xm = {a, alen, NULL}, ym = {b, blen, NULL};
-    const jcs_member_t *x = &xm, *y = &ym;
-    const unsigned char *p = (const unsigned char *)x->key;
-    const unsigned char *q = (const unsigned char *)y->key;
+    const unsigned char *p = (const unsigned char *)a;
+    const unsigned char *q = (const unsigned char *)b;
     size_t i = 0, j = 0;
-    while (i < x->len && j < y->len) {
+    while (i < alen && j < blen) {
         uint32_t cp = 0, cq = 0;
-        size_t kp = kn_utf8_decode(p + i, x->len - i, &cp);
-        size_t kq = kn_utf8_decode(q + j, y->len - j, &cq);
+        size_t kp = kn_utf8_decode(p + i, alen - i, &cp);
+        size_t kq = kn_utf8_decode(q + j, blen - j, &cq);
         if (kp == 0 || kq == 0)
             return 0;
         uint32_t rp = utf16_rank(cp), rq = utf16_rank(cq);
@@ -109,9 +107,9 @@ kn_jcs_compare_names_n(const char *a, size_t alen, const char *b, size_t blen)
         i += kp;
         j += kq;
     }
-    if (i < x->len)
+    if (i < alen)
         return 1;
-    if (j < y->len)
+    if (j < blen)
         return -1;
     return 0;
 }

@@ -232,7 +232,7 @@ kn_receipt_sign(json_t *receipt, const kn_receipt_key_t *key, const char *verifi
 static char *
 splice_proof(const json_t *receipt, const char *c, size_t len, const json_t *proof)
 {
-    size_t tail = 1, n = 0; /* the closing brace */
+    size_t tail = 1, n = 0, after = 0; /* the closing brace */
     const char *key;
     json_t *val;
     kn_error_t e = {0};
@@ -243,19 +243,20 @@ splice_proof(const json_t *receipt, const char *c, size_t len, const json_t *pro
         json_t *k = json_string(key);
         char *ck = k ? kn_jcs_canonicalize(k, &n, &e) : NULL;
         json_decref(k);
-        free(ck);
         if (!ck)
             return NULL;
+        free(ck);
         tail += 1 + n + 1; /* ,"name": */
         char *cv = kn_jcs_canonicalize(val, &n, &e);
-        free(cv);
         if (!cv)
             return NULL;
+        free(cv);
         tail += n;
+        after++;
     }
     size_t pn = 0;
     char *cp = kn_jcs_canonicalize(proof, &pn, &e);
-    if (!cp || tail >= len || (c[len - tail] != ',' && c[len - tail] != '}')) {
+    if (!cp || tail >= len || c[len - tail] != (after ? ',' : '}')) {
         free(cp);
         return NULL;
     }
