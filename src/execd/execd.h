@@ -21,6 +21,7 @@
 
 struct kn_cmdstore;
 struct kn_replstore;
+struct kn_ptystore;
 
 typedef struct kn_execd {
     int root_fd;       /* O_PATH directory fd of the served root: "/" in a sandbox */
@@ -30,6 +31,7 @@ typedef struct kn_execd {
     const char *token; /* X-EXECD-ACCESS-TOKEN required when non-NULL */
     struct kn_cmdstore *cmds;
     struct kn_replstore *repls; /* code contexts and bash sessions */
+    struct kn_ptystore *ptys;   /* /pty sessions */
     atomic_bool stopping;       /* set at shutdown: tunnels end within a second */
 } kn_execd_t;
 

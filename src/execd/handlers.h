@@ -55,6 +55,16 @@ enum MHD_Result kn_tunnel_open(kn_req_t *req);
 /* Closes what a tunnel that never started left open (from on_completed). */
 void kn_tunnel_free(struct kn_tunnel *t);
 
+/* pty.c: interactive shells over a WebSocket (see pty.c's head). */
+struct kn_pty_conn;
+int kn_pty_store_init(kn_execd_t *ex, kn_error_t *err);
+void kn_pty_store_free(kn_execd_t *ex);
+enum MHD_Result kn_pty_create(kn_req_t *req);
+enum MHD_Result kn_pty_status(kn_req_t *req);
+enum MHD_Result kn_pty_delete(kn_req_t *req);
+enum MHD_Result kn_pty_ws(kn_req_t *req);
+void kn_pty_conn_free(struct kn_pty_conn *c);
+
 /* metrics.c */
 enum MHD_Result kn_metrics_get(kn_req_t *req);
 enum MHD_Result kn_metrics_watch(kn_req_t *req);

@@ -341,6 +341,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     kn_upload_free(req);
     kn_tunnel_free(req->tunnel);
+    kn_pty_conn_free(req->pty_conn);
     kn_buf_free(&req->body);
     free(req);
     *con_cls = NULL;

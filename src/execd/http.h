@@ -33,8 +33,9 @@ struct kn_req {
     kn_buf_t body;
     bool body_too_large;
     bool replied;
-    void *upload;             /* upload state for streamed multipart bodies */
-    struct kn_tunnel *tunnel; /* GET /tunnel/{port}: freed when the request completes */
+    void *upload;                 /* upload state for streamed multipart bodies */
+    struct kn_tunnel *tunnel;     /* GET /tunnel/{port}: freed when the request completes */
+    struct kn_pty_conn *pty_conn; /* GET /pty/{id}/ws: freed when the request completes */
 };
 
 /* Starts serving on a unix socket (path, required) and optionally TCP

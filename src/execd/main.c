@@ -21,6 +21,7 @@
 #include "code.h"
 #include "command.h"
 #include "execd.h"
+#include "handlers.h"
 #include "http.h"
 #include "proc.h"
 
@@ -177,7 +178,8 @@ kn_execd_main(int argc, char **argv)
         return 1;
     }
     kn_error_t err = {0};
-    if (kn_command_store_init(&ex, &err) < 0 || kn_repl_store_init(&ex, &err) < 0) {
+    if (kn_command_store_init(&ex, &err) < 0 || kn_repl_store_init(&ex, &err) < 0 ||
+        kn_pty_store_init(&ex, &err) < 0) {
         fprintf(stderr, "kennel-execd: %s\n", err.msg);
         return 1;
     }
@@ -224,6 +226,7 @@ kn_execd_main(int argc, char **argv)
     kn_proc_signal_all(SIGKILL);
     drain_children(&set, KN_SHUTDOWN_GRACE_MS);
     kn_http_stop(h);
+    kn_pty_store_free(&ex);
     kn_repl_store_free(&ex);
     kn_command_store_free(&ex);
     close(ex.root_fd);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,8 +72,8 @@ static void __attribute__((noreturn)) child_main(const kn_spawn_t *s, int sync_f
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    if (setpgid(0, 0) < 0)
-        child_fail(sync_fd, "setpgid");
+    if (s->ctty ? setsid() < 0 : setpgid(0, 0) < 0)
+        child_fail(sync_fd, s->ctty ? "setsid" : "setpgid");
     /* Lift the wanted descriptors above 10 first so the dup2 order cannot clobber them. */
     int want[5] = {s->stdin_fd, s->stdout_fd, s->stderr_fd, s->fd3, s->fd4};
     int high[5];
@@ -86,6 +87,8 @@ static void __attribute__((noreturn)) child_main(const kn_spawn_t *s, int sync_f
         if (high[i] >= 0 && move_fd(high[i], i) < 0)
             child_fail(sync_fd, "dup2");
     }
+    if (s->ctty && ioctl(0, TIOCSCTTY, 0) < 0)
+        child_fail(sync_fd, "TIOCSCTTY");
     /* Nothing of execd crosses into the command but these five descriptors. */
     if (sync_fd > 5)
         syscall(SYS_close_range, 5U, (unsigned)sync_fd - 1, 0U);
@@ -220,8 +223,10 @@ kn_proc_spawn(const kn_spawn_t *s, kn_error_t *err)
     c->next = reg_head;
     reg_head = c;
     pthread_mutex_unlock(&reg_lock);
-    /* Also set the group from the parent so a kill right after spawn finds it. */
-    setpgid(pid, pid);
+    /* Also set the group from the parent so a kill right after spawn finds it
+     * (not for a session leader to be: setsid() fails in a group leader). */
+    if (!s->ctty)
+        setpgid(pid, pid);
 
     close(sync[1]);
     sync[1] = -1;

@@ -27,6 +27,9 @@ typedef struct kn_spawn {
     int stdout_fd;           /* -1 = /dev/null */
     int stderr_fd;           /* -1 = /dev/null */
     int fd3, fd4;            /* extra descriptors placed at 3 and 4 (-1 = none) */
+    /* A new session whose controlling terminal is stdin (a PTY's slave side):
+     * the child is a session leader rather than only a group leader. */
+    bool ctty;
 } kn_spawn_t;
 
 /* Starts a child as described. Returns a child with one reference owned by the
