@@ -20,6 +20,8 @@ typedef struct dir {
     size_t cap, len, off;
     bool eof;  /* src ended */
     bool shut; /* the end was passed on to dst */
+    bool from_a;
+    const kn_bridge_opts_t *o;
 } dir_t;
 
 static uint64_t
@@ -31,15 +33,19 @@ now_ms(void)
 }
 
 static int
-dir_init(dir_t *d, int src, int dst, const char *pre, size_t pre_len)
+dir_init(dir_t *d, int src, int dst, const char *pre, size_t pre_len, bool from_a,
+         const kn_bridge_opts_t *o)
 {
-    *d = (dir_t){.src = src, .dst = dst};
+    *d = (dir_t){.src = src, .dst = dst, .from_a = from_a, .o = o};
     d->cap = pre_len > BRIDGE_BUF ? pre_len : BRIDGE_BUF;
     d->buf = malloc(d->cap);
     if (!d->buf)
         return -1;
-    if (pre_len)
+    if (pre_len) {
         memcpy(d->buf, pre, pre_len);
+        if (o->tap)
+            o->tap(o->tap_ctx, from_a, pre, pre_len);
+    }
     d->len = pre_len;
     return 0;
 }
@@ -71,6 +77,8 @@ dir_step(dir_t *d)
             break;
         ssize_t n = recv(d->src, d->buf + d->len, d->cap - d->len, MSG_DONTWAIT);
         if (n > 0) {
+            if (d->o->tap)
+                d->o->tap(d->o->tap_ctx, d->from_a, d->buf + d->len, (size_t)n);
             d->len += (size_t)n;
             moved = 1;
             continue;
@@ -113,8 +121,8 @@ kn_bridge(int a, int b, const kn_bridge_opts_t *o)
     dir_t ab, ba;
     int rc = -1, err = 0;
     ba.buf = NULL;
-    if (dir_init(&ab, a, b, o->a_pre, o->a_pre_len) < 0 ||
-        dir_init(&ba, b, a, o->b_pre, o->b_pre_len) < 0) {
+    if (dir_init(&ab, a, b, o->a_pre, o->a_pre_len, true, o) < 0 ||
+        dir_init(&ba, b, a, o->b_pre, o->b_pre_len, false, o) < 0) {
         err = ENOMEM;
         goto out;
     }

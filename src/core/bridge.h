@@ -29,6 +29,10 @@ typedef struct kn_bridge_opts {
      * for this long (a peer that never answers a half-close must not hold
      * the connection for ever). 0 waits for ever. */
     int linger_ms;
+    /* Sees every byte as it is read, before it is passed on (from_a: it
+     * came from a). NULL for none. It must not block. */
+    void (*tap)(void *ctx, bool from_a, const char *data, size_t len);
+    void *tap_ctx;
 } kn_bridge_opts_t;
 
 /* Returns 0 when both directions ended with an end of stream, -1 otherwise

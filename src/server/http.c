@@ -250,6 +250,7 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         kn_rcpt_call_end(r->call, false); /* unless the finish tap ended it */
         kn_rcpt_call_free(r->call);
     }
+    kn_rcpt_pty_watch_free(r->pty_watch);
     free(r->sock);
     free(r->pidns);
     free(r->target);
@@ -327,6 +328,8 @@ forward(struct MHD_Connection *c, kn_req_t *r, const kn_proxy_target_t *t)
                               kn_rcpt_call_finish, r->call};
         kn_proxy_set_tap(r->proxy, &tap);
     }
+    if (r->pty_watch)
+        kn_proxy_set_relay_tap(r->proxy, kn_rcpt_pty_tap, r->pty_watch);
     return MHD_YES;
 }
 
@@ -376,6 +379,8 @@ start_proxy(kn_srv_t *s, struct MHD_Connection *c, kn_req_t *r, const char *meth
                                    &not_action, &err);
     if (!r->call && !not_action)
         return kn_http_fail(c, r, &err);
+    if (!t.port && !r->call && !strcmp(method, "GET"))
+        r->pty_watch = kn_rcpt_pty_watch(s->receipts, id, target);
     r->is_proxy = true;
     if (r->call && kn_rcpt_call_reads_body(r->call) && has_body(c)) {
         r->deferred = true;

@@ -70,6 +70,7 @@ typedef struct kn_req {
      * for a call whose body is read before it is forwarded, where to. */
     char principal[96];
     struct kn_rcpt_call *call;
+    struct kn_rcpt_pty_watch *pty_watch; /* a PTY's WebSocket: its traffic is hashed */
     bool deferred;
     char *sock, *pidns, *target, *prefix;
     char *egress_rest; /* a request to the egress port: the path after it (egress_api.c) */

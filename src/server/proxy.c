@@ -175,6 +175,8 @@ struct kn_proxy {
     char *pool_key; /* for a connection to execd itself: "sock\npidns\ndev:ino" */
     bool dirty;     /* the backend sent more than one answer: never reused */
     kn_proxy_tap_t tap;
+    void (*relay_tap)(void *ctx, bool from_client, const char *data, size_t len);
+    void *relay_ctx;
     bool finished;
 };
 
@@ -192,6 +194,15 @@ void
 kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap)
 {
     p->tap = *tap;
+}
+
+void
+kn_proxy_set_relay_tap(kn_proxy_t *p,
+                       void (*fn)(void *ctx, bool from_client, const char *data, size_t len),
+                       void *ctx)
+{
+    p->relay_tap = fn;
+    p->relay_ctx = ctx;
 }
 
 /* Never passed on, either way: hop-by-hop headers (an upgrade is passed on
@@ -803,7 +814,9 @@ upgraded(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extr
                           .b_pre = p->pending ? p->pending + p->poff : NULL,
                           .b_pre_len = p->plen - p->poff,
                           .stop = &stopping,
-                          .linger_ms = LINGER_MS};
+                          .linger_ms = LINGER_MS,
+                          .tap = p->relay_tap,
+                          .tap_ctx = p->relay_ctx};
     (void)kn_bridge(sock, p->fd, &o);
     close(p->fd);
     p->fd = -1;

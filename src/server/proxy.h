@@ -17,6 +17,7 @@
 #define KN_PROXY_H
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "error.h"
@@ -51,6 +52,11 @@ typedef struct kn_proxy_tap {
     void *ctx;
 } kn_proxy_tap_t;
 void kn_proxy_set_tap(kn_proxy_t *p, const kn_proxy_tap_t *tap);
+/* After an upgrade: sees every byte relayed (from_client: client to
+ * sandbox), as kn_bridge's tap. */
+void kn_proxy_set_relay_tap(kn_proxy_t *p,
+                            void (*fn)(void *ctx, bool from_client, const char *data, size_t len),
+                            void *ctx);
 /* Relays a piece of the request body. */
 int kn_proxy_body(kn_proxy_t *p, const char *data, size_t len, kn_error_t *err);
 /* Ends the body, reads the response head and returns a response that

@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "core/ws.h"
 #include "trust/execd.h"
 #include "trust/jcs.h"
 #include "trust/receipt.h"
@@ -62,6 +63,10 @@ struct kn_rcpt {
     drop_t tx_cleared;          /* a drop record used by this transaction */
     tail_memo_t memo[MAX_MEMO]; /* under the store's lock */
     size_t memo_next;
+    /* What passed through the WebSockets of open PTYs (under pty_mu). */
+    pthread_mutex_t pty_mu;
+    pthread_cond_t pty_cv; /* an exit frame was seen, a relay ended */
+    struct pty_io *ptys;
 };
 
 static tail_memo_t *
@@ -103,6 +108,9 @@ struct kn_rcpt_call {
     char principal[96];
     char corr[37];
     bool begun;
+    bool pty_open;  /* POST /pty */
+    bool pty_close; /* DELETE /pty/{id} of a PTY this server opened */
+    char pty_id[64];
 };
 
 /* The lifecycle request this thread serves (receipts.h). */
@@ -516,6 +524,378 @@ principal_now(kn_rcpt_t *r)
     return ctx.active && ctx.r == r ? ctx.principal : NULL;
 }
 
+/* ---- PTY sessions ---------------------------------------------------------
+ *
+ * A PTY opened through the proxy (POST /pty) has a row in the store's ptys
+ * table, written with its open outcome; the correlation id there pairs the
+ * open with the one close receipt that ends it: the exit frame execd sends
+ * on its WebSocket, a DELETE (pending, then outcome), or the sandbox's end.
+ * What crosses its WebSockets through the server is hashed here: the
+ * payloads of data frames, client to sandbox ("input") and back
+ * ("output"), each direction as one byte stream; io_hash is the SHA-256 of
+ * the JCS text of {"input": sha256(...), "output": sha256(...)}. */
+
+typedef struct pty_io {
+    char sandbox[40], pty[64];
+    crypto_hash_sha256_state in, out;
+    bool partial; /* opened before this server started: earlier I/O is not in it */
+    bool exit_seen;
+    int exit_code;
+    int watchers; /* WebSockets being relayed */
+    struct pty_io *next;
+} pty_io_t;
+
+/* The entry for (sandbox, pty), made when missing (create; partial then).
+ * Under pty_mu. */
+static pty_io_t *
+pty_io_find(kn_rcpt_t *r, const char *sandbox, const char *pty, bool create, bool partial)
+{
+    for (pty_io_t *e = r->ptys; e; e = e->next)
+        if (!strcmp(e->sandbox, sandbox) && !strcmp(e->pty, pty))
+            return e;
+    if (!create)
+        return NULL;
+    pty_io_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    snprintf(e->sandbox, sizeof e->sandbox, "%s", sandbox);
+    snprintf(e->pty, sizeof e->pty, "%s", pty);
+    crypto_hash_sha256_init(&e->in);
+    crypto_hash_sha256_init(&e->out);
+    e->partial = partial;
+    e->next = r->ptys;
+    r->ptys = e;
+    return e;
+}
+
+static void
+pty_io_drop(kn_rcpt_t *r, const char *sandbox, const char *pty)
+{
+    pthread_mutex_lock(&r->pty_mu);
+    pty_io_t **pp = &r->ptys;
+    while (*pp) {
+        pty_io_t *e = *pp;
+        if (!strcmp(e->sandbox, sandbox) && (!pty || !strcmp(e->pty, pty))) {
+            *pp = e->next;
+            free(e);
+        } else {
+            pp = &e->next;
+        }
+    }
+    pthread_mutex_unlock(&r->pty_mu);
+}
+
+/* The close receipt's parameters and response for a PTY, from what was
+ * seen of it. signal: the close's own (DELETE), or NULL. */
+static void
+pty_close_payload(kn_rcpt_t *r, const char *sandbox, const char *pty, const char *signal,
+                  json_t **params, json_t **response)
+{
+    unsigned char d[crypto_hash_sha256_BYTES];
+    char hin[KN_RECEIPT_HASH_SIZE], hout[KN_RECEIPT_HASH_SIZE], io[KN_RECEIPT_HASH_SIZE];
+    pthread_mutex_lock(&r->pty_mu);
+    pty_io_t *e = pty_io_find(r, sandbox, pty, false, false);
+    crypto_hash_sha256_state a, b;
+    if (e) {
+        a = e->in;
+        b = e->out;
+    } else {
+        crypto_hash_sha256_init(&a);
+        crypto_hash_sha256_init(&b);
+    }
+    bool complete = e && !e->partial, seen = e && e->exit_seen;
+    int code = e ? e->exit_code : 0;
+    pthread_mutex_unlock(&r->pty_mu);
+    crypto_hash_sha256_final(&a, d);
+    memcpy(hin, "sha256:", 7);
+    sodium_bin2hex(hin + 7, sizeof hin - 7, d, sizeof d);
+    crypto_hash_sha256_final(&b, d);
+    memcpy(hout, "sha256:", 7);
+    sodium_bin2hex(hout + 7, sizeof hout - 7, d, sizeof d);
+    json_t *both = json_pack("{s:s, s:s}", "input", hin, "output", hout);
+    kn_error_t err = {0};
+    if (!both || kn_receipt_hash_json(both, io, &err) < 0)
+        snprintf(io, sizeof io, "%s", "");
+    json_decref(both);
+    *params = json_pack("{s:o}", "exit_code", seen ? json_integer(code) : json_null());
+    if (*params && signal)
+        json_object_set_new(*params, "signal", json_string(signal));
+    *response = json_pack("{s:s}", "io_hash", io);
+    /* No WebSocket seen, or opened by an earlier server: what passed
+     * before this one started is not in the hash, and the receipt says so. */
+    if (*response && !complete)
+        json_object_set_new(*response, "io_complete", json_false());
+}
+
+/* Writes the close receipt of one PTY row (in tx) and removes the row. */
+static int
+pty_close_tx(kn_rcpt_t *r, kn_store_tx_t *tx, const kn_store_pty_t *row, const char *status,
+             const char *error, const char *signal, kn_error_t *err)
+{
+    json_t *params = NULL, *response = NULL;
+    char resource[96];
+    snprintf(resource, sizeof resource, "/pty/%s", row->pty_id);
+    pty_close_payload(r, row->sandbox_id, row->pty_id, signal, &params, &response);
+    kn_receipt_action_t a = {.type = "system.pty.close",
+                             .parameters = params,
+                             .response = response,
+                             .target_system = "opensandbox:execd",
+                             .target_resource = resource,
+                             .status = status,
+                             .error = error,
+                             .correlation_id = row->corr};
+    subject_t sub;
+    bool skipped;
+    subject_sandbox(&sub, row->sandbox_id);
+    int rc = params && response ? 0 : kn_error_set(err, ENOMEM, "receipts");
+    if (rc == 0)
+        rc = append(r, tx, &sub, &a, NULL, true, &skipped, err);
+    if (rc == 0)
+        rc = kn_store_tx_pty_del(tx, row->sandbox_id, row->pty_id, err);
+    json_decref(params);
+    json_decref(response);
+    return rc;
+}
+
+/* Closes every PTY of a sandbox that is ending (in the terminal's tx), or
+ * with sandbox NULL every close an earlier server left in flight. */
+static int
+pty_close_all(kn_rcpt_t *r, kn_store_tx_t *tx, const char *sandbox, kn_error_t *err)
+{
+    kn_store_pty_t *rows = NULL;
+    size_t n = 0;
+    if (kn_store_tx_ptys(tx, sandbox, sandbox == NULL, &rows, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *why = !sandbox          ? "the server stopped before the outcome was observed"
+                          : rows[i].closing ? "the sandbox ended before the close was observed"
+                                            : "the sandbox ended before the PTY closed";
+        rc = pty_close_tx(r, tx, &rows[i], "failure", why, NULL, err);
+    }
+    free(rows);
+    return rc;
+}
+
+typedef struct pty_exit_step {
+    step_t s;
+    const char *sandbox, *pty;
+    bool closed;
+} pty_exit_step_t;
+
+static int
+pty_exit_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
+{
+    pty_exit_step_t *s = arg;
+    kn_store_pty_t *rows = NULL;
+    size_t n = 0;
+    tx_start(s->s.r);
+    if (kn_store_tx_ptys(tx, s->sandbox, false, &rows, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(rows[i].pty_id, s->pty) && !rows[i].closing) {
+            rc = pty_close_tx(s->s.r, tx, &rows[i], "success", NULL, NULL, err);
+            s->closed = rc == 0;
+            break;
+        }
+    free(rows);
+    return rc;
+}
+
+/* execd said the PTY's shell exited (its exit frame passed the relay). */
+static void
+pty_exited(kn_rcpt_t *r, const char *sandbox, const char *pty, int code)
+{
+    pthread_mutex_lock(&r->pty_mu);
+    pty_io_t *e = pty_io_find(r, sandbox, pty, true, true);
+    if (e) {
+        e->exit_seen = true;
+        e->exit_code = code;
+    }
+    pthread_cond_broadcast(&r->pty_cv);
+    pthread_mutex_unlock(&r->pty_mu);
+    kn_error_t err = {0};
+    pty_exit_step_t st = {.sandbox = sandbox, .pty = pty};
+    if (run(r, pty_exit_tx, &st.s, &err) < 0) {
+        char chain_id[96];
+        kn_rcpt_chain_id(sandbox, chain_id, sizeof chain_id);
+        drop_add(r, chain_id, 1);
+        r->dropped++;
+        fprintf(stderr,
+                "{\"level\":\"error\",\"msg\":\"a PTY's close receipt was dropped\","
+                "\"sandboxId\":\"%s\",\"detail\":\"%s\"}\n",
+                sandbox, err.msg);
+        return;
+    }
+    if (st.closed)
+        pty_io_drop(r, sandbox, pty);
+}
+
+#define PTY_MAX_TEXT 4096 /* execd's exit frame is far smaller */
+
+struct kn_rcpt_pty_watch {
+    kn_rcpt_t *r;
+    char sandbox[40], pty[64];
+    kn_ws_parser_t from_client, to_client;
+    char text[PTY_MAX_TEXT];
+    size_t text_len;
+    bool text_over;
+    int text_op;
+};
+
+static int
+watch_piece(void *wctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *data, size_t n,
+            bool last, bool from_client)
+{
+    kn_rcpt_pty_watch_t *w = wctx;
+    if (f->opcode >= KN_WS_CLOSE)
+        return 0;
+    pthread_mutex_lock(&w->r->pty_mu);
+    pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, true, true);
+    if (e && n)
+        crypto_hash_sha256_update(from_client ? &e->in : &e->out, data, n);
+    pthread_mutex_unlock(&w->r->pty_mu);
+    if (from_client)
+        return 0;
+    /* Text from execd: gathered (small) to see the exit frame. */
+    if (f->opcode != KN_WS_CONT && off == 0) {
+        w->text_len = 0;
+        w->text_over = false;
+        w->text_op = f->opcode;
+    }
+    if (w->text_op != KN_WS_TEXT)
+        return 0;
+    if (w->text_len + n > sizeof w->text)
+        w->text_over = true;
+    else {
+        memcpy(w->text + w->text_len, data, n);
+        w->text_len += n;
+    }
+    if (last && f->fin && !w->text_over) {
+        json_t *o = json_loadb(w->text, w->text_len, 0, NULL);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        const json_t *code = json_object_get(o, "exit_code");
+        if (type && !strcmp(type, "exit") && json_is_integer(code))
+            pty_exited(w->r, w->sandbox, w->pty, (int)json_integer_value(code));
+        json_decref(o);
+    }
+    return 0;
+}
+
+static int
+piece_in(void *wctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *data, size_t n, bool last)
+{
+    return watch_piece(wctx, f, off, data, n, last, true);
+}
+
+static int
+piece_out(void *wctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *data, size_t n,
+          bool last)
+{
+    return watch_piece(wctx, f, off, data, n, last, false);
+}
+
+void
+kn_rcpt_pty_tap(void *wctx, bool from_client, const char *data, size_t len)
+{
+    kn_rcpt_pty_watch_t *w = wctx;
+    /* A parser that failed (not WebSocket after all) stops counting; the
+     * close receipt then says io_complete false. */
+    kn_ws_parser_t *p = from_client ? &w->from_client : &w->to_client;
+    if (kn_ws_parse(p, data, len, from_client ? piece_in : piece_out, w) < 0 && p->error &&
+        strcmp(p->error, "stopped")) {
+        pthread_mutex_lock(&w->r->pty_mu);
+        pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, true, true);
+        if (e)
+            e->partial = true;
+        pthread_mutex_unlock(&w->r->pty_mu);
+        p->error = "stopped";
+    }
+}
+
+kn_rcpt_pty_watch_t *
+kn_rcpt_pty_watch(kn_rcpt_t *r, const char *sandbox_id, const char *target)
+{
+    if (!r || strncmp(target, "/pty/", 5))
+        return NULL;
+    const char *id = target + 5;
+    size_t il = strcspn(id, "/?#");
+    if (il == 0 || il >= 64 || strncmp(id + il, "/ws", 3) || (id[il + 3] && id[il + 3] != '?'))
+        return NULL;
+    char pty[64];
+    memcpy(pty, id, il);
+    pty[il] = '\0';
+    kn_store_pty_t row;
+    bool found = false;
+    kn_error_t err = {0};
+    if (kn_store_pty_get(r->store, sandbox_id, pty, &row, &found, &err) < 0 || !found)
+        return NULL;
+    kn_rcpt_pty_watch_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->r = r;
+    snprintf(w->sandbox, sizeof w->sandbox, "%s", sandbox_id);
+    snprintf(w->pty, sizeof w->pty, "%s", pty);
+    kn_ws_parser_init(&w->from_client, 0);
+    kn_ws_parser_init(&w->to_client, 0);
+    pthread_mutex_lock(&r->pty_mu);
+    pty_io_t *e = pty_io_find(r, sandbox_id, pty, true, true);
+    if (e)
+        e->watchers++;
+    pthread_mutex_unlock(&r->pty_mu);
+    return w;
+}
+
+void
+kn_rcpt_pty_watch_free(kn_rcpt_pty_watch_t *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->r->pty_mu);
+    pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, false, false);
+    if (e && e->watchers > 0)
+        e->watchers--;
+    pthread_cond_broadcast(&w->r->pty_cv);
+    pthread_mutex_unlock(&w->r->pty_mu);
+    free(w);
+}
+
+/* A DELETE's outcome: execd answers once the attached socket has been sent
+ * the exit frame, which the relay (another thread) may not have read yet;
+ * it is waited for, briefly, so that the close commits to it. */
+static void
+pty_wait_exit_frame(kn_rcpt_t *r, const char *sandbox, const char *pty)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_mutex_lock(&r->pty_mu);
+    for (;;) {
+        pty_io_t *e = pty_io_find(r, sandbox, pty, false, false);
+        if (!e || !e->watchers || e->exit_seen)
+            break;
+        if (pthread_cond_timedwait(&r->pty_cv, &r->pty_mu, &until) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&r->pty_mu);
+}
+
+/* DELETE /pty/{id}: the id, when the target is exactly that. */
+static bool
+pty_delete_target(const char *method, const char *target, char out[64])
+{
+    if (strcmp(method, "DELETE") || strncmp(target, "/pty/", 5))
+        return false;
+    const char *id = target + 5;
+    size_t il = strcspn(id, "/?#");
+    if (il == 0 || il >= 64 || (id[il] && id[il] != '?'))
+        return false;
+    memcpy(out, id, il);
+    out[il] = '\0';
+    return true;
+}
+
 /* ---- the store hook: lifecycle receipts ------------------------------------ */
 
 #define T_CREATE "io.kennel.sandbox.create"
@@ -588,6 +968,9 @@ terminal_step(kn_rcpt_t *r, kn_store_tx_t *tx, const kn_store_change_t *ch, kn_e
     }
     subject_t sub;
     subject_sandbox(&sub, id);
+    if (pty_close_all(r, tx, id, err) < 0)
+        return -1;
+    pty_io_drop(r, id, NULL);
     if (close_unanswered(r, tx, &sub, corr, "the sandbox ended before the outcome was observed",
                          err) < 0)
         return -1;
@@ -764,6 +1147,22 @@ kn_rcpt_call_new(kn_rcpt_t *r, const char *sandbox_id, const char *principal, co
     *not_action = true;
     if (!r)
         return NULL;
+    char pty[64];
+    kn_store_pty_t row;
+    bool pty_close = false;
+    if (pty_delete_target(method, target, pty)) {
+        /* Only a PTY this server opened has a close to record; any other
+         * DELETE goes to execd as it is (which answers 404 for a PTY it
+         * does not know). */
+        bool found = false;
+        if (kn_store_pty_get(r->store, sandbox_id, pty, &row, &found, err) < 0) {
+            *not_action = false;
+            return NULL;
+        }
+        if (!found)
+            return NULL;
+        pty_close = true;
+    }
     kn_execd_capture_t *cap = kn_execd_capture_new(method, target, not_action, err);
     if (!cap)
         return NULL;
@@ -779,6 +1178,12 @@ kn_rcpt_call_new(kn_rcpt_t *r, const char *sandbox_id, const char *principal, co
     snprintf(c->sandbox, sizeof c->sandbox, "%s", sandbox_id);
     snprintf(c->principal, sizeof c->principal, "%s", principal);
     uuid_v4(c->corr);
+    c->pty_open = !strcmp(kn_execd_capture_type(cap), "system.pty.open");
+    if (pty_close) {
+        c->pty_close = true;
+        snprintf(c->pty_id, sizeof c->pty_id, "%s", pty);
+        memcpy(c->corr, row.corr, sizeof c->corr); /* the open's */
+    }
     kn_execd_capture_request_type(cap, content_type);
     return c;
 }
@@ -829,6 +1234,14 @@ call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     if (skipped && !s->outcome)
         return kn_server_error(err, EBUSY, "sandbox %s has ended (its receipt chain is closed)",
                                s->c->sandbox);
+    kn_rcpt_call_t *c = s->c;
+    if (!skipped && c->pty_open && s->outcome && c->pty_id[0] &&
+        kn_store_tx_pty_put(tx, c->sandbox, c->pty_id, c->corr, err) < 0)
+        return -1;
+    if (!skipped && c->pty_close &&
+        (s->outcome ? kn_store_tx_pty_del(tx, c->sandbox, c->pty_id, err)
+                    : kn_store_tx_pty_closing(tx, c->sandbox, c->pty_id, err)) < 0)
+        return -1;
     /* An outcome after the chain ended: the terminal receipt answered it. */
     return 0;
 }
@@ -837,8 +1250,8 @@ int
 kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err)
 {
     bool pending = false;
-    json_t *params = kn_execd_capture_parameters(c->cap, &pending, err);
-    if (!params && !pending)
+    json_t *params = c->pty_close ? NULL : kn_execd_capture_parameters(c->cap, &pending, err);
+    if (!params && !pending && !c->pty_close)
         return tag(err);
     call_step_t s = {.c = c,
                      .a = {.type = kn_execd_capture_type(c->cap),
@@ -880,6 +1293,32 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
     if (!params && pending) /* an upload that did not arrive whole */
         params = NULL;
     int rc = kn_execd_capture_outcome(c->cap, complete, &response, &st, error, sizeof error, &err);
+    if (rc == 0 && c->pty_open && !strcmp(st, "success")) {
+        const char *id = kn_execd_capture_pty_id(c->cap);
+        snprintf(c->pty_id, sizeof c->pty_id, "%s", id ? id : "");
+        if (id) {
+            pthread_mutex_lock(&c->r->pty_mu);
+            (void)pty_io_find(c->r, c->sandbox, id, true, false);
+            pthread_mutex_unlock(&c->r->pty_mu);
+        }
+    }
+    if (rc == 0 && c->pty_close) {
+        /* The close commits to what the PTY did, not to DELETE's (empty)
+         * answer: {"exit_code" (when its exit frame was seen), "signal"} ->
+         * {"io_hash"}. */
+        json_t *pp = NULL, *pr = NULL;
+        if (!strcmp(st, "success"))
+            pty_wait_exit_frame(c->r, c->sandbox, c->pty_id);
+        pty_close_payload(c->r, c->sandbox, c->pty_id, "SIGHUP", &pp, &pr);
+        json_decref(params);
+        params = pp;
+        if (!strcmp(st, "success")) {
+            json_decref(response);
+            response = pr;
+        } else {
+            json_decref(pr);
+        }
+    }
     if (rc == 0) {
         call_step_t s = {.c = c,
                          .outcome = true,
@@ -907,6 +1346,8 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
     }
     c->r->pending_open--;
     c->begun = false;
+    if (c->pty_close)
+        pty_io_drop(c->r, c->sandbox, c->pty_id);
     json_decref(params);
     json_decref(response);
     return rc < 0 ? -1 : 0;
@@ -1212,6 +1653,10 @@ recover_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     char **ids = NULL;
     size_t n = 0;
     tx_start(r);
+    long before_ptys = r->tx_written;
+    if (pty_close_all(r, tx, NULL, err) < 0)
+        return -1;
+    s->closed += (size_t)(r->tx_written - before_ptys);
     if (kn_store_tx_chains(tx, true, &ids, &n, err) < 0)
         return -1;
     int ret = 0;
@@ -1279,6 +1724,8 @@ kn_rcpt_open(const kn_server_cfg_t *cfg, kn_store_t *store, kn_rcpt_t **out, kn_
     if (!r)
         return kn_error_set(err, ENOMEM, "receipts");
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->pty_mu, NULL);
+    pthread_cond_init(&r->pty_cv, NULL);
     r->store = store;
     if (cfg->receipts_key) {
         snprintf(r->key_path, sizeof r->key_path, "%s", cfg->receipts_key);
@@ -1328,6 +1775,13 @@ kn_rcpt_close(kn_rcpt_t *r)
         kn_store_set_hook(r->store, NULL, NULL, NULL);
     kn_receipt_key_wipe(&r->key);
     pthread_mutex_destroy(&r->mu);
+    while (r->ptys) {
+        pty_io_t *e = r->ptys;
+        r->ptys = e->next;
+        free(e);
+    }
+    pthread_mutex_destroy(&r->pty_mu);
+    pthread_cond_destroy(&r->pty_cv);
     free(r);
 }
 

@@ -76,6 +76,15 @@ int kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete);
 int kn_rcpt_call_finish(void *call);
 void kn_rcpt_call_free(kn_rcpt_call_t *c);
 
+/* The WebSocket of a PTY this server opened (GET /pty/{id}/ws): NULL for
+ * any other target. kn_rcpt_pty_tap (as the proxy's relay tap) hashes the
+ * data frames both ways and notices execd's exit frame, which writes the
+ * PTY's close receipt. Freed when the request completes. */
+typedef struct kn_rcpt_pty_watch kn_rcpt_pty_watch_t;
+kn_rcpt_pty_watch_t *kn_rcpt_pty_watch(kn_rcpt_t *r, const char *sandbox_id, const char *target);
+void kn_rcpt_pty_tap(void *ctx, bool from_client, const char *data, size_t len);
+void kn_rcpt_pty_watch_free(kn_rcpt_pty_watch_t *w);
+
 /* An action of the server that changes no sandbox row: an egress policy
  * change, a snapshot's capture or deletion. Its "pending" receipt is
  * written before the action is done (begin; -1: do not do it, KN_RCPT_ERRNO,

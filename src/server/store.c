@@ -117,6 +117,13 @@ static const char schema[] =
      * its query filters. Nothing of Kennel queries by them, and each index
      * is one more page written per receipt, two receipts per proxied call
      * (docs/decisions.md): they are not made, and dropped from older files. */
+    /* PTY sessions opened through the proxy (receipts.c). */
+    "CREATE TABLE IF NOT EXISTS ptys ("
+    " sandbox_id TEXT NOT NULL,"
+    " pty_id TEXT NOT NULL,"
+    " correlation_id TEXT NOT NULL,"
+    " closing INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (sandbox_id, pty_id));"
     "DROP INDEX IF EXISTS idx_receipts_action;"
     "DROP INDEX IF EXISTS idx_receipts_risk;"
     "DROP INDEX IF EXISTS idx_receipts_timestamp;";
@@ -1203,4 +1210,126 @@ out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return ret;
+}
+
+/* ---- PTY sessions ------------------------------------------------------- */
+
+/* Runs sql with up to three text arguments (NULL binds NULL) and collects
+ * the rows as kn_store_pty_t (columns sandbox_id, pty_id, correlation_id,
+ * closing); out NULL for statements that return nothing. Lock held. */
+static int
+pty_sql(kn_store_t *st, const char *sql, const char *a1, const char *a2, const char *a3,
+        kn_store_pty_t **out, size_t *n, kn_error_t *err)
+{
+    sqlite3_stmt *s = NULL;
+    kn_store_pty_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int ret = -1, rc;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        db_error(st, err, "pty sessions");
+        goto out;
+    }
+    const char *args[3] = {a1, a2, a3};
+    for (int i = 0; i < 3 && i < sqlite3_bind_parameter_count(s); i++)
+        if (args[i])
+            sqlite3_bind_text(s, i + 1, args[i], -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!out)
+            continue;
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            kn_store_pty_t *g = realloc(v, nc * sizeof *g);
+            if (!g) {
+                kn_error_set(err, ENOMEM, "pty sessions");
+                goto out;
+            }
+            v = g;
+            cap = nc;
+        }
+        kn_store_pty_t *e = &v[len++];
+        memset(e, 0, sizeof *e);
+        const unsigned char *t;
+        if ((t = sqlite3_column_text(s, 0)))
+            snprintf(e->sandbox_id, sizeof e->sandbox_id, "%s", (const char *)t);
+        if ((t = sqlite3_column_text(s, 1)))
+            snprintf(e->pty_id, sizeof e->pty_id, "%s", (const char *)t);
+        if ((t = sqlite3_column_text(s, 2)))
+            snprintf(e->corr, sizeof e->corr, "%s", (const char *)t);
+        e->closing = sqlite3_column_int(s, 3) != 0;
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(st, err, "pty sessions");
+        goto out;
+    }
+    if (out) {
+        *out = v;
+        *n = len;
+        v = NULL;
+    }
+    ret = 0;
+out:
+    free(v);
+    sqlite3_finalize(s);
+    return ret;
+}
+
+#define PTY_COLS "SELECT sandbox_id, pty_id, correlation_id, closing FROM ptys "
+
+int
+kn_store_pty_get(kn_store_t *st, const char *sandbox, const char *pty, kn_store_pty_t *out,
+                 bool *found, kn_error_t *err)
+{
+    kn_store_pty_t *v = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = pty_sql(st, PTY_COLS "WHERE sandbox_id = ?1 AND pty_id = ?2", sandbox, pty, NULL, &v,
+                     &n, err);
+    pthread_mutex_unlock(&st->mu);
+    *found = rc == 0 && n > 0;
+    if (*found)
+        *out = v[0];
+    free(v);
+    return rc;
+}
+
+int
+kn_store_tx_pty_put(kn_store_tx_t *tx, const char *sandbox, const char *pty, const char *corr,
+                    kn_error_t *err)
+{
+    return pty_sql(tx->st,
+                   "INSERT OR REPLACE INTO ptys (sandbox_id, pty_id, correlation_id) "
+                   "VALUES (?1, ?2, ?3)",
+                   sandbox, pty, corr, NULL, NULL, err);
+}
+
+int
+kn_store_tx_pty_closing(kn_store_tx_t *tx, const char *sandbox, const char *pty, kn_error_t *err)
+{
+    return pty_sql(tx->st, "UPDATE ptys SET closing = 1 WHERE sandbox_id = ?1 AND pty_id = ?2",
+                   sandbox, pty, NULL, NULL, NULL, err);
+}
+
+int
+kn_store_tx_pty_del(kn_store_tx_t *tx, const char *sandbox, const char *pty, kn_error_t *err)
+{
+    return pty_sql(tx->st, "DELETE FROM ptys WHERE sandbox_id = ?1 AND pty_id = ?2", sandbox, pty,
+                   NULL, NULL, NULL, err);
+}
+
+int
+kn_store_tx_ptys(kn_store_tx_t *tx, const char *sandbox, bool closing_only, kn_store_pty_t **out,
+                 size_t *n, kn_error_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (sandbox)
+        return pty_sql(tx->st,
+                       closing_only ? PTY_COLS
+                           "WHERE sandbox_id = ?1 AND closing = 1 ORDER BY rowid"
+                                    : PTY_COLS "WHERE sandbox_id = ?1 ORDER BY rowid",
+                       sandbox, NULL, NULL, out, n, err);
+    return pty_sql(tx->st,
+                   closing_only ? PTY_COLS "WHERE closing = 1 ORDER BY rowid"
+                                : PTY_COLS "ORDER BY rowid",
+                   NULL, NULL, NULL, out, n, err);
 }

@@ -193,4 +193,25 @@ int kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t
 int kn_store_has_snapshot(kn_store_t *st, const char *id, bool *found, kn_error_t *err);
 void kn_store_strings_free(char **v, size_t n);
 
+/* PTY sessions opened through the proxy: the correlation id that pairs a
+ * PTY's open and close receipts, and whether a close (DELETE) is in flight
+ * (receipts.c keeps them; a row goes with the PTY's close receipt). */
+typedef struct kn_store_pty {
+    char sandbox_id[40];
+    char pty_id[64];
+    char corr[37];
+    bool closing;
+} kn_store_pty_t;
+int kn_store_pty_get(kn_store_t *st, const char *sandbox, const char *pty, kn_store_pty_t *out,
+                     bool *found, kn_error_t *err);
+int kn_store_tx_pty_put(kn_store_tx_t *tx, const char *sandbox, const char *pty, const char *corr,
+                        kn_error_t *err);
+int kn_store_tx_pty_closing(kn_store_tx_t *tx, const char *sandbox, const char *pty,
+                            kn_error_t *err);
+int kn_store_tx_pty_del(kn_store_tx_t *tx, const char *sandbox, const char *pty, kn_error_t *err);
+/* The PTYs of a sandbox (NULL: of every sandbox), only those closing if
+ * closing_only; *out is malloc'ed. */
+int kn_store_tx_ptys(kn_store_tx_t *tx, const char *sandbox, bool closing_only,
+                     kn_store_pty_t **out, size_t *n, kn_error_t *err);
+
 #endif

@@ -104,6 +104,10 @@ static const struct {
     {"DELETE", "/directories", "filesystem.directory.delete"},
     {"POST", "/pty", "system.pty.open"},
     {"DELETE", "/pty/*", "system.pty.close"},
+    /* A PTY's status is not an action; its WebSocket's traffic is hashed
+     * into the close receipt (docs/receipts.md). */
+    {"GET", "/pty/*", NULL},
+    {"GET", "/pty/*/ws", NULL},
     {"GET", "/ping", NULL},
     {"GET", "/metrics", NULL},
     {"GET", "/metrics/watch", NULL},

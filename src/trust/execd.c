@@ -23,6 +23,7 @@ typedef enum kind {
     K_READ,    /* file reads: {"content_hash"} */
     K_LIST,    /* listings: {"entries_hash"} */
     K_UPLOAD,  /* POST /files/upload (multipart) */
+    K_PTY,     /* POST /pty: {"command"} -> {"pty_id"} */
     K_GENERIC, /* everything else */
 } kind_t;
 
@@ -144,6 +145,7 @@ struct kn_execd_capture {
     json_t *exit_code; /* command: the error event's code, when numeric */
     hasher_t logs, results;
     size_t oversized; /* events too large to parse */
+    char pty_id[64];  /* POST /pty: the session execd made */
 };
 
 /* ---- query strings ---------------------------------------------------- */
@@ -243,6 +245,8 @@ kind_of(const char *method, const char *path, const char *type)
         return K_LIST;
     if (!strcmp(type, "filesystem.file.create") && !strcmp(method, "POST"))
         return K_UPLOAD;
+    if (!strcmp(type, "system.pty.open"))
+        return K_PTY;
     return K_GENERIC;
 }
 
@@ -603,6 +607,18 @@ kn_execd_capture_parameters(kn_execd_capture_t *c, bool *pending, kn_error_t *er
         if (*pending)
             return NULL;
         break;
+    case K_PTY: {
+        /* ADR-0027: {"command"}; null for execd's own shell. */
+        body = c->body.len ? body_json(c) : json_object();
+        json_t *cmd = json_object_get(body, "command");
+        if (json_is_object(body) && (!cmd || json_is_null(cmd) || json_is_string(cmd)))
+            p = json_pack("{s:O}", "command",
+                          cmd && json_is_string(cmd) && json_string_length(cmd) ? cmd
+                                                                                : json_null());
+        else
+            p = raw_body_params(c);
+        break;
+    }
     default:
         if (c->body.len) {
             body = body_json(c);
@@ -701,12 +717,18 @@ void
 kn_execd_capture_response_body(kn_execd_capture_t *c, const char *data, size_t len)
 {
     hasher_add(&c->raw, data, len);
-    if (c->status >= 400) {
+    if (c->status >= 400 || c->kind == K_PTY) {
         gb_add(&c->error_body, data, len);
         return;
     }
     if (c->sse && (c->kind == K_COMMAND || c->kind == K_SESSION || c->kind == K_CODE))
         sse_feed(c, data, len);
+}
+
+const char *
+kn_execd_capture_pty_id(const kn_execd_capture_t *c)
+{
+    return c->pty_id[0] ? c->pty_id : NULL;
 }
 
 int
@@ -792,6 +814,27 @@ kn_execd_capture_outcome(kn_execd_capture_t *c, bool complete, json_t **response
         case K_UPLOAD:
             r = json_pack("{s:I}", "bytes_written", (json_int_t)c->mp.file_bytes);
             break;
+        case K_PTY: {
+            json_t *b = c->error_body.over ? NULL
+                                           : json_loadb(c->error_body.p ? c->error_body.p : "",
+                                                        c->error_body.len, 0, NULL);
+            const char *id = json_string_value(json_object_get(b, "session_id"));
+            size_t il = id ? strlen(id) : 0;
+            bool fine = il > 0 && il < sizeof c->pty_id;
+            for (size_t i = 0; fine && i < il; i++)
+                fine = (id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
+                       (id[i] >= 'A' && id[i] <= 'Z') || id[i] == '-' || id[i] == '_';
+            if (fine) {
+                memcpy(c->pty_id, id, il + 1);
+                r = json_pack("{s:s}", "pty_id", id);
+            } else {
+                r = json_pack("{s:s}", "body_hash", body);
+                snprintf(error, error_size, "execd's answer named no usable session_id");
+                ok = false;
+            }
+            json_decref(b);
+            break;
+        }
         default:
             r = body_bytes ? json_pack("{s:s}", "body_hash", body) : json_object();
             break;

@@ -70,4 +70,8 @@ void kn_execd_capture_response_body(kn_execd_capture_t *c, const char *data, siz
 int kn_execd_capture_outcome(kn_execd_capture_t *c, bool complete, json_t **response,
                              const char **status, char *error, size_t error_size, kn_error_t *err);
 
+/* POST /pty: the session id execd answered with, once the outcome is
+ * known and only when it is a plain token (letters, digits, '-', '_'). */
+const char *kn_execd_capture_pty_id(const kn_execd_capture_t *c);
+
 #endif
