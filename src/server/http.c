@@ -169,8 +169,22 @@ proxy_target(const char *raw, char *id, size_t idlen, long *port, const char **r
     size_t n = strcspn(p, "/?");
     if (n == 0 || n >= idlen || strncmp(p + n, "/proxy/", 7) != 0)
         return false;
-    memcpy(id, p, n);
-    id[n] = '\0';
+    /* The id is percent-decoded as the /v1 routes' are (libmicrohttpd
+     * decodes those); an escaped '/' or NUL names no sandbox. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '%' && i + 2 < n && isxdigit((unsigned char)p[i + 1]) &&
+            isxdigit((unsigned char)p[i + 2])) {
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            ch = (char)strtol(hex, NULL, 16);
+            i += 2;
+            if (ch == '/' || ch == '\0')
+                return false;
+        }
+        id[k++] = ch;
+    }
+    id[k] = '\0';
     p += n + 7;
     long v = 0;
     int digits = 0;

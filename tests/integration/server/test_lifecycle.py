@@ -259,8 +259,9 @@ def test_unknown_ids_and_routes(server):
         r = server.request(method, path)
         assert_error(r, 404, code)
         assert "\ufffd" in r.json()["message"], (path, r.json())
-    # The proxy's routes take the id as sent (not decoded).
+    # The proxy's routes decode the id too (test_proxy.py has a real one).
     assert_error(server.request("GET", "/sandboxes/%ff/proxy/44772/ping"), 404)
+    assert "\ufffd" in server.request("GET", "/sandboxes/%ff/proxy/44772/ping").json()["message"]
 
 
 BAD_CREATES = [

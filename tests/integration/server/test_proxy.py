@@ -201,6 +201,12 @@ def test_methods_and_status(server, sbx):
     c.request("HEAD", base + "/", headers=key_headers())
     h = c.getresponse()
     assert h.status == 200 and h.getheader("Content-Length") == "1234" and h.read() == b""
+    # The id is percent-decoded, as the /v1 routes' ids are.
+    escaped = "".join(f"%{ord(ch):02X}" for ch in sbx)
+    r = server.request("GET", f"/sandboxes/{escaped}/proxy/{HTTP_PORT}/")
+    assert r.status == 200 and r.body == b"hello from inside\n"
+    assert server.request("GET", f"/sandboxes/{sbx[:4]}%2F{sbx[4:]}/proxy/{HTTP_PORT}/").status \
+        == 404
 
 
 def test_bodies_of_10_mb_both_ways(server, sbx):
