@@ -1383,6 +1383,8 @@ typedef struct act_step {
     const json_t *response;
     const char *error;
     bool outcome;
+    int (*change)(struct sqlite3 *db, void *cctx, kn_error_t *err);
+    void *change_ctx;
 } act_step_t;
 
 static void
@@ -1432,6 +1434,10 @@ act_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
         if (append(r, tx, &sub, &ra, a->principal, false, &skipped, err) < 0)
             return -1;
     }
+    if (s->change && s->change(kn_store_tx_db(tx), s->change_ctx, err) < 0) {
+        r->tx_failed = true;
+        return -1;
+    }
     return 0;
 }
 
@@ -1467,14 +1473,20 @@ kn_rcpt_act_begin(kn_rcpt_t *r, kn_rcpt_act_t *a, json_t *params, kn_error_t *er
     return 0;
 }
 
-int
-kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error)
+static int
+act_end(kn_rcpt_act_t *a, const json_t *response, const char *error,
+        int (*change)(struct sqlite3 *db, void *cctx, kn_error_t *err), void *cctx)
 {
     kn_rcpt_t *r = a->r;
     if (!r || !a->begun)
-        return 0;
+        return change ? 1 : 0;
     kn_error_t err = {0};
-    act_step_t s = {.a = a, .outcome = true, .response = response, .error = error};
+    act_step_t s = {.a = a,
+                    .outcome = true,
+                    .response = response,
+                    .error = error,
+                    .change = change,
+                    .change_ctx = cctx};
     int rc = run(r, act_tx, &s.s, &err);
     if (rc < 0) {
         subject_t sub;
@@ -1491,6 +1503,19 @@ kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error)
     json_decref(a->params);
     a->params = NULL;
     return rc < 0 ? -1 : 0;
+}
+
+int
+kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error)
+{
+    return act_end(a, response, error, NULL, NULL);
+}
+
+int
+kn_rcpt_act_end_with(kn_rcpt_act_t *a, const json_t *response, const char *error,
+                     int (*change)(struct sqlite3 *db, void *cctx, kn_error_t *err), void *cctx)
+{
+    return act_end(a, response, error, change, cctx);
 }
 
 /* ---- keys --------------------------------------------------------------- */

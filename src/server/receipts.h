@@ -112,6 +112,14 @@ void kn_rcpt_act_init(kn_rcpt_act_t *a, const char *type, const char *risk, cons
 int kn_rcpt_act_begin(kn_rcpt_t *r, kn_rcpt_act_t *a, json_t *params, kn_error_t *err);
 /* error NULL: success. Does nothing unless begin wrote the pending one. */
 int kn_rcpt_act_end(kn_rcpt_act_t *a, const json_t *response, const char *error);
+/* The same, with the state change the outcome describes: change() runs on
+ * the store's connection in the outcome's own transaction, so that both
+ * commit or neither does. 1: nothing was done (receipts off, or begin
+ * wrote nothing): the caller makes the change itself. -1: the transaction
+ * failed, the change is not made and the outcome is a drop (counted and
+ * recorded); the caller may make the change without it. */
+int kn_rcpt_act_end_with(kn_rcpt_act_t *a, const json_t *response, const char *error,
+                         int (*change)(struct sqlite3 *db, void *ctx, kn_error_t *err), void *ctx);
 
 /* Prometheus lines: receipts written, actions refused, drops. */
 void kn_rcpt_metrics(kn_rcpt_t *r, char *buf, size_t size);

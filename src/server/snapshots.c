@@ -123,14 +123,13 @@ get(kn_snaps_t *s, const char *id, snap_rec_t *r, kn_error_t *err)
 }
 
 /* Sets state, reason, message (and digest when given), when the row is in
- * state `from` (NULL: any). Returns 1 when a row changed. */
+ * state `from` (NULL: any), on db. Returns 1 when a row changed. */
 static int
-set_state(kn_snaps_t *s, const char *id, const char *from, const char *state, const char *reason,
-          const char *message, const char *digest, kn_error_t *err)
+set_state_db(sqlite3 *db, const char *id, const char *from, const char *state, const char *reason,
+             const char *message, const char *digest, kn_error_t *err)
 {
     sqlite3_stmt *st = NULL;
-    pthread_mutex_lock(&s->mu);
-    int rc = sqlite3_prepare_v2(s->db,
+    int rc = sqlite3_prepare_v2(db,
                                 "UPDATE snapshots SET state = ?, reason = ?, message = ?,"
                                 " digest = COALESCE(?, digest), transition_ms = ?"
                                 " WHERE id = ? AND (? IS NULL OR state = ?)",
@@ -146,30 +145,65 @@ set_state(kn_snaps_t *s, const char *id, const char *from, const char *state, co
         sqlite3_bind_text(st, 8, from, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
     }
-    int changed = rc == SQLITE_DONE ? sqlite3_changes(s->db) : 0;
-    int ret = rc == SQLITE_DONE ? changed > 0 : db_fail(s, err, "update");
+    int changed = rc == SQLITE_DONE ? sqlite3_changes(db) : 0;
+    int ret = rc == SQLITE_DONE
+                  ? changed > 0
+                  : kn_error_set(err, EIO, "snapshots: update: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
+    return ret;
+}
+
+static int
+set_state(kn_snaps_t *s, const char *id, const char *from, const char *state, const char *reason,
+          const char *message, const char *digest, kn_error_t *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int ret = set_state_db(s->db, id, from, state, reason, message, digest, err);
     pthread_mutex_unlock(&s->mu);
     return ret;
+}
+
+/* A state change made in the transaction of its receipt (kn_rcpt_act_end_with). */
+typedef struct change {
+    const char *id, *from, *state, *reason, *message, *digest;
+    bool remove;
+} change_t;
+
+static int
+remove_row_db(sqlite3 *db, const char *id, kn_error_t *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "DELETE FROM snapshots WHERE id = ?", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    int ret =
+        rc == SQLITE_DONE ? 0 : kn_error_set(err, EIO, "snapshots: delete: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return ret;
+}
+
+static int
+apply_change(sqlite3 *db, void *ctx, kn_error_t *err)
+{
+    const change_t *c = ctx;
+    if (c->remove)
+        return remove_row_db(db, c->id, err);
+    return set_state_db(db, c->id, c->from, c->state, c->reason, c->message, c->digest, err) < 0
+               ? -1
+               : 0;
 }
 
 static int
 remove_row(kn_snaps_t *s, const char *id, kn_error_t *err)
 {
-    sqlite3_stmt *st = NULL;
     pthread_mutex_lock(&s->mu);
-    int rc = sqlite3_prepare_v2(s->db, "DELETE FROM snapshots WHERE id = ?", -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-    }
-    int ret = rc == SQLITE_DONE ? 0 : db_fail(s, err, "delete");
-    sqlite3_finalize(st);
+    int ret = remove_row_db(s->db, id, err);
     pthread_mutex_unlock(&s->mu);
     return ret;
 }
 
-/* Every row, newest first; the caller frees each and the array. */
 static int
 all(kn_snaps_t *s, snap_rec_t **out, size_t *n, kn_error_t *err)
 {
@@ -276,8 +310,12 @@ capture(job_t *j)
     if (kn_shim_call(dir, cmd, CAPTURE_TIMEOUT_MS, &err) < 0 ||
         !(res = capture_result(s, j->sandbox_id, j->id, &err))) {
         kn_sbx_log("error", "snapshot failed", j->sandbox_id, err.msg);
-        kn_rcpt_act_end(&j->act, NULL, err.msg);
-        set_state(s, j->id, "Creating", "Failed", "snapshot_capture_failed", err.msg, NULL, &err);
+        /* The outcome and the Failed state in one transaction. */
+        change_t ch = {j->id,   "Creating", "Failed", "snapshot_capture_failed",
+                       err.msg, NULL,       false};
+        if (kn_rcpt_act_end_with(&j->act, NULL, err.msg, apply_change, &ch) != 0)
+            set_state(s, j->id, "Creating", "Failed", "snapshot_capture_failed", err.msg, NULL,
+                      &err);
         return;
     }
     const char *digest = json_string_value(json_object_get(res, "digest"));
@@ -300,13 +338,16 @@ capture(job_t *j)
              (long long)json_integer_value(json_object_get(res, "files")),
              (long long)json_integer_value(json_object_get(res, "bytes")),
              json_number_value(json_object_get(res, "frozenMs")), note);
-    /* The outcome before the snapshot shows Ready (a drop, recorded, when
-     * it cannot be written: the capture is done either way). */
+    /* The outcome and the Ready state in one transaction (without the
+     * receipt, a drop, recorded, when it cannot be written: the capture is
+     * done either way). */
     json_t *resp = json_pack("{s:s, s:s, s:O, s:O}", "snapshotId", j->id, "digest", digest, "files",
                              json_object_get(res, "files"), "bytes", json_object_get(res, "bytes"));
-    kn_rcpt_act_end(&j->act, resp, resp ? NULL : "out of memory");
+    change_t ch = {j->id, "Creating", "Ready", "snapshot_ready", msg, digest, false};
+    int rc = kn_rcpt_act_end_with(&j->act, resp, resp ? NULL : "out of memory", apply_change, &ch);
     json_decref(resp);
-    if (set_state(s, j->id, "Creating", "Ready", "snapshot_ready", msg, digest, &err) < 0)
+    if (rc != 0 &&
+        set_state(s, j->id, "Creating", "Ready", "snapshot_ready", msg, digest, &err) < 0)
         kn_sbx_log("error", "snapshot: cannot mark Ready", j->sandbox_id, err.msg);
     else
         kn_sbx_log("info", "snapshot ready", j->sandbox_id, j->id);
@@ -567,15 +608,15 @@ kn_snaps_delete(kn_snaps_t *s, const char *id, kn_error_t *err)
                   NULL, &e);
         goto out;
     }
-    ret = remove_row(s, id, err);
+    /* The row goes in the transaction of the terminal receipt. */
+    json_t *resp = json_pack("{s:b}", "deleted", 1);
+    change_t ch = {.id = id, .remove = true};
+    int rc = resp ? kn_rcpt_act_end_with(&act, resp, NULL, apply_change, &ch) : 1;
+    json_decref(resp);
+    ret = rc == 0 ? 0 : remove_row(s, id, err);
 out:
-    if (ret == 0) {
-        json_t *resp = json_pack("{s:b}", "deleted", 1);
-        kn_rcpt_act_end(&act, resp, NULL);
-        json_decref(resp);
-    } else {
+    if (ret < 0)
         kn_rcpt_act_end(&act, NULL, err->msg);
-    }
     rec_free(&r);
     return ret;
 }
@@ -615,7 +656,16 @@ recover(kn_snaps_t *s)
         char ref[96], digest[KN_DIGEST_MAX];
         snprintf(ref, sizeof ref, KN_SHIM_SNAPSHOT_REPO ":%s", r->id);
         kn_error_t e = {0};
-        if (!strcmp(r->state, "Creating")) {
+        if (!strcmp(r->state, "Creating") && s->receipts) {
+            /* Its receipt was answered "failure" at start-up (the outcome
+             * and Ready are one transaction, which did not commit): the
+             * capture is discarded so that both say the same. */
+            (void)remove_image(s, r, &e);
+            set_state(s, r->id, "Creating", "Failed", "snapshot_interrupted",
+                      "The server stopped before the snapshot's outcome was recorded; the "
+                      "capture was discarded.",
+                      NULL, &e);
+        } else if (!strcmp(r->state, "Creating")) {
             if (kn_image_resolve(s->cfg->image_store, ref, digest, sizeof digest, &e) == 0)
                 set_state(s, r->id, "Creating", "Ready", "snapshot_recovered",
                           "Snapshot stored before the server restarted. Files are kept, "

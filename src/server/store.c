@@ -1333,3 +1333,9 @@ kn_store_tx_ptys(kn_store_tx_t *tx, const char *sandbox, bool closing_only, kn_s
                                 : PTY_COLS "ORDER BY rowid",
                    NULL, NULL, NULL, out, n, err);
 }
+
+struct sqlite3 *
+kn_store_tx_db(kn_store_tx_t *tx)
+{
+    return tx->st->db;
+}

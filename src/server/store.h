@@ -193,6 +193,10 @@ int kn_store_has_sandbox(kn_store_t *st, const char *id, bool *found, kn_error_t
 int kn_store_has_snapshot(kn_store_t *st, const char *id, bool *found, kn_error_t *err);
 void kn_store_strings_free(char **v, size_t n);
 
+/* The store's SQLite connection during a transaction: another module's
+ * rows (snapshots.c's) change in the same transaction as their receipt. */
+struct sqlite3 *kn_store_tx_db(kn_store_tx_t *tx);
+
 /* PTY sessions opened through the proxy: the correlation id that pairs a
  * PTY's open and close receipts, and whether a close (DELETE) is in flight
  * (receipts.c keeps them; a row goes with the PTY's close receipt). */

@@ -595,3 +595,51 @@ def test_a_snapshot_without_its_receipt_is_not_taken(srv):
     unblock(s.db)
     assert s.request("GET", f"/v1/snapshots?sandboxId={sid}").json()["items"] == []
     assert s.request("DELETE", f"/v1/sandboxes/{sid}").status == 204
+
+
+def test_a_snapshot_and_its_outcome_commit_together(srv):
+    """The capture's outcome receipt and the snapshot's Ready state are one
+    transaction: when the state cannot change, no success receipt exists
+    either (a drop, counted); after a restart the interrupted capture is
+    Failed and its receipt says failure: both agree."""
+    if os.geteuid() != 0:
+        pytest.skip("snapshots of the host image need root (the image store's layers)")
+    s = srv()
+    sid = s.create()
+    c = sqlite3.connect(s.db, timeout=10)
+    c.execute("CREATE TRIGGER kn_test_noready BEFORE UPDATE ON snapshots WHEN NEW.state = "
+              "'Ready' BEGIN SELECT RAISE(ABORT, 'Ready blocked by the test'); END")
+    c.commit()
+    c.close()
+    dropped = metric(s, "kennel_receipts_dropped_total")
+    r = s.request("POST", f"/v1/sandboxes/{sid}/snapshots", {})
+    assert r.status == 202, r
+    snap = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while metric(s, "kennel_receipts_dropped_total") == dropped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(s, "kennel_receipts_dropped_total") == dropped + 1
+    assert s.request("GET", f"/v1/snapshots/{snap}").json()["status"]["state"] == "Creating"
+    caps = [i for i in chain(s, sid) if i["credentialSubject"]["action"]["type"] ==
+            "io.kennel.snapshot.create"]
+    assert summary(caps) == [("io.kennel.snapshot.create", "pending")]
+    assert s.request("GET", f"/v1/snapshots/{snap}/receipts").status == 404  # no chain opened
+    c = sqlite3.connect(s.db, timeout=10)
+    c.execute("DROP TRIGGER kn_test_noready")
+    c.commit()
+    c.close()
+    s.kill9()
+    s.start()
+    st = s.request("GET", f"/v1/snapshots/{snap}").json()["status"]
+    assert st["state"] == "Failed" and st["reason"] == "snapshot_interrupted", st
+    caps = [i for i in chain(s, sid) if i["credentialSubject"]["action"]["type"] ==
+            "io.kennel.snapshot.create"]
+    assert summary(caps) == [("io.kennel.snapshot.create", "pending"),
+                             ("io.kennel.snapshot.create", "failure")]
+    assert caps[1]["credentialSubject"]["outcome"]["error"] == \
+        "the server stopped before the outcome was observed"
+    # The discarded capture is no image any more.
+    assert s.request("POST", "/v1/sandboxes", {
+        "snapshotId": snap, "entrypoint": ["true"],
+        "resourceLimits": {"cpu": "1", "memory": "512Mi"}, "timeout": 60}).status in (400, 404, 409)
+    assert "OK" in cli(s.kennel, "verify", s.db, check=0).stdout
