@@ -703,18 +703,24 @@ pty_exit_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     return rc;
 }
 
-/* execd said the PTY's shell exited (its exit frame passed the relay). */
+/* execd said the PTY's shell exited (its exit frame passed the relay).
+ * That is the sandbox's word, recorded as such; the first one counts. A
+ * PTY already closed has no entry any more: later exit frames (a sandbox
+ * may send any) cost nothing, not a transaction each. */
 static void
 pty_exited(kn_rcpt_t *r, const char *sandbox, const char *pty, int code)
 {
     pthread_mutex_lock(&r->pty_mu);
-    pty_io_t *e = pty_io_find(r, sandbox, pty, true, true);
-    if (e) {
+    pty_io_t *e = pty_io_find(r, sandbox, pty, false, false);
+    bool first = e && !e->exit_seen;
+    if (first) {
         e->exit_seen = true;
         e->exit_code = code;
     }
     pthread_cond_broadcast(&r->pty_cv);
     pthread_mutex_unlock(&r->pty_mu);
+    if (!first)
+        return;
     kn_error_t err = {0};
     pty_exit_step_t st = {.sandbox = sandbox, .pty = pty};
     if (run(r, pty_exit_tx, &st.s, &err) < 0) {
@@ -752,7 +758,7 @@ watch_piece(void *wctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *dat
     if (f->opcode >= KN_WS_CLOSE)
         return 0;
     pthread_mutex_lock(&w->r->pty_mu);
-    pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, true, true);
+    pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, false, false); /* none once closed */
     if (e && n)
         crypto_hash_sha256_update(from_client ? &e->in : &e->out, data, n);
     pthread_mutex_unlock(&w->r->pty_mu);
@@ -806,7 +812,7 @@ kn_rcpt_pty_tap(void *wctx, bool from_client, const char *data, size_t len)
     if (kn_ws_parse(p, data, len, from_client ? piece_in : piece_out, w) < 0 && p->error &&
         strcmp(p->error, "stopped")) {
         pthread_mutex_lock(&w->r->pty_mu);
-        pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, true, true);
+        pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, false, false);
         if (e)
             e->partial = true;
         pthread_mutex_unlock(&w->r->pty_mu);
