@@ -312,6 +312,14 @@ raise_fd_limit(void)
     }
 }
 
+/* Per-connection memory of libmicrohttpd (request head, buffers): a
+ * request head over about this much gets 431. At most 32 KiB, libmicrohttpd
+ * takes it from malloc; above, it maps and unmaps it for every connection,
+ * and that (the unmap's TLB shootdown across CPUs, the new pages' faults)
+ * made a proxied GET /ping about 50 us slower (0.42 against 0.37 ms p50,
+ * six interleaved runs of 3,000; docs/benchmarks.md). */
+#define KN_CONN_MEMORY (32 * 1024)
+
 static struct MHD_Daemon *
 start_daemon(kn_srv_t *s, kn_error_t *err)
 {
@@ -345,7 +353,7 @@ start_daemon(kn_srv_t *s, kn_error_t *err)
         (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, kn_http_uri_log, s,
         MHD_OPTION_NOTIFY_COMPLETED, kn_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 120U,
         MHD_OPTION_CONNECTION_LIMIT, 4096U, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(128 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+        (size_t)KN_CONN_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
     if (!d)
         kn_error_set(err, EADDRINUSE, "cannot listen on %s:%d", s->cfg->listen_host,
                      s->cfg->listen_port);
