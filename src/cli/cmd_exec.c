@@ -2,6 +2,7 @@
  * the server's proxy to its execd, streaming its output as it comes; exits
  * with the command's status. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "ptyc.h"
 #include "util.h"
 
 typedef struct stream {
@@ -115,17 +117,21 @@ kn_cmd_exec(int argc, char **argv)
     static const struct option opts[] = {
         {"env", required_argument, 0, 'e'},
         {"workdir", required_argument, 0, 'w'},
-        {"timeout", required_argument, 0, 't'},
+        {"timeout", required_argument, 0, 'T'},
+        {"tty", no_argument, 0, 't'},
+        {"interactive", no_argument, 0, 'i'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *server = kn_client_server_arg(&argc, argv);
     json_t *body = json_pack("{s:b}", "background", 0), *envs = json_object();
     int c, rc = KN_EXIT_KENNEL;
+    bool tty = false;
+    const char *cwd = NULL;
     stream_t st = {.exit_code = -1};
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+e:w:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+e:w:T:tih", opts, NULL)) != -1) {
         const char *eq;
         switch (c) {
         case 'e':
@@ -139,19 +145,29 @@ kn_cmd_exec(int argc, char **argv)
             break;
         case 'w':
             json_object_set_new(body, "cwd", json_string(optarg));
+            cwd = optarg;
+            break;
+        case 'T':
+            json_object_set_new(body, "timeout", json_integer(atoll(optarg) * 1000));
             break;
         case 't':
-            json_object_set_new(body, "timeout", json_integer(atoll(optarg) * 1000));
+            tty = true;
+            break;
+        case 'i': /* docker's habit: stdin is always passed on */
             break;
         case 'h':
             printf(
-                "usage: kennel exec [-s URL] [-e KEY=VALUE]... [-w DIR] [-t SECONDS] ID -- CMD...\n"
-                "One CMD argument is a shell command line; several are quoted word by word.\n");
+                "usage: kennel exec [-s URL] [-e KEY=VALUE]... [-w DIR] [-T SECONDS] ID -- CMD...\n"
+                "       kennel exec -t [-s URL] [-w DIR] ID [-- CMD...]\n"
+                "One CMD argument is a shell command line; several are quoted word by word.\n"
+                "-t runs it (or, without CMD, the sandbox's shell) in a terminal: execd's /pty\n"
+                "over a WebSocket, this terminal raw and its size passed on; the session is\n"
+                "deleted when it ends; the exit status is the remote one.\n");
             rc = 0;
             goto out;
         default:
             fprintf(stderr,
-                    "usage: kennel exec [-s URL] [-e K=V]... [-w DIR] [-t S] ID -- CMD...\n");
+                    "usage: kennel exec [-s URL] [-e K=V]... [-w DIR] [-T S] [-t] ID -- CMD...\n");
             goto out;
         }
     }
@@ -162,12 +178,28 @@ kn_cmd_exec(int argc, char **argv)
     const char *id = argv[optind++];
     if (optind < argc && !strcmp(argv[optind], "--"))
         optind++;
-    if (optind >= argc) {
+    if (optind >= argc && !tty) {
         fprintf(stderr, "kennel exec: nothing to run\n");
         goto out;
     }
     if (strlen(id) > 128 || strpbrk(id, "/?%")) {
         fprintf(stderr, "kennel exec: '%s' is not a sandbox id\n", id);
+        goto out;
+    }
+    if (tty) {
+        if (json_object_size(envs)) {
+            fprintf(stderr, "kennel exec: -e does not go with -t (a PTY takes no env)\n");
+            goto out;
+        }
+        char *line = optind < argc ? shell_join(argc - optind, argv + optind) : NULL;
+        kn_client_t tc;
+        kn_error_t terr = {0};
+        int code =
+            kn_client_init(&tc, server, &terr) < 0 ? -1 : kn_ptyc_run(&tc, id, line, cwd, &terr);
+        free(line);
+        if (code < 0)
+            fprintf(stderr, "kennel exec: %s\n", terr.msg);
+        rc = code < 0 ? KN_EXIT_KENNEL : code;
         goto out;
     }
     char *cmd = shell_join(argc - optind, argv + optind);
