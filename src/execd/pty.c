@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,7 @@ typedef struct kn_pty {
     int refs;
     bool started, pipe_mode, exited, gone;
     int exit_code;
+    uint64_t exited_ms; /* when the shell ended (monotonic) */
     kn_child_t *child;
     int in_fd;          /* the master (PTY) or stdin's write end; -1 */
     int out_fd, err_fd; /* what the reader reads; -1 */
@@ -400,6 +402,7 @@ reader_main(void *arg)
     pthread_mutex_lock(&p->mu);
     p->exited = true;
     p->exit_code = code;
+    p->exited_ms = (uint64_t)kn_util_mono_ms();
     wake_holder(p);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -593,17 +596,43 @@ kn_pty_create(kn_req_t *req)
     p->in_fd = p->out_fd = p->err_fd = p->holder_efd = -1;
     struct kn_ptystore *s = req->ex->ptys;
     bool placed = false;
+    kn_pty_t *evicted = NULL;
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < PTY_MAX_SESSIONS && !placed; i++)
         if (!s->s[i]) {
             s->s[i] = p;
             placed = true;
         }
+    /* Full: the session whose shell ended longest ago, with nobody
+     * attached, makes room (its output goes with it). */
+    int oldest = -1;
+    uint64_t oldest_ms = UINT64_MAX;
+    for (int i = 0; i < PTY_MAX_SESSIONS && !placed; i++) {
+        kn_pty_t *q = s->s[i];
+        pthread_mutex_lock(&q->mu);
+        if (q->exited && !q->holder && q->exited_ms < oldest_ms) {
+            oldest = i;
+            oldest_ms = q->exited_ms;
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    if (!placed && oldest >= 0) {
+        evicted = s->s[oldest];
+        s->s[oldest] = p;
+        placed = true;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (evicted) {
+        pthread_mutex_lock(&evicted->mu);
+        evicted->gone = true;
+        pthread_mutex_unlock(&evicted->mu);
+        pty_unref(evicted);
+    }
     if (!placed) {
         pty_unref(p);
         return kn_http_reply_error(req, 503, "TOO_MANY_SESSIONS",
-                                   "at most %d PTY sessions at once; DELETE /pty/{id} one",
+                                   "at most %d PTY sessions at once, none of them ended; DELETE "
+                                   "/pty/{id} one",
                                    PTY_MAX_SESSIONS);
     }
     return kn_http_reply_json(req, 201, json_pack("{s:s}", "session_id", p->id));

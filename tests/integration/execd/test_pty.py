@@ -264,10 +264,19 @@ def test_bad_input_gets_clear_errors(client, daemon, tmp_path):
 
 
 def test_sessions_are_bounded(client, daemon):
-    ids = [new_pty(client) for _ in range(32)]
+    ids = [new_pty(client, command="exit 2") for _ in range(32)]
     st, _, data = client.request("POST", "/pty", "{}")
     assert st == 503 and b"TOO_MANY_SESSIONS" in data
-    for i in ids:
+    # When full, a session whose shell has ended makes room: the oldest.
+    for i in ids[:2]:
+        ws = open_ws(daemon, i)
+        read_until(ws, exited)
+        ws.close()
+        time.sleep(0.05)
+    newer = new_pty(client)
+    assert client.request("GET", f"/pty/{ids[0]}")[0] == 404
+    assert client.json("GET", f"/pty/{ids[1]}")[1]["exit_code"] == 2
+    for i in ids[1:] + [newer]:
         assert client.request("DELETE", f"/pty/{i}")[0] == 200
     new_pty(client)
 
