@@ -57,6 +57,8 @@
 #define PTY_SEND_TIMEOUT_MS 10000     /* a client that takes nothing this long is dropped */
 #define PTY_TAKEOVER_MS 5000          /* how long a takeover waits for the holder to go */
 #define PTY_HANGUP_GRACE_MS 1000      /* DELETE: SIGHUP, then SIGKILL after this */
+#define PTY_MAX_RANGES 65536          /* stderr stretches remembered for replay */
+#define PTY_DRAIN_MS 200              /* output read after the shell's end, at most */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct range {
@@ -269,7 +271,9 @@ ring_put(kn_pty_t *p, const char *data, size_t n, bool is_err)
                 memmove(p->errs, p->errs + k, (p->nerr - k) * sizeof *p->errs);
                 p->nerr -= k;
             }
-            if (p->nerr == p->errcap) {
+            /* Bounded: past PTY_MAX_RANGES interleavings in one ring, the
+             * rest replays as stdout (live frames keep their stream). */
+            if (p->nerr == p->errcap && p->errcap < PTY_MAX_RANGES) {
                 size_t nc = p->errcap ? p->errcap * 2 : 16;
                 range_t *r = realloc(p->errs, nc * sizeof *r);
                 if (r) {
@@ -354,6 +358,7 @@ reader_main(void *arg)
     int fds[2] = {p->out_fd, p->err_fd};
     bool open_[2] = {fds[0] >= 0, fds[1] >= 0};
     bool child_done = false;
+    int64_t drain_until = 0;
     int exit_fd = kn_child_exit_fd(p->child);
     for (;;) {
         struct pollfd pf[3];
@@ -369,8 +374,13 @@ reader_main(void *arg)
         }
         if (n == 0)
             break;
-        /* Once the shell is gone, what is still readable is drained; a
-         * descendant that keeps the terminal open does not hold the end. */
+        /* Once the shell is gone, what is still readable is drained (for
+         * PTY_DRAIN_MS at most); a descendant that keeps the terminal open,
+         * or keeps writing to it, does not hold the end. */
+        if (child_done && !drain_until)
+            drain_until = kn_util_mono_ms() + PTY_DRAIN_MS;
+        if (child_done && kn_util_mono_ms() > drain_until)
+            break;
         int r = poll(pf, (nfds_t)n, child_done ? 0 : -1);
         if (r < 0 && errno == EINTR)
             continue;
