@@ -690,6 +690,11 @@ kn_pty_delete(kn_req_t *req)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 2;
     pthread_mutex_lock(&p->mu);
+    /* The reader marks the end once it has drained the output: the
+     * socket's exit frame then carries the status. */
+    while (p->started && !p->exited)
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
+            break;
     p->gone = true;
     wake_holder(p);
     while (p->holder)

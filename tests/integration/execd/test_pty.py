@@ -62,9 +62,9 @@ def test_a_terminal_shell_keeps_state_and_reports_its_exit(client, daemon, tmp_p
     ws = open_ws(daemon, pty)
     op, data = ws.recv_data()
     assert text(op, data) == {"type": "connected", "session_id": pty, "mode": "pty"}
-    ws.send_binary(b"\x00X=kept; tty; pwd\n")
-    out, _, _ = read_until(ws, lambda o, d, out: str(tmp_path).encode() in out.split(b"pwd")[-1])
-    assert b"/dev/pts/" in out
+    ws.send_binary(b"\x00X=kept; tty; pwd; echo do$((1))ne\n")
+    out, _, _ = read_until(ws, lambda o, d, out: b"do1ne" in out)
+    assert b"/dev/pts/" in out and f"\n{tmp_path}\r\n".encode() in out
     ws.send(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
     ws.send(json.dumps({"type": "stdin", "data": "stty size; echo $X\n"}))
     out, _, _ = read_until(ws, lambda o, d, out: b"kept\r\n" in out)
