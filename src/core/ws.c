@@ -2,6 +2,7 @@
 #include "ws.h"
 
 #include <string.h>
+#include <strings.h>
 
 void
 kn_ws_parser_init(kn_ws_parser_t *p, uint64_t max_payload)
@@ -137,4 +138,21 @@ kn_ws_header(uint8_t out[KN_WS_MAX_HEADER], int opcode, uint64_t len)
     for (int i = 0; i < 8; i++)
         out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
     return 10;
+}
+
+bool
+kn_ws_has_token(const char *v, const char *t)
+{
+    size_t tl = strlen(t);
+    while (v && *v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, ",");
+        size_t m = n;
+        while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
+            m--;
+        if (m == tl && !strncasecmp(v, t, tl))
+            return true;
+        v += n;
+    }
+    return false;
 }

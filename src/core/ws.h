@@ -1,5 +1,5 @@
 /* ws.h - RFC 6455 WebSocket framing: a streaming frame parser and the
- * header of an outgoing frame.
+ * header of an outgoing frame, and the header-token test of the handshake.
  *
  * Shared by execd (which serves the PTY WebSocket) and the server, whose
  * proxy reads the frames it relays to a PTY so that the PTY's receipts can
@@ -61,6 +61,10 @@ void kn_ws_parser_init(kn_ws_parser_t *p, uint64_t max_payload);
  * oversized control frame, a 64-bit length with its top bit set, a frame
  * over max_payload) or when piece stopped it. Once failed, it stays failed. */
 int kn_ws_parse(kn_ws_parser_t *p, const void *data, size_t len, kn_ws_piece_fn piece, void *ctx);
+
+/* Does the comma-separated header value v (Connection: keep-alive, Upgrade)
+ * hold token t, compared without case? For the opening handshake. */
+bool kn_ws_has_token(const char *v, const char *t);
 
 /* Writes the header of an unmasked frame with FIN set into out; returns its
  * length. */

@@ -1142,26 +1142,6 @@ kn_pty_conn_free(struct kn_pty_conn *c)
     free(c);
 }
 
-static bool
-has_token(const char *v, const char *tok)
-{
-    size_t tl = strlen(tok);
-    for (const char *s = v; s && *s;) {
-        while (*s == ' ' || *s == '\t' || *s == ',')
-            s++;
-        const char *e = s;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - s) == tl && !strncasecmp(s, tok, tl))
-            return true;
-        s = e;
-    }
-    return false;
-}
-
 enum MHD_Result
 kn_pty_ws(kn_req_t *req)
 {
@@ -1172,7 +1152,7 @@ kn_pty_ws(kn_req_t *req)
     kn_pty_t *p = pty_get(req->ex, req->param);
     if (!p)
         return not_found(req);
-    if (!up || strcasecmp(up, "websocket") || !co || !has_token(co, "upgrade") || !key ||
+    if (!up || strcasecmp(up, "websocket") || !co || !kn_ws_has_token(co, "upgrade") || !key ||
         strlen(key) != 24) {
         pty_unref(p);
         return kn_http_reply_error(req, 400, "INVALID_REQUEST",

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "ws.h"
 #include "server.h"
 #include "uclient.h"
 #include "util.h"
@@ -241,24 +242,6 @@ static bool
 skipped(const char *name)
 {
     return in_list(name, hop_by_hop);
-}
-
-/* Does the comma-separated header value v hold token t? */
-static bool
-has_token(const char *v, const char *t)
-{
-    size_t tl = strlen(t);
-    while (v && *v) {
-        v += strspn(v, " \t,");
-        size_t n = strcspn(v, ",");
-        size_t m = n;
-        while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
-            m--;
-        if (m == tl && !strncasecmp(v, t, tl))
-            return true;
-        v += n;
-    }
-    return false;
 }
 
 static void
@@ -666,7 +649,7 @@ request_head(kn_proxy_t *p, const kn_proxy_target_t *t, struct MHD_Connection *c
     /* Transfer-Encoding wins over Content-Length (RFC 9112 6.3): libmicrohttpd
      * hands over the decoded body either way. */
     p->body_mode = te ? 2 : cl ? 1 : 0;
-    p->is_upgrade = up && up[0] && co && has_token(co, "upgrade");
+    p->is_upgrade = up && up[0] && co && kn_ws_has_token(co, "upgrade");
     buf_str(b, t->method);
     buf_str(b, " ");
     buf_str(b, t->target);
