@@ -1,7 +1,6 @@
 /* ptyc.c - see ptyc.h. */
 #include "ptyc.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -168,38 +167,6 @@ piece(void *ctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *d, size_t 
     return 0;
 }
 
-static int
-tcp_connect(const char *host, int port, kn_error_t *err)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    const char *h = !strcmp(host, "localhost") ? "127.0.0.1" : host;
-    if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        len = sizeof *a6;
-    } else {
-        return kn_error_set(err, EINVAL, "server %s: a numeric address is needed", host);
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return kn_error_set(err, errno, "socket");
-    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-        int e = errno;
-        close(fd);
-        return kn_error_set(err, e, "connect to %s:%d", host, port);
-    }
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
 /* The opening handshake (RFC 6455 4.1). Returns the socket; *extra gets
  * the bytes read past the server's head (frames already). */
 static int
@@ -217,9 +184,11 @@ handshake(const kn_client_t *cl, const char *path, char *extra, size_t *extra_le
     if (!EVP_Digest(cat, strlen(cat), dg, &dl, EVP_sha1(), NULL))
         return kn_error_set(err, EIO, "sha1");
     EVP_EncodeBlock((unsigned char *)want, dg, (int)dl);
-    int fd = tcp_connect(cl->host, cl->port, err);
+    int fd = kn_uclient_connect_tcp(cl->host, cl->port, err);
     if (fd < 0)
         return -1;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char req[2048];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: "
