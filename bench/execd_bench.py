@@ -4,9 +4,11 @@
     bench/execd_bench [BUILD_DIR] [--n N]
 
 1. GET /ping round trip on a kept-alive connection (the HTTP floor).
-2. POST /command running `true`: full round trip until the stream closes,
-   beside the cost of the fork+exec alone (posix_spawn of `bash -c true`
-   from this process, waited for), which every command pays.
+2. POST /command running `true`: full round trip until the stream closes.
+   `true` is a simple command, which execd execs without a shell (direct.c);
+   `true;` is the same through `bash -c`. Beside them, the fork+exec alone
+   (posix_spawn of /usr/bin/true and of `bash -c true` from this process,
+   waited for): the floors of the two paths.
 3. POST /code with a one-line Python expression in a warm context.
 4. execd's VmRSS before and after N sequential commands (after a warm-up).
 
@@ -71,12 +73,13 @@ def rss_kib(pid):
     return -1
 
 
-def spawn_cost(n):
+def spawn_cost(n, argv=None):
     bash = shutil.which("bash") or "/bin/sh"
+    argv = argv or [bash, "-c", "true"]
     xs = []
     for _ in range(n):
         t0 = time.perf_counter()
-        pid = os.posix_spawn(bash, [bash, "-c", "true"], os.environ)
+        pid = os.posix_spawn(argv[0], argv, os.environ)
         os.waitpid(pid, 0)
         xs.append(time.perf_counter() - t0)
     return xs
@@ -115,7 +118,13 @@ def main():
             assert b"execution_complete" in payload, payload
             cmds.append(dt)
         rss_after = rss_kib(proc.pid)
+        shelled = []
+        for _ in range(a.n):
+            dt, payload = timed(c, "POST", "/command", {"command": "true;"})
+            assert b"execution_complete" in payload, payload
+            shelled.append(dt)
         spawn = spawn_cost(a.n)
+        spawn_true = spawn_cost(a.n, [shutil.which("true")])
 
         code = None
         if shutil.which("python3"):
@@ -135,12 +144,16 @@ def main():
         print("| round trip | n | p50 ms | p99 ms | min ms |")
         print("|---|---|---|---|---|")
         print(row("GET /ping", ping))
-        print(row("POST /command `true` (whole stream)", cmds))
+        print(row("POST /command `true` (whole stream; no shell)", cmds))
+        print(row("POST /command `true;` (whole stream; through bash)", shelled))
+        print(row("fork+exec+wait of /usr/bin/true alone", spawn_true))
         print(row("fork+exec+wait of `bash -c true` alone", spawn))
         if code:
             print(row("POST /code `1 + 1`, warm python context", code))
-        p50_over = (statistics.median(cmds) - statistics.median(spawn)) * 1000
-        print(f"\ncommand overhead beyond fork+exec (p50): {p50_over:.3f} ms")
+        p50_over = (statistics.median(cmds) - statistics.median(spawn_true)) * 1000
+        p50_sh = (statistics.median(shelled) - statistics.median(spawn)) * 1000
+        print(f"\ncommand overhead beyond fork+exec (p50): {p50_over:.3f} ms without a shell, "
+              f"{p50_sh:.3f} ms through bash")
         print(f"execd VmRSS before/after {a.n} commands: {rss_before} KiB / {rss_after} KiB "
               f"({rss_after - rss_before:+d} KiB)")
     finally:

@@ -11,9 +11,10 @@ inside it (an HTTP server on 8000 and a WebSocket echo server on 9000), then:
 1. POST /command `true`, to the end of the SSE stream: through the server
    proxy (/sandboxes/{id}/proxy/44772/command), once as shipped (each call
    writes two signed receipts) and once on a second server started with
-   --no-receipts, straight to execd's unix socket, and a plain
-   fork+exec+wait of `bash -c true` on the host (the floor every command
-   pays).
+   --no-receipts, straight to execd's unix socket; `true;` through the
+   proxy (the `;` sends it through `bash -c`; `true` alone execd execs
+   without a shell); and plain fork+exec+waits of /usr/bin/true and of
+   `bash -c true` on the host (the floors of the two paths).
 2. GET /ping: the proxy's own cost to execd.
 3. HTTP GET of 100 bytes from the program on port 8000: through the proxy
    (execd's tunnel, a new connection inside per request), and directly from
@@ -122,12 +123,13 @@ def timed(conn, method, url, body=None, headers=None):
     return dt, payload
 
 
-def spawn_cost(n):
+def spawn_cost(n, argv=None):
     bash = shutil.which("bash") or "/bin/sh"
+    argv = argv or [bash, "-c", "true"]
     xs = []
     for _ in range(n):
         t0 = time.perf_counter()
-        pid = os.posix_spawn(bash, [bash, "-c", "true"], os.environ)
+        pid = os.posix_spawn(argv[0], argv, os.environ)
         os.waitpid(pid, 0)
         xs.append(time.perf_counter() - t0)
     return xs
@@ -268,7 +270,10 @@ def main():
             via_proxy.append(timed(c, "POST", f"{px}/44772/command", cmd, auth)[0])
             via_plain.append(timed(c2, "POST", f"{px2}/44772/command", cmd, auth)[0])
             direct.append(timed(d, "POST", "/command", cmd)[0])
+        shelled = [timed(c, "POST", f"{px}/44772/command", {"command": "true;"}, auth)[0]
+                   for _ in range(a.n)]
         spawn = spawn_cost(a.n)
+        spawn_true = spawn_cost(a.n, [shutil.which("true")])
         for _ in range(a.n):
             ping_proxy.append(timed(c, "GET", f"{px}/44772/ping", headers=auth)[0])
             ping_direct.append(timed(d, "GET", "/ping")[0])
@@ -310,6 +315,8 @@ def main():
         print(row("POST /command `true` through the server proxy (whole stream)", via_proxy))
         print(row("the same, server started with --no-receipts", via_plain))
         print(row("POST /command `true` straight to execd's socket", direct))
+        print(row("POST /command `true;` through the proxy (through bash)", shelled))
+        print(row("fork+exec+wait of /usr/bin/true on the host", spawn_true))
         print(row("fork+exec+wait of `bash -c true` on the host", spawn))
         print(row("GET /ping through the server proxy", ping_proxy))
         print(row("GET /ping straight to execd's socket", ping_direct))

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "direct.h"
 #include "handlers.h"
 #include "http.h"
 #include "proc.h"
@@ -667,8 +668,14 @@ kn_command_start(kn_req_t *req, json_t *body)
         free(c);
         return kn_http_reply_error(req, 500, "RUNTIME_ERROR", "out of memory");
     }
-    const char *argv[] = {kn_command_shell(), "-c", a.command, NULL};
-    kn_spawn_t sp = {.argv = argv,
+    const char *shell = kn_command_shell();
+    const char *argv[] = {shell, "-c", a.command, NULL};
+    /* A simple command runs without the shell, as bash would run it (direct.h). */
+    kn_direct_t dx = {0};
+    bool direct = a.uid < 0 && a.gid < 0 && strcmp(shell, "bash") == 0 &&
+                  kn_direct_plan(a.command, &env, a.cwd, &dx);
+    kn_spawn_t sp = {.argv = direct ? (const char *const *)dx.argv : argv,
+                     .path = dx.path,
                      .env = (const char *const *)env,
                      .cwd = a.cwd,
                      .uid = a.uid,
@@ -680,6 +687,7 @@ kn_command_start(kn_req_t *req, json_t *body)
         r = run_background(req, &a, c, &sp);
     else
         r = run_foreground(req, &a, c, &sp);
+    kn_direct_free(&dx);
     kn_command_env_free(env);
     json_decref(body);
     return r;

@@ -102,7 +102,10 @@ static void __attribute__((noreturn)) child_main(const kn_spawn_t *s, int sync_f
     }
     if (s->uid >= 0 && setuid((uid_t)s->uid) < 0)
         child_fail(sync_fd, "setuid");
-    if (s->env)
+    extern char **environ;
+    if (s->path)
+        execve(s->path, (char *const *)s->argv, s->env ? (char *const *)s->env : environ);
+    else if (s->env)
         execvpe(s->argv[0], (char *const *)s->argv, (char *const *)s->env);
     else
         execvp(s->argv[0], (char *const *)s->argv);

@@ -19,7 +19,8 @@
 typedef struct kn_child kn_child_t;
 
 typedef struct kn_spawn {
-    const char *const *argv; /* argv[0] is looked up in PATH */
+    const char *const *argv; /* argv[0] is looked up in PATH, unless path is set */
+    const char *path;        /* the file to execve (found already); NULL = look up */
     const char *const *env;  /* NULL = inherit execd's environment */
     const char *cwd;         /* NULL = execd's cwd */
     long uid, gid;           /* -1 = unchanged */

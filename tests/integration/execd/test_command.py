@@ -248,3 +248,35 @@ def test_1000_sequential_commands_do_not_grow_rss_or_fds(client, daemon):
     while fd_count(pid) > fds0 and time.time() < deadline:
         time.sleep(0.05)
     assert fd_count(pid) <= fds0
+
+
+def test_simple_commands_see_what_bash_would_give_them(client, tmp_path):
+    """A simple command runs without bash (direct.c); what it sees must be
+    what `bash -c` would have given it. `env;` is the same program run through
+    bash (the `;` keeps it off the direct path)."""
+    for body in ({}, {"cwd": "/tmp"}, {"cwd": "/tmp", "envs": {"SHLVL": "4", "PWD": "/usr"}},
+                 {"envs": {"SHLVL": "x", "A": "1"}}):
+        direct = run(client, {"command": "/usr/bin/env", **body})
+        shell = run(client, {"command": "/usr/bin/env;", **body})
+        assert sorted(texts(direct, "stdout")) == sorted(texts(shell, "stdout")), body
+        assert direct[-1]["type"] == shell[-1]["type"] == "execution_complete"
+    # Failures keep bash's messages and codes.
+    for cmd in ("nosuchprog", "ls -d /nonexistent", "/tmp", "./nothing", "false"):
+        direct, shell = run(client, {"command": cmd}), run(client, {"command": cmd + ";"})
+        assert texts(direct, "stderr") == texts(shell, "stderr"), cmd
+        assert direct[-1]["type"] == shell[-1]["type"] == "error", cmd
+        assert direct[-1]["error"]["evalue"] == shell[-1]["error"]["evalue"], cmd
+    # What makes bash do more than exec keeps bash in the path.
+    rc = tmp_path / "rc"
+    rc.write_text("echo from-bash-env\n")
+    evs = run(client, {"command": "true", "envs": {"BASH_ENV": str(rc)}})
+    assert texts(evs, "stdout") == ["from-bash-env"]
+    evs = run(client, {"command": "true", "envs": {"SHELLOPTS": "xtrace"}})
+    assert texts(evs, "stderr") == ["+ true"]
+    evs = run(client, {"command": "ls", "envs": {"BASH_FUNC_ls%%": "() {  echo fn; }"}})
+    assert texts(evs, "stdout") == ["fn"]
+    script = tmp_path / "noshebang"
+    script.write_text("echo ran-as-script\n")
+    script.chmod(0o755)
+    evs = run(client, {"command": "./noshebang", "cwd": str(tmp_path)})
+    assert texts(evs, "stdout") == ["ran-as-script"]

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "direct.h"
 #include "execd.h"
 #include "fspath.h"
 #include "stream.h"
@@ -226,6 +227,136 @@ test_error_event(void **state)
     kn_buf_free(&out);
 }
 
+/* Which command lines run without the shell: plain words only, and never a
+ * builtin, keyword or assignment in command position. */
+static void
+test_direct_simple(void **state)
+{
+    const char *yes[] = {"true",
+                         "false",
+                         "  ls\t-la /tmp  ",
+                         "python3 -m http.server 8000",
+                         "./a.out --x=1 a,b c:d e@f g%h +i",
+                         "/usr/bin/env",
+                         "echo2 x"};
+    const char *no[] = {
+        "",         "   ",      "true 1",      "false --help", "echo hi",   "cd /tmp",
+        "X=1 env",  "ls *.c",   "ls ~",        "ls $HOME",     "ls 'a b'",  "ls \"a\"",
+        "ls a\\ b", "ls; true", "ls && true",  "ls | cat",     "ls > f",    "ls < f",
+        "ls &",     "(ls)",     "{ ls; }",     "ls # c",       "ls\nls",    "time ls",
+        "if true",  "exec ls",  "kill 1",      "ls {a,b}",     "ls !x",     "ls a[1]",
+        "ls ?",     "printf x", "ls \xc3\xa5", "source f",     "test -f x", "ls `x`"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        assert_true(kn_direct_simple(yes[i]));
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++) {
+        if (kn_direct_simple(no[i]))
+            fail_msg("went direct: [%s]", no[i]);
+    }
+}
+
+static char **
+env_of(const char *const *kv)
+{
+    size_t n = 0;
+    while (kv[n])
+        n++;
+    char **env = calloc(n + 1, sizeof *env);
+    for (size_t i = 0; i < n; i++)
+        env[i] = strdup(kv[i]);
+    return env;
+}
+
+static void
+env_free(char **env)
+{
+    for (char **e = env; *e; e++)
+        free(*e);
+    free(env);
+}
+
+static const char *
+env_val(char **env, const char *key)
+{
+    size_t kl = strlen(key);
+    for (char **e = env; *e; e++)
+        if (strncmp(*e, key, kl) == 0 && (*e)[kl] == '=')
+            return *e + kl + 1;
+    return NULL;
+}
+
+/* The plan finds the program in the command's PATH and sets PWD, SHLVL and
+ * _ as bash would; whatever bash would do more than exec stays with bash. */
+static void
+test_direct_plan(void **state)
+{
+    kn_direct_t d;
+    char **env = env_of(
+        (const char *const[]){"PATH=/nonexistent:/usr/bin:/bin", "SHLVL=4", "PWD=/wrong", NULL});
+    assert_true(kn_direct_plan("env -0 x", &env, "/tmp", &d));
+    assert_string_equal(d.path, "/usr/bin/env");
+    assert_string_equal(d.argv[0], "env");
+    assert_string_equal(d.argv[1], "-0");
+    assert_string_equal(d.argv[2], "x");
+    assert_null(d.argv[3]);
+    char *tmp = realpath("/tmp", NULL);
+    assert_string_equal(env_val(env, "PWD"), tmp);
+    free(tmp);
+    assert_string_equal(env_val(env, "SHLVL"), "4");
+    assert_string_equal(env_val(env, "_"), "/usr/bin/env");
+    kn_direct_free(&d);
+    env_free(env);
+
+    /* No SHLVL, or a bad one, is 0; a PWD that names the directory stays. */
+    env = env_of((const char *const[]){"PATH=/usr/bin", "SHLVL=x", "PWD=/", NULL});
+    assert_true(kn_direct_plan("true", &env, "/", &d));
+    assert_string_equal(env_val(env, "SHLVL"), "0");
+    assert_string_equal(env_val(env, "PWD"), "/");
+    kn_direct_free(&d);
+    env_free(env);
+
+    const char *bash_only[][2] = {
+        {"PATH=/usr/bin", "BASH_ENV=/etc/profile"}, /* a file bash would source */
+        {"PATH=/usr/bin", "ENV=/etc/profile"},
+        {"PATH=/usr/bin", "BASH_FUNC_env%%=() { :; }"}, /* a function named env */
+        {"PATH=/usr/bin", "SHELLOPTS=xtrace"},
+        {"PATH=/usr/bin", "SHLVL=999"}, /* bash warns and resets */
+        {"PATH=.:/usr/bin", "X=1"},     /* a relative entry: looked up from cwd */
+        {"PATH=:/usr/bin", "X=1"},      /* an empty one: the same */
+        {"PATH=/nonexistent", "X=1"},   /* not found: bash's own message */
+        {"X=1", "Y=2"},                 /* no PATH: bash's default */
+    };
+    for (size_t i = 0; i < sizeof bash_only / sizeof *bash_only; i++) {
+        env = env_of((const char *const[]){bash_only[i][0], bash_only[i][1], NULL});
+        if (kn_direct_plan("env", &env, "/", &d))
+            fail_msg("went direct with %s %s", bash_only[i][0], bash_only[i][1]);
+        assert_null(env_val(env, "_"));
+        env_free(env);
+    }
+
+    /* A script without #! is run by bash itself after ENOEXEC; a missing
+     * directory is bash's (chdir's) error to report. */
+    char dir[] = "/tmp/kn-direct-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p[256];
+    snprintf(p, sizeof p, "%s/script", dir);
+    FILE *f = fopen(p, "w");
+    fputs("echo hi\n", f);
+    fclose(f);
+    chmod(p, 0755);
+    env = env_of((const char *const[]){"PATH=/usr/bin", NULL});
+    assert_false(kn_direct_plan("./script", &env, dir, &d));
+    f = fopen(p, "w");
+    fputs("#!/bin/sh\necho hi\n", f);
+    fclose(f);
+    assert_true(kn_direct_plan("./script", &env, dir, &d));
+    assert_string_equal(d.path, "./script");
+    kn_direct_free(&d);
+    assert_false(kn_direct_plan("true", &env, "/no/such/dir", &d));
+    env_free(env);
+    unlink(p);
+    rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -238,6 +369,8 @@ main(void)
         cmocka_unit_test(test_lines),
         cmocka_unit_test(test_error_event),
         cmocka_unit_test(test_raw_chunks_keep_utf8_whole),
+        cmocka_unit_test(test_direct_simple),
+        cmocka_unit_test(test_direct_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
