@@ -260,10 +260,7 @@ kn_http_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                               .duration_us = kn_now_us() - r->t0};
         r->srv->observe(&a, r->srv->observe_ctx);
     }
-    if (r->call) {
-        kn_rcpt_call_end(r->call, false); /* unless the finish tap ended it */
-        kn_rcpt_call_free(r->call);
-    }
+    kn_rcpt_call_done(r->call); /* unless the finish tap ended it */
     kn_rcpt_pty_watch_free(r->pty_watch);
     free(r->sock);
     free(r->pidns);

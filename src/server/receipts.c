@@ -67,6 +67,17 @@ struct kn_rcpt {
     pthread_mutex_t pty_mu;
     pthread_cond_t pty_cv; /* an exit frame was seen, a relay ended */
     struct pty_io *ptys;
+    /* Calls whose response has gone out and whose receipt is being written
+     * (under late_mu): readers of receipts wait for them (kn_rcpt_settle). */
+    pthread_mutex_t late_mu;
+    pthread_cond_t late_cv;
+    long late;
+    /* Those calls, queued for the writer thread (under late_mu), so that
+     * the connection's thread goes on to its next request at once. */
+    kn_rcpt_call_t *q_head, *q_tail;
+    pthread_cond_t q_cv;
+    pthread_t writer;
+    bool writer_on, writer_stop;
 };
 
 static tail_memo_t *
@@ -111,6 +122,9 @@ struct kn_rcpt_call {
     bool pty_open;  /* POST /pty */
     bool pty_close; /* DELETE /pty/{id} of a PTY this server opened */
     char pty_id[64];
+    bool intent;          /* begun with an intent, answered by one receipt */
+    bool seen;            /* execd's response was complete and has been released */
+    kn_rcpt_call_t *next; /* in the writer's queue */
 };
 
 /* The lifecycle request this thread serves (receipts.h). */
@@ -448,6 +462,41 @@ out:
     return ret;
 }
 
+/* Answers every execd call of a chain begun (its intent written) and not
+ * answered by its receipt, with a failure receipt saying why. */
+static int
+close_intents(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const char *why,
+              kn_error_t *err)
+{
+    char **corrs = NULL, **jsons = NULL;
+    size_t n = 0;
+    if (kn_store_tx_intents(tx, sub->chain_id, &corrs, &jsons, &n, err) < 0)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        json_t *j = json_loads(jsons[i], 0, NULL);
+        kn_receipt_action_t a = {
+            .type = json_string_value(json_object_get(j, "type")),
+            .target_system = json_string_value(json_object_get(j, "system")),
+            .target_resource = json_string_value(json_object_get(j, "resource")),
+            .status = "failure",
+            .error = why,
+            .correlation_id = corrs[i],
+        };
+        const char *principal = json_string_value(json_object_get(j, "principal"));
+        bool skipped;
+        if (!a.type)
+            ret = kn_error_set(err, EINVAL, "an execd call intent of %s has no action type",
+                               sub->chain_id);
+        else if ((ret = kn_store_tx_intent_del(tx, corrs[i], NULL, err)) == 0)
+            ret = append(r, tx, sub, &a, principal, false, &skipped, err);
+        json_decref(j);
+    }
+    kn_store_strings_free(corrs, n);
+    kn_store_strings_free(jsons, n);
+    return ret;
+}
+
 /* Answers every pending receipt of a chain that nothing answered (an execd
  * call in flight, an intent whose action never finished), except the one
  * with correlation id keep, with a failure outcome saying why. */
@@ -485,6 +534,8 @@ close_unanswered(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, const ch
     }
     kn_store_strings_free(corrs, n);
     kn_store_strings_free(jsons, n);
+    if (ret == 0)
+        ret = close_intents(r, tx, sub, why, err);
     return ret;
 }
 
@@ -1225,7 +1276,24 @@ typedef struct call_step {
     kn_rcpt_call_t *c;
     kn_receipt_action_t a;
     bool outcome;
+    const char *intent; /* the begin of an intent call: its action text */
+    bool drop;          /* only the intent goes (its receipt was dropped) */
 } call_step_t;
+
+/* An intent call's begin: refused on an ended chain, else its intent. */
+static int
+intent_tx(kn_store_tx_t *tx, call_step_t *s, const subject_t *sub, kn_error_t *err)
+{
+    kn_rcpt_t *r = s->c->r;
+    chain_at_t at;
+    if (open_chain(r, tx, sub, s->c->principal, &at, err) < 0)
+        return -1;
+    kn_receipt_chain_free(at.chain);
+    if (at.ended)
+        return kn_server_error(err, EBUSY, "sandbox %s has ended (its receipt chain is closed)",
+                               s->c->sandbox);
+    return kn_store_tx_intent_put(tx, s->c->corr, sub->chain_id, s->intent, err);
+}
 
 static int
 call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
@@ -1235,6 +1303,19 @@ call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     subject_t sub;
     subject_sandbox(&sub, s->c->sandbox);
     tx_start(s->c->r);
+    if (s->intent)
+        return intent_tx(tx, s, &sub, err);
+    if (s->drop)
+        return kn_store_tx_intent_del(tx, s->c->corr, NULL, err);
+    if (s->c->intent) {
+        /* The receipt answers the intent; without one, something answered
+         * the call already (the sandbox's end, with a failure). */
+        bool found;
+        if (kn_store_tx_intent_del(tx, s->c->corr, &found, err) < 0)
+            return -1;
+        if (!found)
+            return 0;
+    }
     if (append(s->c->r, tx, &sub, &s->a, s->c->principal, false, &skipped, err) < 0)
         return -1;
     if (skipped && !s->outcome)
@@ -1252,9 +1333,46 @@ call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
     return 0;
 }
 
+/* A call other than a PTY's open or close: an intent now (no receipt yet:
+ * it is cheap, and nothing is forwarded without it), one receipt once the
+ * response has gone out. */
+static int
+begin_intent(kn_rcpt_call_t *c, kn_error_t *err)
+{
+    char when[40];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    format_ms((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when, sizeof when);
+    json_t *j =
+        json_pack("{s:s, s:s?, s:s?, s:s, s:s}", "type", kn_execd_capture_type(c->cap), "system",
+                  kn_execd_capture_system(c->cap), "resource", kn_execd_capture_resource(c->cap),
+                  "principal", c->principal, "begun", when);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) {
+        kn_error_set(err, ENOMEM, "receipts");
+        return tag(err);
+    }
+    call_step_t s = {.c = c, .intent = text};
+    int rc = run(c->r, call_tx, &s.s, err);
+    free(text);
+    if (rc < 0) {
+        if (err->code != EBUSY)
+            c->r->refused++;
+        kn_error_prefix(err, "receipts");
+        return tag(err);
+    }
+    c->intent = true;
+    c->begun = true;
+    c->r->pending_open++;
+    return 0;
+}
+
 int
 kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err)
 {
+    if (!c->pty_open && !c->pty_close)
+        return begin_intent(c, err);
     bool pending = false;
     json_t *params = c->pty_close ? NULL : kn_execd_capture_parameters(c->cap, &pending, err);
     if (!params && !pending && !c->pty_close)
@@ -1282,7 +1400,82 @@ kn_rcpt_call_begin(kn_rcpt_call_t *c, kn_error_t *err)
 int
 kn_rcpt_call_finish(void *call)
 {
-    return kn_rcpt_call_end(call, true);
+    kn_rcpt_call_t *c = call;
+    if (!c->intent)
+        return kn_rcpt_call_end(c, true); /* a PTY's: before the answer goes */
+    /* The answer goes out now; its receipt follows at once, when the
+     * request completes (kn_rcpt_call_end from the completion callback). */
+    if (c->begun && !c->seen) {
+        c->seen = true;
+        pthread_mutex_lock(&c->r->late_mu);
+        c->r->late++;
+        pthread_mutex_unlock(&c->r->late_mu);
+    }
+    return 0;
+}
+
+static void *
+writer_main(void *arg)
+{
+    kn_rcpt_t *r = arg;
+    pthread_mutex_lock(&r->late_mu);
+    for (;;) {
+        while (!r->q_head && !r->writer_stop)
+            pthread_cond_wait(&r->q_cv, &r->late_mu);
+        kn_rcpt_call_t *c = r->q_head;
+        if (!c)
+            break; /* stopping, and nothing is left */
+        r->q_head = c->next;
+        if (!r->q_head)
+            r->q_tail = NULL;
+        pthread_mutex_unlock(&r->late_mu);
+        kn_rcpt_call_end(c, true);
+        kn_rcpt_call_free(c);
+        pthread_mutex_lock(&r->late_mu);
+    }
+    pthread_mutex_unlock(&r->late_mu);
+    return NULL;
+}
+
+void
+kn_rcpt_call_done(kn_rcpt_call_t *c)
+{
+    if (!c)
+        return;
+    kn_rcpt_t *r = c->r;
+    if (c->begun && c->seen) {
+        pthread_mutex_lock(&r->late_mu);
+        bool queued = r->writer_on && !r->writer_stop;
+        if (queued) {
+            c->next = NULL;
+            if (r->q_tail)
+                r->q_tail->next = c;
+            else
+                r->q_head = c;
+            r->q_tail = c;
+            pthread_cond_signal(&r->q_cv);
+        }
+        pthread_mutex_unlock(&r->late_mu);
+        if (queued)
+            return;
+    }
+    kn_rcpt_call_end(c, false);
+    kn_rcpt_call_free(c);
+}
+
+void
+kn_rcpt_settle(kn_rcpt_t *r)
+{
+    if (!r)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&r->late_mu);
+    while (r->late > 0)
+        if (pthread_cond_timedwait(&r->late_cv, &r->late_mu, &until) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&r->late_mu);
 }
 
 int
@@ -1290,6 +1483,7 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
 {
     if (!c || !c->begun)
         return 0;
+    complete = complete || c->seen;
     kn_error_t err = {0};
     bool pending = false;
     json_t *response = NULL;
@@ -1345,6 +1539,13 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
         kn_rcpt_chain_id(c->sandbox, chain_id, sizeof chain_id);
         drop_add(c->r, chain_id, 1);
         c->r->dropped++;
+        /* The drop record accounts for it: the intent goes if it can (else
+         * the sandbox's end answers it with a failure). */
+        if (c->intent) {
+            call_step_t d = {.c = c, .drop = true};
+            kn_error_t ignored = {0};
+            (void)run(c->r, call_tx, &d.s, &ignored);
+        }
         fprintf(stderr,
                 "{\"level\":\"error\",\"msg\":\"an outcome receipt was dropped\","
                 "\"sandboxId\":\"%s\",\"detail\":\"%s\"}\n",
@@ -1352,6 +1553,12 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
     }
     c->r->pending_open--;
     c->begun = false;
+    if (c->seen) {
+        pthread_mutex_lock(&c->r->late_mu);
+        if (--c->r->late == 0)
+            pthread_cond_broadcast(&c->r->late_cv);
+        pthread_mutex_unlock(&c->r->late_mu);
+    }
     if (c->pty_close)
         pty_io_drop(c->r, c->sandbox, c->pty_id);
     json_decref(params);
@@ -1757,6 +1964,9 @@ kn_rcpt_open(const kn_server_cfg_t *cfg, kn_store_t *store, kn_rcpt_t **out, kn_
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->pty_mu, NULL);
     pthread_cond_init(&r->pty_cv, NULL);
+    pthread_mutex_init(&r->late_mu, NULL);
+    pthread_cond_init(&r->late_cv, NULL);
+    pthread_cond_init(&r->q_cv, NULL);
     r->store = store;
     if (cfg->receipts_key) {
         snprintf(r->key_path, sizeof r->key_path, "%s", cfg->receipts_key);
@@ -1792,6 +2002,12 @@ kn_rcpt_open(const kn_server_cfg_t *cfg, kn_store_t *store, kn_rcpt_t **out, kn_
                 "{\"level\":\"info\",\"msg\":\"receipts: answered %zu pending receipt(s) an "
                 "earlier server left\"}\n",
                 rs.closed);
+    if ((errno = pthread_create(&r->writer, NULL, writer_main, r)) != 0) {
+        kn_error_set(err, errno, "receipts: starting the writer thread");
+        kn_rcpt_close(r);
+        return -1;
+    }
+    r->writer_on = true;
     kn_store_set_hook(store, hook, hook_end, r);
     *out = r;
     return 0;
@@ -1802,6 +2018,15 @@ kn_rcpt_close(kn_rcpt_t *r)
 {
     if (!r)
         return;
+    if (r->writer_on) {
+        /* What is queued is written before the store goes. */
+        pthread_mutex_lock(&r->late_mu);
+        r->writer_stop = true;
+        pthread_cond_signal(&r->q_cv);
+        pthread_mutex_unlock(&r->late_mu);
+        pthread_join(r->writer, NULL);
+        r->writer_on = false;
+    }
     if (r->store)
         kn_store_set_hook(r->store, NULL, NULL, NULL);
     kn_receipt_key_wipe(&r->key);
@@ -1813,6 +2038,9 @@ kn_rcpt_close(kn_rcpt_t *r)
     }
     pthread_mutex_destroy(&r->pty_mu);
     pthread_cond_destroy(&r->pty_cv);
+    pthread_mutex_destroy(&r->late_mu);
+    pthread_cond_destroy(&r->late_cv);
+    pthread_cond_destroy(&r->q_cv);
     free(r);
 }
 
@@ -1824,6 +2052,8 @@ page(kn_rcpt_t *r, const char *what, const char *key, const char *id, const char
 {
     char **jsons = NULL;
     size_t n = 0;
+    /* A call answered to its client has its receipt in the page too. */
+    kn_rcpt_settle(r);
     /* One more than asked: whether there is a next page. */
     if (kn_store_receipts(r->store, chain_id, after, limit + 1, &jsons, &n, err) < 0)
         return -1;

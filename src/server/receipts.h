@@ -73,6 +73,13 @@ void kn_rcpt_call_response_body(void *call, const char *data, size_t len);
  * could not be written (a drop; the caller cuts the response). A call ends
  * once; later calls do nothing. */
 int kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete);
+/* The request is over (its completion callback): ends the call (as
+ * kn_rcpt_call_end(c, false)) and frees it, or, when its answer went out
+ * whole, hands both to the writer thread. */
+void kn_rcpt_call_done(kn_rcpt_call_t *c);
+/* Waits (up to 5 s) until every call whose response has gone out has its
+ * receipt written: readers of receipts call it first. */
+void kn_rcpt_settle(kn_rcpt_t *r);
 int kn_rcpt_call_finish(void *call);
 void kn_rcpt_call_free(kn_rcpt_call_t *c);
 

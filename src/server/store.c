@@ -35,7 +35,7 @@ struct kn_store {
     } cache[STMT_CACHE];
 };
 
-enum { Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_TAIL, Q_INSERT, Q_COUNT };
+enum { Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_TAIL, Q_INSERT, Q_INTENT_PUT, Q_INTENT_DEL, Q_COUNT };
 static const char *const cached_sql[Q_COUNT] = {
     "BEGIN IMMEDIATE",
     "COMMIT",
@@ -45,6 +45,8 @@ static const char *const cached_sql[Q_COUNT] = {
     "INSERT INTO receipts (id, chain_id, sequence, action_type, risk_level, status, timestamp, "
     "issuer_id, principal_id, receipt_json, receipt_hash, previous_receipt_hash) VALUES "
     "(?,?,?,?,?,?,?,?,?,?,?,?)",
+    "INSERT INTO intents (correlation_id, chain_id, action_json) VALUES (?,?,?)",
+    "DELETE FROM intents WHERE correlation_id = ?",
 };
 
 /* A cached statement, reset and ready (the caller holds mu). */
@@ -124,6 +126,14 @@ static const char schema[] =
     " correlation_id TEXT NOT NULL,"
     " closing INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (sandbox_id, pty_id));"
+    /* Proxied execd calls begun and not yet answered by their receipt
+     * (receipts.c): written before the call is forwarded, removed in the
+     * transaction of its receipt; a row left over is a call whose outcome
+     * nobody saw. */
+    "CREATE TABLE IF NOT EXISTS intents ("
+    " correlation_id TEXT PRIMARY KEY,"
+    " chain_id TEXT NOT NULL,"
+    " action_json TEXT NOT NULL) WITHOUT ROWID;"
     "DROP INDEX IF EXISTS idx_receipts_action;"
     "DROP INDEX IF EXISTS idx_receipts_risk;"
     "DROP INDEX IF EXISTS idx_receipts_timestamp;";
@@ -970,7 +980,8 @@ kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n,
     sqlite3_stmt *s = NULL;
     const char *sql =
         with_pending
-            ? "SELECT DISTINCT chain_id FROM receipts WHERE status = 'pending'"
+            ? "SELECT chain_id FROM receipts WHERE status = 'pending' UNION "
+              "SELECT chain_id FROM intents"
             : "SELECT r.chain_id FROM receipts r JOIN (SELECT chain_id, MAX(sequence) AS m FROM "
               "receipts GROUP BY chain_id) t ON r.chain_id = t.chain_id AND r.sequence = t.m "
               "WHERE json_extract(r.receipt_json, '$.credentialSubject.chain.terminal') IS NOT 1";
@@ -981,6 +992,83 @@ kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n,
     }
     int ret = collect_strings(st, s, ids, n, err);
     sqlite3_finalize(s);
+    return ret;
+}
+
+int
+kn_store_tx_intent_put(kn_store_tx_t *tx, const char *corr, const char *chain_id,
+                       const char *action_json, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = cached(st, Q_INTENT_PUT);
+    if (!s)
+        return db_error(st, err, "call intent");
+    sqlite3_bind_text(s, 1, corr, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, chain_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, action_json, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : db_error(st, err, "call intent");
+}
+
+int
+kn_store_tx_intent_del(kn_store_tx_t *tx, const char *corr, bool *found, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = cached(st, Q_INTENT_DEL);
+    if (!s)
+        return db_error(st, err, "call intent");
+    sqlite3_bind_text(s, 1, corr, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_error(st, err, "call intent");
+    if (found)
+        *found = sqlite3_changes(st->db) > 0;
+    return 0;
+}
+
+int
+kn_store_tx_intents(kn_store_tx_t *tx, const char *chain_id, char ***corrs, char ***jsons,
+                    size_t *n, kn_error_t *err)
+{
+    kn_store_t *st = tx->st;
+    sqlite3_stmt *s = NULL;
+    char **c = NULL, **j = NULL;
+    size_t nc = 0, nj = 0;
+    int ret = -1;
+    *corrs = *jsons = NULL;
+    *n = 0;
+    /* Twice over the (small) table: the ids, then the texts, in one order. */
+    static const char *const sql[2] = {
+        "SELECT correlation_id FROM intents WHERE chain_id = ? ORDER BY "
+        "json_extract(action_json, '$.timestamp'), correlation_id",
+        "SELECT action_json FROM intents WHERE chain_id = ? ORDER BY "
+        "json_extract(action_json, '$.timestamp'), correlation_id"};
+    for (int k = 0; k < 2; k++) {
+        if (sqlite3_prepare_v2(st->db, sql[k], -1, &s, NULL) != SQLITE_OK) {
+            db_error(st, err, "call intents");
+            goto out;
+        }
+        sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+        if (collect_strings(st, s, k ? &j : &c, k ? &nj : &nc, err) < 0)
+            goto out;
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (nc != nj) {
+        kn_error_set(err, EIO, "call intents changed while read");
+        goto out;
+    }
+    *corrs = c;
+    *jsons = j;
+    *n = nc;
+    c = j = NULL;
+    ret = 0;
+out:
+    sqlite3_finalize(s);
+    kn_store_strings_free(c, nc);
+    kn_store_strings_free(j, nj);
     return ret;
 }
 

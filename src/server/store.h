@@ -121,8 +121,18 @@ int kn_store_tx_add_receipt(kn_store_tx_t *tx, const kn_store_receipt_t *r, kn_e
  * is not NULL, only that correlation id is looked at. Strings malloc'd. */
 int kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
                            char ***jsons, size_t *n, kn_error_t *err);
-/* Chains that have a pending receipt; chains whose last receipt is not
- * terminal (for a key rotation). */
+/* Proxied execd calls in flight (receipts.c): an intent is written, in
+ * its own transaction, before the call is forwarded, and deleted in the
+ * transaction of the call's receipt. action_json is the module's own. */
+int kn_store_tx_intent_put(kn_store_tx_t *tx, const char *corr, const char *chain_id,
+                           const char *action_json, kn_error_t *err);
+/* *found (may be NULL): whether there was one to delete. */
+int kn_store_tx_intent_del(kn_store_tx_t *tx, const char *corr, bool *found, kn_error_t *err);
+/* The intents of chain_id, oldest first: correlation ids and action texts. */
+int kn_store_tx_intents(kn_store_tx_t *tx, const char *chain_id, char ***corrs, char ***jsons,
+                        size_t *n, kn_error_t *err);
+/* Chains that have a pending receipt or an intent; chains whose last
+ * receipt is not terminal (for a key rotation). */
 int kn_store_tx_chains(kn_store_tx_t *tx, bool with_pending, char ***ids, size_t *n,
                        kn_error_t *err);
 /* Whether some key-rotation receipt hands its chain to new_public_key
