@@ -333,7 +333,10 @@ insert(kn_rcpt_t *r, kn_store_tx_t *tx, json_t *receipt, const char *hash, char 
     free(text);
     if (rc == 0) {
         r->tx_written++;
+        /* The memo changes under both locks: prebuild() reads it under mu. */
+        pthread_mutex_lock(&r->mu);
         memo_put(r, receipt, hash);
+        pthread_mutex_unlock(&r->mu);
     }
     return rc;
 }
@@ -460,6 +463,97 @@ out:
     if (ret < 0)
         r->tx_failed = true;
     return ret;
+}
+
+/* A receipt built and signed before the store's lock is taken, on the
+ * chain's head as the memo has it: inserted only if the store's tail is
+ * still that head (else it is built again under the lock). Signing is the
+ * largest part of a receipt's cost; outside the lock, the next call's
+ * intent need not wait for it. */
+typedef struct prebuilt {
+    json_t *rec;
+    char *text;
+    char hash[KN_RECEIPT_HASH_SIZE];
+    uint64_t seq;                    /* the head it was built on */
+    char head[KN_RECEIPT_HASH_SIZE]; /* its hash */
+} prebuilt_t;
+
+static void
+prebuilt_free(prebuilt_t *pb)
+{
+    json_decref(pb->rec);
+    free(pb->text);
+    memset(pb, 0, sizeof *pb);
+}
+
+/* A sandbox chain's next receipt from the memo; false (nothing built) when
+ * the memo does not know the chain, it ended, or a drop record must come
+ * first: the caller builds it under the lock then. */
+static bool
+prebuild(kn_rcpt_t *r, const subject_t *sub, const kn_receipt_action_t *a, const char *principal,
+         prebuilt_t *pb)
+{
+    char issuer[256];
+    bool ok = false;
+    memset(pb, 0, sizeof *pb);
+    if (sub->snapshot[0] || !principal)
+        return false;
+    pthread_mutex_lock(&r->mu);
+    const tail_memo_t *m = memo_find(r, sub->chain_id);
+    bool dropped = false;
+    for (size_t i = 0; i < r->n_drops; i++)
+        dropped = dropped || !strcmp(r->drops[i].chain, sub->chain_id);
+    if (m && !m->ended && !dropped) {
+        pb->seq = m->sequence;
+        memcpy(pb->head, m->hash, sizeof pb->head);
+        snprintf(issuer, sizeof issuer, "%s", m->issuer);
+        ok = true;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!ok)
+        return false;
+    kn_error_t err = {0};
+    json_t *runtime = json_pack("{s:s}", "sandbox_id", sub->sandbox);
+    kn_receipt_chain_config_t cfg = {.issuer_id = issuer,
+                                     .issuer_name = "Kennel",
+                                     .runtime = runtime,
+                                     .principal_id = principal,
+                                     .chain_id = sub->chain_id};
+    kn_receipt_chain_t *chain = runtime ? kn_receipt_chain_new(&cfg, &r->key, &err) : NULL;
+    json_decref(runtime);
+    if (chain && kn_receipt_chain_resume_at(chain, pb->seq, pb->head, false, &err) == 0)
+        pb->rec = kn_receipt_chain_append_text(chain, a, pb->hash, &pb->text, &err);
+    kn_receipt_chain_free(chain);
+    if (!pb->rec || !pb->text) {
+        prebuilt_free(pb);
+        return false;
+    }
+    return true;
+}
+
+/* Inserts a prebuilt receipt if the chain's head is still the one it was
+ * built on (*used); the memo's other fields follow the head. */
+static int
+insert_prebuilt(kn_rcpt_t *r, kn_store_tx_t *tx, const subject_t *sub, prebuilt_t *pb, bool *used,
+                kn_error_t *err)
+{
+    uint64_t seq = 0;
+    char hash[KN_RECEIPT_HASH_SIZE] = "";
+    char *json = NULL;
+    bool found = false;
+    *used = false;
+    if (kn_store_tx_tail(tx, sub->chain_id, &seq, hash, sizeof hash, &json, &found, err) < 0)
+        return -1;
+    free(json);
+    if (!found || seq != pb->seq || strcmp(hash, pb->head))
+        return 0;
+    *used = true;
+    char *text = pb->text;
+    pb->text = NULL; /* insert takes it */
+    int rc = insert(r, tx, pb->rec, pb->hash, text, err);
+    if (rc < 0)
+        r->tx_failed = true;
+    return rc;
 }
 
 /* Answers every execd call of a chain begun (its intent written) and not
@@ -1278,6 +1372,7 @@ typedef struct call_step {
     bool outcome;
     const char *intent; /* the begin of an intent call: its action text */
     bool drop;          /* only the intent goes (its receipt was dropped) */
+    prebuilt_t *pre;    /* the receipt, built already (may be unusable) */
 } call_step_t;
 
 /* An intent call's begin: refused on an ended chain, else its intent. */
@@ -1314,6 +1409,11 @@ call_tx(kn_store_tx_t *tx, void *arg, kn_error_t *err)
         if (kn_store_tx_intent_del(tx, s->c->corr, &found, err) < 0)
             return -1;
         if (!found)
+            return 0;
+        bool used = false;
+        if (s->pre && s->pre->rec && insert_prebuilt(s->c->r, tx, &sub, s->pre, &used, err) < 0)
+            return -1;
+        if (used)
             return 0;
     }
     if (append(s->c->r, tx, &sub, &s->a, s->c->principal, false, &skipped, err) < 0)
@@ -1530,7 +1630,14 @@ kn_rcpt_call_end(kn_rcpt_call_t *c, bool complete)
                                .status = st,
                                .error = !strcmp(st, "failure") ? error : NULL,
                                .correlation_id = c->corr}};
+        prebuilt_t pb;
+        subject_t sub;
+        subject_sandbox(&sub, c->sandbox);
+        if (c->intent && prebuild(c->r, &sub, &s.a, c->principal, &pb))
+            s.pre = &pb;
         rc = run(c->r, call_tx, &s.s, &err);
+        if (s.pre)
+            prebuilt_free(&pb);
     }
     if (rc < 0) {
         /* The action ran: it cannot be refused any more. A drop, recorded in
