@@ -9,9 +9,9 @@ directory), creates one sandbox, starts tests/integration/server/proxy_apps.py
 inside it (an HTTP server on 8000 and a WebSocket echo server on 9000), then:
 
 1. POST /command `true`, to the end of the SSE stream: through the server
-   proxy (/sandboxes/{id}/proxy/44772/command), once as shipped (each call
-   writes two signed receipts) and once on a second server started with
-   --no-receipts, straight to execd's unix socket; `true;` through the
+   proxy (/sandboxes/{id}/proxy/44772/command), once as shipped (each
+   call commits an intent and writes one signed receipt) and once on a
+   second server started with --no-receipts, straight to execd's unix socket; `true;` through the
    proxy (the `;` sends it through `bash -c`; `true` alone execd execs
    without a shell); and plain fork+exec+waits of /usr/bin/true and of
    `bash -c true` on the host (the floors of the two paths).

@@ -4,8 +4,9 @@
     bench/receipts_bench.py [BUILD_DIR] [--n N] [--rounds R]
 
 Two `kennel serve` on loopback, each with its own SQLite file: one as shipped
-(receipts on: a pending receipt before the command is forwarded, its outcome
-before the last byte is released) and one with --no-receipts. Each gets one
+(receipts on: the call's intent committed before it is forwarded, its one
+signed receipt written once the answer has gone out) and one with
+--no-receipts. Each gets one
 sandbox; POST /sandboxes/{id}/proxy/44772/command running `true` is timed
 N times per round, client-side, new connection per request (as the SDKs do),
 until the stream closes. The servers alternate R rounds so that drift of
