@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nettle/sha2.h>
 #include <sodium.h>
 
 #include "core/ws.h"
@@ -682,7 +683,7 @@ principal_now(kn_rcpt_t *r)
 
 typedef struct pty_io {
     char sandbox[40], pty[64];
-    crypto_hash_sha256_state in, out;
+    struct sha256_ctx in, out;
     bool partial; /* opened before this server started: earlier I/O is not in it */
     bool exit_seen;
     int exit_code;
@@ -705,8 +706,8 @@ pty_io_find(kn_rcpt_t *r, const char *sandbox, const char *pty, bool create, boo
         return NULL;
     snprintf(e->sandbox, sizeof e->sandbox, "%s", sandbox);
     snprintf(e->pty, sizeof e->pty, "%s", pty);
-    crypto_hash_sha256_init(&e->in);
-    crypto_hash_sha256_init(&e->out);
+    sha256_init(&e->in);
+    sha256_init(&e->out);
     e->partial = partial;
     e->next = r->ptys;
     r->ptys = e;
@@ -736,25 +737,25 @@ static void
 pty_close_payload(kn_rcpt_t *r, const char *sandbox, const char *pty, const char *signal,
                   json_t **params, json_t **response)
 {
-    unsigned char d[crypto_hash_sha256_BYTES];
+    unsigned char d[SHA256_DIGEST_SIZE];
     char hin[KN_RECEIPT_HASH_SIZE], hout[KN_RECEIPT_HASH_SIZE], io[KN_RECEIPT_HASH_SIZE];
     pthread_mutex_lock(&r->pty_mu);
     pty_io_t *e = pty_io_find(r, sandbox, pty, false, false);
-    crypto_hash_sha256_state a, b;
+    struct sha256_ctx a, b;
     if (e) {
         a = e->in;
         b = e->out;
     } else {
-        crypto_hash_sha256_init(&a);
-        crypto_hash_sha256_init(&b);
+        sha256_init(&a);
+        sha256_init(&b);
     }
     bool complete = e && !e->partial, seen = e && e->exit_seen;
     int code = e ? e->exit_code : 0;
     pthread_mutex_unlock(&r->pty_mu);
-    crypto_hash_sha256_final(&a, d);
+    sha256_digest(&a, sizeof d, d);
     memcpy(hin, "sha256:", 7);
     sodium_bin2hex(hin + 7, sizeof hin - 7, d, sizeof d);
-    crypto_hash_sha256_final(&b, d);
+    sha256_digest(&b, sizeof d, d);
     memcpy(hout, "sha256:", 7);
     sodium_bin2hex(hout + 7, sizeof hout - 7, d, sizeof d);
     json_t *both = json_pack("{s:s, s:s}", "input", hin, "output", hout);
@@ -905,7 +906,7 @@ watch_piece(void *wctx, const kn_ws_frame_t *f, uint64_t off, const uint8_t *dat
     pthread_mutex_lock(&w->r->pty_mu);
     pty_io_t *e = pty_io_find(w->r, w->sandbox, w->pty, false, false); /* none once closed */
     if (e && n)
-        crypto_hash_sha256_update(from_client ? &e->in : &e->out, data, n);
+        sha256_update(from_client ? &e->in : &e->out, n, (const uint8_t *)data);
     pthread_mutex_unlock(&w->r->pty_mu);
     if (from_client)
         return 0;
