@@ -177,10 +177,29 @@ cmd_finish(struct kn_cmdstore *s, kn_cmd_t *c, int code, const char *error)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Where bash was found last and with which PATH, so that a command costs
+ * one access() rather than a stat per PATH entry; looked up again when PATH
+ * changes or that file goes. */
+static pthread_mutex_t shell_mu = PTHREAD_MUTEX_INITIALIZER;
+static char shell_bash[4096], shell_path[8192];
+
 const char *
 kn_command_shell(void)
 {
-    return kn_util_in_path("bash") ? "bash" : "sh";
+    pthread_mutex_lock(&shell_mu);
+    const char *path = getenv("PATH");
+    path = path ? path : "";
+    bool same = strlen(path) < sizeof shell_path && !strcmp(path, shell_path);
+    if (!same)
+        snprintf(shell_path, sizeof shell_path, "%s", path);
+    bool bash = same && shell_bash[0] && access(shell_bash, X_OK) == 0;
+    if (!bash) {
+        bash = kn_util_which("bash", shell_bash, sizeof shell_bash);
+        if (!bash)
+            shell_bash[0] = '\0';
+    }
+    pthread_mutex_unlock(&shell_mu);
+    return bash ? "bash" : "sh";
 }
 
 char **

@@ -160,6 +160,12 @@ kn_util_mode_to_decimal(mode_t m)
 bool
 kn_util_in_path(const char *name)
 {
+    return kn_util_which(name, NULL, 0);
+}
+
+bool
+kn_util_which(const char *name, char *out, size_t size)
+{
     const char *path = getenv("PATH");
     if (!path || !*path)
         path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -172,8 +178,13 @@ kn_util_in_path(const char *name)
             full[len] = '/';
             strcpy(full + len + 1, name);
             struct stat st;
-            if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0)
+            if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0) {
+                if (out && size > strlen(full))
+                    memcpy(out, full, strlen(full) + 1);
+                else if (out && size)
+                    out[0] = '\0';
                 return true;
+            }
         }
         if (!end)
             break;

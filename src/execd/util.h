@@ -38,5 +38,7 @@ int kn_util_mode_from_decimal(long long v, mode_t *out);
 int kn_util_mode_to_decimal(mode_t m);
 /* Looks name up in PATH; true if an executable regular file exists. */
 bool kn_util_in_path(const char *name);
+/* The same, with the file found copied to out (when it fits). */
+bool kn_util_which(const char *name, char *out, size_t size);
 
 #endif
