@@ -495,6 +495,7 @@ prebuild(kn_rcpt_t *r, const subject_t *sub, const kn_receipt_action_t *a, const
          prebuilt_t *pb)
 {
     char issuer[256];
+    kn_receipt_key_t key;
     bool ok = false;
     memset(pb, 0, sizeof *pb);
     if (sub->snapshot[0] || !principal)
@@ -508,6 +509,7 @@ prebuild(kn_rcpt_t *r, const subject_t *sub, const kn_receipt_action_t *a, const
         pb->seq = m->sequence;
         memcpy(pb->head, m->hash, sizeof pb->head);
         snprintf(issuer, sizeof issuer, "%s", m->issuer);
+        memcpy(&key, &r->key, sizeof key);
         ok = true;
     }
     pthread_mutex_unlock(&r->mu);
@@ -520,11 +522,12 @@ prebuild(kn_rcpt_t *r, const subject_t *sub, const kn_receipt_action_t *a, const
                                      .runtime = runtime,
                                      .principal_id = principal,
                                      .chain_id = sub->chain_id};
-    kn_receipt_chain_t *chain = runtime ? kn_receipt_chain_new(&cfg, &r->key, &err) : NULL;
+    kn_receipt_chain_t *chain = runtime ? kn_receipt_chain_new(&cfg, &key, &err) : NULL;
     json_decref(runtime);
     if (chain && kn_receipt_chain_resume_at(chain, pb->seq, pb->head, false, &err) == 0)
         pb->rec = kn_receipt_chain_append_text(chain, a, pb->hash, &pb->text, &err);
     kn_receipt_chain_free(chain);
+    kn_receipt_key_wipe(&key);
     if (!pb->rec || !pb->text) {
         prebuilt_free(pb);
         return false;
@@ -1902,7 +1905,9 @@ rotate_commit(step_t *st)
 {
     rotate_step_t *s = (rotate_step_t *)st;
     s->installed = rename(s->next_path, st->r->key_path) < 0 ? errno : 0;
+    pthread_mutex_lock(&st->r->mu); /* prebuild() copies the key under mu */
     memcpy(&st->r->key, s->next, sizeof *s->next);
+    pthread_mutex_unlock(&st->r->mu);
 }
 
 static int
