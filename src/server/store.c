@@ -909,6 +909,46 @@ out:
 static int collect_strings(kn_store_t *st, sqlite3_stmt *s, char ***out, size_t *n,
                            kn_error_t *err);
 
+/* Columns 0 and 1 of every row of a prepared statement, as two arrays of
+ * malloc'd strings (NULL for a NULL column). */
+static int
+collect_pairs(kn_store_t *st, sqlite3_stmt *s, char ***a, char ***b, size_t *n, const char *what,
+              kn_error_t *err)
+{
+    char **c = NULL, **t = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **g1 = realloc(c, nc * sizeof *g1);
+            if (g1)
+                c = g1;
+            char **g2 = g1 ? realloc(t, nc * sizeof *g2) : NULL;
+            if (g2)
+                t = g2;
+            if (!g1 || !g2) {
+                kn_store_strings_free(c, len);
+                kn_store_strings_free(t, len);
+                return kn_error_set(err, ENOMEM, "%s", what);
+            }
+            cap = nc;
+        }
+        c[len] = col_dup(s, 0);
+        t[len] = col_dup(s, 1);
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        kn_store_strings_free(c, len);
+        kn_store_strings_free(t, len);
+        return db_error(st, err, what);
+    }
+    *a = c;
+    *b = t;
+    *n = len;
+    return 0;
+}
+
 int
 kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr, char ***corrs,
                        char ***types, size_t *n, kn_error_t *err)
@@ -934,39 +974,8 @@ kn_store_tx_unanswered(kn_store_tx_t *tx, const char *chain_id, const char *corr
         sqlite3_bind_text(s, 2, corr, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(s, 2);
-    char **c = NULL, **t = NULL;
-    size_t len = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            char **g1 = realloc(c, nc * sizeof *g1);
-            if (g1)
-                c = g1;
-            char **g2 = g1 ? realloc(t, nc * sizeof *g2) : NULL;
-            if (g2)
-                t = g2;
-            if (!g1 || !g2) {
-                kn_store_strings_free(c, len);
-                kn_store_strings_free(t, len);
-                kn_error_set(err, ENOMEM, "unanswered receipts");
-                goto out;
-            }
-            cap = nc;
-        }
-        c[len] = col_dup(s, 0);
-        t[len] = col_dup(s, 1);
-        len++;
-    }
-    if (rc != SQLITE_DONE) {
-        kn_store_strings_free(c, len);
-        kn_store_strings_free(t, len);
-        db_error(st, err, "unanswered receipts");
+    if (collect_pairs(st, s, corrs, types, n, "unanswered receipts", err) < 0)
         goto out;
-    }
-    *corrs = c;
-    *types = t;
-    *n = len;
     ret = 0;
 out:
     sqlite3_finalize(s);
@@ -1034,41 +1043,18 @@ kn_store_tx_intents(kn_store_tx_t *tx, const char *chain_id, char ***corrs, char
 {
     kn_store_t *st = tx->st;
     sqlite3_stmt *s = NULL;
-    char **c = NULL, **j = NULL;
-    size_t nc = 0, nj = 0;
-    int ret = -1;
     *corrs = *jsons = NULL;
     *n = 0;
-    /* Twice over the (small) table: the ids, then the texts, in one order. */
-    static const char *const sql[2] = {
-        "SELECT correlation_id FROM intents WHERE chain_id = ? ORDER BY "
-        "json_extract(action_json, '$.timestamp'), correlation_id",
-        "SELECT action_json FROM intents WHERE chain_id = ? ORDER BY "
-        "json_extract(action_json, '$.timestamp'), correlation_id"};
-    for (int k = 0; k < 2; k++) {
-        if (sqlite3_prepare_v2(st->db, sql[k], -1, &s, NULL) != SQLITE_OK) {
-            db_error(st, err, "call intents");
-            goto out;
-        }
-        sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
-        if (collect_strings(st, s, k ? &j : &c, k ? &nj : &nc, err) < 0)
-            goto out;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT correlation_id, action_json FROM intents WHERE chain_id = ? "
+                           "ORDER BY json_extract(action_json, '$.begun'), correlation_id",
+                           -1, &s, NULL) != SQLITE_OK) {
         sqlite3_finalize(s);
-        s = NULL;
+        return db_error(st, err, "call intents");
     }
-    if (nc != nj) {
-        kn_error_set(err, EIO, "call intents changed while read");
-        goto out;
-    }
-    *corrs = c;
-    *jsons = j;
-    *n = nc;
-    c = j = NULL;
-    ret = 0;
-out:
+    sqlite3_bind_text(s, 1, chain_id, -1, SQLITE_STATIC);
+    int ret = collect_pairs(st, s, corrs, jsons, n, "call intents", err);
     sqlite3_finalize(s);
-    kn_store_strings_free(c, nc);
-    kn_store_strings_free(j, nj);
     return ret;
 }
 
